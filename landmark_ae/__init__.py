@@ -1,0 +1,1 @@
+"""landmark-ae: unsupervised image retrieval with convolutional autoencoders."""

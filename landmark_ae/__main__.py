@@ -1,0 +1,5 @@
+import sys
+
+from landmark_ae.cli import main
+
+sys.exit(main())

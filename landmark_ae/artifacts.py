@@ -1,0 +1,107 @@
+"""Run directories and files: atomic writes, run records, and finding the runs a command chains from.
+
+Every run dir holds `run.json` (command, status, data config name, times, overrides). Commands
+that take an earlier run by default (train takes a prepare run, ...) pick the most recent run
+whose record says `complete`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from landmark_ae.errors import UserError
+
+RUN_RECORD = "run.json"
+
+
+@contextmanager
+def atomic_path(dest: Path | str) -> Iterator[Path]:
+    """Yield a temp path beside `dest`; on success it replaces `dest` in one rename.
+
+    A run killed mid-write leaves only a `.tmp` file, never a half-written `dest`.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, dest)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_bytes_atomic(dest: Path | str, data: bytes) -> None:
+    with atomic_path(dest) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text_atomic(dest: Path | str, text: str) -> None:
+    write_bytes_atomic(dest, text.encode("utf-8"))
+
+
+def write_json_atomic(dest: Path | str, obj: Any) -> None:
+    write_text_atomic(dest, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def read_json(path: Path | str) -> Any:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def write_run_record(run_dir: Path, command: str, status: str, **fields: Any) -> dict:
+    """Create or update run.json; `started` is kept from the first write."""
+    path = run_dir / RUN_RECORD
+    record = read_json(path) if path.is_file() else {}
+    record.update(command=command, status=status, **fields)
+    now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    record.setdefault("started", now)
+    record["updated"] = now
+    write_json_atomic(path, record)
+    return record
+
+
+def read_run_record(run_dir: Path | str) -> dict | None:
+    path = Path(run_dir) / RUN_RECORD
+    if not path.is_file():
+        return None
+    try:
+        return read_json(path)
+    except (OSError, ValueError):
+        return None
+
+
+def latest_run(
+    output_dir: Path | str, command: str, accept: Callable[[dict], bool] = lambda r: True
+) -> Path | None:
+    """The most recently started complete run of `command` under output_dir that `accept` likes."""
+    root = Path(output_dir) / command
+    found: list[tuple[str, float, Path]] = []
+    for record_path in root.glob(f"**/{RUN_RECORD}"):
+        record = read_run_record(record_path.parent)
+        if record and record.get("status") == "complete" and accept(record):
+            found.append((record.get("started", ""), record_path.stat().st_mtime, record_path.parent))
+    return max(found)[2] if found else None
+
+
+def resolve_run(
+    given: str | None, output_dir: Path | str, command: str, what: str, how: str,
+    accept: Callable[[dict], bool] = lambda r: True,
+) -> Path:
+    """The run dir the user gave, or the latest complete one; a UserError says what to do if none."""
+    if given:
+        path = Path(given).expanduser()
+        if not path.is_dir():
+            raise UserError(f"{what} {given} does not exist: {how}")
+        return path
+    path = latest_run(output_dir, command, accept)
+    if path is None:
+        raise UserError(f"no complete {command} run found under {Path(output_dir) / command}: {how}")
+    return path

@@ -1,0 +1,53 @@
+"""`landmark-ae <command> [hydra overrides]`: strips the command and hands the rest to its @hydra.main.
+
+Kept free of heavy imports so `landmark-ae --help` answers at once.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# name -> (module with a @hydra.main `main`, one line of help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "prepare": ("landmark_ae.commands.prepare", "sample a GLDv2 train.csv, split train/val/test, fetch and resize the images"),
+    "train": ("landmark_ae.commands.train", "train an autoencoder (M1, M2, M3, ...) on a prepared dataset"),
+}
+
+
+def usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = [
+        "usage: landmark-ae <command> [key=value ...] [hydra flags: --help, --cfg job, -m, ...]",
+        "",
+        "commands:",
+        *(f"  {name.ljust(width)}  {text}" for name, (_, text) in COMMANDS.items()),
+        "",
+        "`landmark-ae <command> --help` shows that command's config and overrides.",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else list(argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0 if args else 2
+    if args[0] == "--version":
+        from importlib.metadata import version
+
+        print(f"landmark-ae {version('landmark-ae')}")
+        return 0
+    name = args[0]
+    if name not in COMMANDS:
+        print(f"landmark-ae: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    # Hydra reads its overrides and flags from sys.argv.
+    sys.argv = [f"{sys.argv[0]}", *args[1:]]
+    module.main()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

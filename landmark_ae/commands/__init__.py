@@ -1,0 +1,126 @@
+"""One module per subcommand, each a @hydra.main; this module holds what they share.
+
+Importing it registers the config schemas and the `run_dir` resolver before Hydra composes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
+
+from landmark_ae.artifacts import read_run_record
+from landmark_ae.config import config_dir, register_configs, validate
+from landmark_ae.errors import UserError
+
+CONFIG_DIR = config_dir()
+log = logging.getLogger("landmark_ae")
+
+register_configs()
+# `resume=<run dir>` reuses that dir; otherwise a new timestamped one (see conf/hydra/default.yaml).
+OmegaConf.register_new_resolver(
+    "run_dir", lambda resume, fresh: str(resume) if resume else fresh, replace=True
+)
+# A resumed run keeps the original .hydra/ record and adds its own beside it.
+OmegaConf.register_new_resolver(
+    "hydra_subdir",
+    lambda resume: f".hydra/resume-{datetime.now():%Y-%m-%d_%H-%M-%S-%f}" if resume else ".hydra",
+    replace=True,
+)
+
+
+def _short_message(exc: BaseException) -> str:
+    """Hydra/OmegaConf composition errors span many lines; keep what the user must read."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    if any(ln.startswith("Available options in") for ln in lines):
+        start = next(i for i, ln in enumerate(lines) if ln.startswith("Available options in"))
+        options = []
+        for ln in lines[start + 1 :]:
+            if ln.startswith("Config search path"):
+                break
+            if not ln.endswith("_schema"):  # schema nodes are not choices a user makes
+                options.append(ln)
+        return f"{lines[0]}; choose one of: {', '.join(options)}"
+    message = " ".join(lines[:2]) if lines[0].startswith("Could not override") else lines[0]
+    cause = exc.__cause__
+    if cause is not None and str(cause).strip():
+        message += ": " + str(cause).strip().splitlines()[0]
+    return message
+
+
+def _install_concise_errors() -> None:
+    """Report config errors (unknown choice, wrong type, unknown key) in one or two lines.
+
+    Hydra prints them over many lines with a hint about HYDRA_FULL_ERROR; we keep Hydra's own
+    handling for everything else and whenever HYDRA_FULL_ERROR=1 is set.
+    """
+    import hydra._internal.utils as hydra_utils
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    original = hydra_utils.run_and_report
+    if getattr(original, "_landmark_ae", False):
+        return
+
+    def run_and_report(func: Callable[[], Any]) -> Any:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            return original(func)
+        try:
+            return func()
+        except (HydraException, OmegaConfBaseException) as exc:
+            print(f"landmark-ae: error: {_short_message(exc)}", file=sys.stderr)
+            sys.exit(2)
+        except Exception as exc:  # noqa: BLE001 - handed to Hydra's reporter unchanged
+            err = exc
+
+            def reraise() -> Any:
+                raise err
+
+            return original(reraise)
+
+    run_and_report._landmark_ae = True  # type: ignore[attr-defined]
+    hydra_utils.run_and_report = run_and_report
+
+
+_install_concise_errors()
+
+
+def fail(command: str, message: str, code: int = 2) -> None:
+    print(f"landmark-ae {command}: error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def execute(
+    command: str, cfg: DictConfig, schema: type, body: Callable[[DictConfig, Path], Mapping[str, Any]]
+) -> None:
+    """Validate cfg, run body(cfg, run_dir) and print its results as `key<TAB>value` lines on stdout.
+
+    Expected failures become one line on stderr and exit code 2; a run dir that this call created
+    and that holds nothing yet is removed so a typo leaves no debris.
+    """
+    from hydra.core.hydra_config import HydraConfig
+
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    # Only a dir this call created may be removed on error; never one named by resume=.
+    fresh = not cfg.get("resume") and read_run_record(run_dir) is None
+    try:
+        validate(cfg, schema)
+        results = body(cfg, run_dir)
+    except (UserError, MissingMandatoryValue) as exc:
+        if fresh and read_run_record(run_dir) is None:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        if isinstance(exc, MissingMandatoryValue):
+            key = exc.full_key or "a required value"
+            fail(command, f"{key} is required: set it on the command line ({key}=...)")
+        fail(command, str(exc))
+    except KeyboardInterrupt:
+        fail(command, f"interrupted; finished work is kept: continue with resume={run_dir}", code=130)
+    for key, value in results.items():
+        print(f"{key}\t{value}", flush=True)

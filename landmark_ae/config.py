@@ -1,0 +1,144 @@
+"""Config schemas (dataclasses in Hydra's ConfigStore) and where the YAML configs live.
+
+Types are checked by OmegaConf while Hydra composes (``epochs=abc`` fails there); value ranges
+are declared next to each field (``metadata={"min": ...}``) and checked by :func:`validate`
+before a command does any work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from landmark_ae.errors import UserError
+
+
+def config_dir() -> str:
+    """The YAML configs: shipped inside the wheel as landmark_ae/conf, or the repo's top-level conf/."""
+    packaged = Path(__file__).resolve().parent / "conf"
+    if (packaged / "train.yaml").is_file():
+        return str(packaged)
+    return str(Path(__file__).resolve().parent.parent / "conf")
+
+
+def _min(value: float, default: Any = MISSING, **kw: Any) -> Any:
+    return field(default=default, metadata={"min": value, **kw})
+
+
+def _range(lo: float, hi: float, default: Any) -> Any:
+    return field(default=default, metadata={"min": lo, "max": hi})
+
+
+class Source(str, enum.Enum):
+    """Where prepare takes images from."""
+
+    local = "local"  # a folder in GLDv2's extracted layout: images/a/b/c/<id>.jpg
+    synthetic = "synthetic"  # the built-in generator writes that layout, then as local
+
+
+@dataclass
+class SyntheticConfig:
+    n_landmarks: int = _min(2, 20)
+    n_images: int = _min(6, 1500)
+    min_per_landmark: int = _min(1, 3)
+    width: int = _min(32, 160)
+    height: int = _min(32, 120)
+    seed: int = 0
+
+
+@dataclass
+class DataConfig:
+    name: str = MISSING
+    source: Source = Source.local
+    root: Optional[str] = MISSING  # folder holding images/ (and train.csv unless csv is set)
+    csv: Optional[str] = None  # GLDv2 train.csv (id,url,landmark_id); default <root>/train.csv
+    landmark_min: int = 1000  # sampled landmark_id range [landmark_min, landmark_max)
+    landmark_max: int = 2000
+    test_fraction: float = _range(0.0, 0.5, 0.01)
+    val_fraction: float = _range(0.0, 0.9, 0.2)
+    image_size: int = _min(8, 96)
+    seed: int = 0
+    csv_chunksize: int = _min(1, 200_000)
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    description: str = ""
+    input_size: int = _min(8, MISSING)
+    encoder: List[Dict[str, Any]] = MISSING
+    decoder: List[Dict[str, Any]] = MISSING
+
+
+@dataclass
+class PathsConfig:
+    output_dir: str = "outputs"
+
+
+@dataclass
+class PrepareConfig:
+    data: DataConfig = MISSING
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    resume: Optional[str] = None
+    workers: int = _min(1, 2)
+    jpeg_quality: int = _range(50, 100, 95)
+    progress: bool = True
+
+
+@dataclass
+class TrainConfig:
+    data: DataConfig = MISSING
+    model: ModelConfig = MISSING
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    data_dir: Optional[str] = None
+    resume: Optional[str] = None
+    epochs: int = _min(1, 20)
+    batch_size: int = _min(1, 64)
+    device: str = "auto"
+    seed: int = 42
+    threads: int = _min(0, 0)  # torch intra-op threads; 0 = torch's default
+    optimizer: Dict[str, Any] = field(default_factory=lambda: {"_target_": "torch.optim.Adam"})
+    recon_images: int = _min(1, 8)
+    progress: bool = True
+
+
+def register_configs() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="prepare_schema", node=PrepareConfig)
+    cs.store(name="train_schema", node=TrainConfig)
+    cs.store(group="data", name="data_schema", node=DataConfig)
+    cs.store(group="model", name="model_schema", node=ModelConfig)
+
+
+def validate(cfg: DictConfig, schema: type, prefix: str = "") -> None:
+    """Check the ranges declared in the schema's field metadata; raise UserError naming the key."""
+    hints = typing.get_type_hints(schema)
+    for f in dataclasses.fields(schema):
+        if f.name not in cfg or OmegaConf.is_missing(cfg, f.name):
+            continue  # missing required values are reported where they are first used
+        key, value = f"{prefix}{f.name}", cfg[f.name]
+        if dataclasses.is_dataclass(hints[f.name]):
+            if value is not None:
+                validate(value, hints[f.name], key + ".")
+            continue
+        lo, hi = f.metadata.get("min"), f.metadata.get("max")
+        if lo is not None and value is not None and value < lo:
+            raise UserError(f"{key}={value} is out of range: it must be >= {lo}")
+        if hi is not None and value is not None and value > hi:
+            raise UserError(f"{key}={value} is out of range: it must be <= {hi}")
+
+
+def check_data_range(cfg: DictConfig) -> None:
+    if cfg.data.landmark_min >= cfg.data.landmark_max:
+        raise UserError(
+            f"empty landmark_id range [{cfg.data.landmark_min}, {cfg.data.landmark_max}): "
+            "set data.landmark_min below data.landmark_max"
+        )

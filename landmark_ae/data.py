@@ -1,0 +1,69 @@
+"""A prepared dataset (a prepare run dir) as uint8 arrays, and the batches the models see.
+
+Images are decoded once, by prepare, into {split}.npy; here they are memory-mapped, resized once
+to the model's input size and kept as uint8, so an epoch costs only the model's compute.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from landmark_ae.errors import UserError
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class Split:
+    name: str
+    images: np.ndarray  # (N, S, S, 3) uint8, memory-mapped
+    manifest: pd.DataFrame  # id, landmark_id, path, width, height; row i describes images[i]
+
+
+def load_split(data_dir: Path | str, split: str) -> Split:
+    data_dir = Path(data_dir)
+    array_path, manifest_path = data_dir / f"{split}.npy", data_dir / f"{split}.csv"
+    if not data_dir.is_dir():
+        raise UserError(f"dataset {data_dir} does not exist: run `landmark-ae prepare` or pass data_dir=<prepare run dir>")
+    if not (array_path.is_file() and manifest_path.is_file()):
+        raise UserError(
+            f"{data_dir} holds no prepared {split} split ({split}.csv/{split}.npy missing): "
+            "run `landmark-ae prepare` (or finish it with resume=<its run dir>)"
+        )
+    images = np.load(array_path, mmap_mode="r")
+    manifest = pd.read_csv(manifest_path, dtype={"id": str})
+    if images.ndim != 4 or images.shape[0] != len(manifest) or images.shape[-1] != 3:
+        raise UserError(f"{data_dir}: {split}.npy {images.shape} does not match {split}.csv ({len(manifest)} rows): rerun prepare")
+    return Split(split, images, manifest)
+
+
+def load_prepared(data_dir: Path | str, splits: tuple[str, ...] = SPLITS) -> dict[str, Split]:
+    return {s: load_split(data_dir, s) for s in splits}
+
+
+def resize_uint8(images: np.ndarray, size: int, chunk: int = 512) -> torch.Tensor:
+    """(N, S, S, 3) uint8 -> (N, 3, size, size) uint8, resized once with antialiasing."""
+    out = torch.empty((len(images), 3, size, size), dtype=torch.uint8)
+    for start in range(0, len(images), chunk):
+        x = torch.from_numpy(np.ascontiguousarray(images[start : start + chunk])).permute(0, 3, 1, 2)
+        if x.shape[-1] != size or x.shape[-2] != size:
+            x = F.interpolate(x.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+            x = x.round_().clamp_(0, 255).to(torch.uint8)
+        out[start : start + len(x)] = x
+    return out
+
+
+def to_model_range(batch: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] -> float [-1, 1], the range of the decoders' Tanh."""
+    return batch.float().div_(127.5).sub_(1.0)
+
+
+def to_uint8_hwc(batch: torch.Tensor) -> np.ndarray:
+    """Model-range (B, 3, H, W) -> uint8 (B, H, W, 3) for figures."""
+    return ((batch.detach().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()

@@ -1,0 +1,107 @@
+"""Decode, verify and resize one image; shared by every prepare source and by query.
+
+The stored image is what the model sees: the array kept for training is decoded from the very
+JPEG bytes written to disk, so a stored file and its array row never differ.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from landmark_ae.artifacts import write_bytes_atomic
+
+# Pillow's own decompression-bomb guard is a warning below 2x its limit; make it an error at 64 MP.
+MAX_PIXELS = 64_000_000
+
+
+class ImageError(Exception):
+    """An image that cannot be used; `reason` is a short stable code for the failures manifest."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class Prepared:
+    array: np.ndarray  # (size, size, 3) uint8, decoded from `jpeg`
+    jpeg: bytes
+    width: int  # original size
+    height: int
+
+
+def open_rgb(source: bytes | Path | str, draft_size: int | None = None, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Decode any readable image to RGB, honouring EXIF orientation.
+
+    draft_size lets JPEG decode at a reduced scale (much cheaper for large photos) while keeping
+    at least draft_size pixels on each side.
+    """
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.is_file():
+            raise ImageError("missing", str(path))
+        data = path.read_bytes()
+    else:
+        data = source
+    if not data:
+        raise ImageError("empty")
+    try:
+        with Image.open(io.BytesIO(data)) as probe:
+            width, height = probe.size
+            if width * height > max_pixels:
+                raise ImageError("too_large", f"{width}x{height} pixels")
+            probe.verify()  # structural check before the real decode
+        img = Image.open(io.BytesIO(data))
+        if draft_size and img.format == "JPEG":
+            img.draft("RGB", (draft_size, draft_size))
+        img.load()
+        img = ImageOps.exif_transpose(img)
+        if img.mode in ("RGBA", "LA", "P", "PA") and ("A" in img.mode or "transparency" in img.info):
+            # Composite transparency on white, as a viewer shows it.
+            rgba = img.convert("RGBA")
+            background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            img = Image.alpha_composite(background, rgba)
+        return img.convert("RGB")
+    except ImageError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageError("too_large", str(exc)) from None
+    except UnidentifiedImageError:
+        raise ImageError("not_an_image") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as exc:
+        raise ImageError("corrupt", str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+
+
+def original_size(source: bytes | Path) -> tuple[int, int]:
+    data = Path(source).read_bytes() if isinstance(source, Path) else source
+    with Image.open(io.BytesIO(data)) as img:
+        return img.size
+
+
+def prepare_image(source: bytes | Path | str, size: int, quality: int = 95) -> Prepared:
+    """Decode, resize to size x size (the seed resizes without keeping the aspect) and JPEG-encode."""
+    data = Path(source).read_bytes() if isinstance(source, (str, Path)) and Path(source).is_file() else source
+    img = open_rgb(data, draft_size=size)
+    width, height = original_size(data) if isinstance(data, bytes) else img.size
+    small = img.resize((size, size), Image.Resampling.BICUBIC, reducing_gap=3.0)
+    buf = io.BytesIO()
+    small.save(buf, format="JPEG", quality=quality)
+    jpeg = buf.getvalue()
+    array = np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"), dtype=np.uint8)
+    return Prepared(array=array, jpeg=jpeg, width=width, height=height)
+
+
+def save_prepared(prepared: Prepared, dest: Path) -> None:
+    write_bytes_atomic(dest, prepared.jpeg)
+
+
+def load_array(path: Path) -> np.ndarray:
+    """A stored (already resized) image as a uint8 array."""
+    with Image.open(path) as img:
+        return np.asarray(img.convert("RGB"), dtype=np.uint8)

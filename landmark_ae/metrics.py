@@ -1,0 +1,202 @@
+"""Quality metrics: clustering agreement with landmark labels and retrieval scores.
+
+scikit-learn is imported inside the functions that need it, so importing this
+module stays cheap.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from landmark_ae.retrieval import search
+
+__all__ = [
+    "rand_index",
+    "clustering_scores",
+    "kmeans_labels",
+    "average_precision_at_k",
+    "retrieval_scores",
+    "evaluate_embeddings",
+]
+
+
+def _check_labelings(labels_true, labels_pred) -> tuple[np.ndarray, np.ndarray]:
+    t = np.asarray(labels_true)
+    p = np.asarray(labels_pred)
+    if t.ndim != 1 or p.ndim != 1:
+        raise ValueError("labelings must be 1-D")
+    if t.shape != p.shape:
+        raise ValueError(f"labelings differ in length: {t.size} vs {p.size}")
+    return t, p
+
+
+def _pairs(x: np.ndarray) -> int:
+    """sum of C(x, 2) as an exact Python int."""
+    x = x.astype(np.int64)
+    return int((x * (x - 1) // 2).sum())
+
+
+def rand_index(labels_true, labels_pred) -> float:
+    """Rand index (TP + TN) / C(n, 2), from the sparse contingency table.
+
+    Counts only the non-empty cells (np.unique), so time is O(n log n) and
+    memory O(n) whatever the number of clusters; never enumerates pairs.
+    Fewer than 2 items: 1.0 (same convention as sklearn's rand_score).
+    """
+    t, p = _check_labelings(labels_true, labels_pred)
+    n = t.size
+    if n < 2:
+        return 1.0
+    _, ti = np.unique(t, return_inverse=True)
+    _, pi = np.unique(p, return_inverse=True)
+    ti = ti.ravel().astype(np.int64)
+    pi = pi.ravel().astype(np.int64)
+    cells = np.unique(ti * (int(pi.max()) + 1) + pi, return_counts=True)[1]
+    tp = _pairs(cells)  # pairs together in both labelings
+    same_true = _pairs(np.bincount(ti))
+    same_pred = _pairs(np.bincount(pi))
+    total = n * (n - 1) // 2
+    tn = total - same_true - same_pred + tp  # pairs apart in both
+    return (tp + tn) / total
+
+
+def clustering_scores(labels_true, labels_pred) -> dict:
+    """NMI (arithmetic), Rand index, ARI and AMI as floats; keys nmi, ri, ari, ami."""
+    from sklearn import metrics as skm
+
+    t, p = _check_labelings(labels_true, labels_pred)
+    return {
+        "nmi": float(skm.normalized_mutual_info_score(t, p)),
+        "ri": float(rand_index(t, p)),
+        "ari": float(skm.adjusted_rand_score(t, p)),
+        "ami": float(skm.adjusted_mutual_info_score(t, p)),
+    }
+
+
+def kmeans_labels(x, n_clusters: int, seed: int, n_init: int = 10) -> np.ndarray:
+    """Cluster ids (int64) from sklearn KMeans with a fixed seed and n_init."""
+    from sklearn.cluster import KMeans
+
+    x = np.asarray(x)
+    if x.ndim != 2:
+        raise ValueError(f"x must be 2-D, got shape {x.shape}")
+    if not 1 <= n_clusters <= x.shape[0]:
+        raise ValueError(f"n_clusters={n_clusters} not in [1, {x.shape[0]}]")
+    km = KMeans(n_clusters=n_clusters, n_init=n_init, random_state=seed)
+    return km.fit_predict(x).astype(np.int64)
+
+
+def average_precision_at_k(relevance, n_relevant: int, k: int = 100) -> float:
+    """GLDv2 AP@k of one ranked list: sum_{i<=k} P@i * rel_i / min(n_relevant, k).
+
+    relevance: 0/1 (or bool) per ranked result, best first; only the first k
+    count. n_relevant: relevant images in the whole database (must be >= 1 and
+    >= the relevant results listed).
+    """
+    if k <= 0:
+        raise ValueError(f"k must be positive, got {k}")
+    rel = np.asarray(relevance).astype(bool).ravel()[:k]
+    if n_relevant < 1:
+        raise ValueError("AP is undefined for a query without relevant images")
+    if rel.sum() > n_relevant:
+        raise ValueError(f"{int(rel.sum())} relevant results listed but n_relevant={n_relevant}")
+    hits = np.cumsum(rel)
+    prec = hits / np.arange(1, rel.size + 1)
+    return float(prec[rel].sum() / min(n_relevant, k))
+
+
+def retrieval_scores(
+    query_emb,
+    query_labels,
+    db_emb,
+    db_labels,
+    k: int = 100,
+    chunk_size: int = 1024,
+) -> dict:
+    """Retrieval quality of embeddings: mAP@k, P@1, P@10, recall@k.
+
+    Keys f"map@{k}", "p@1", "p@10", f"recall@{k}", "n_queries" (all queries
+    given) and "n_queries_without_relevant". Means are over queries that have
+    at least one same-label database image (GLDv2 likewise drops non-landmark
+    queries); NaN if there are none. If k exceeds the database size the whole
+    database is ranked. P@10 is the relevant share of the top min(10, n_db),
+    so a perfect ranking scores 1 even on a database smaller than 10. recall@k
+    is the share of a query's relevant database images found in its top k.
+    """
+    query_emb = np.asarray(query_emb)
+    query_labels = np.asarray(query_labels)
+    db_labels = np.asarray(db_labels)
+    if query_labels.ndim != 1 or query_labels.size != query_emb.shape[0]:
+        raise ValueError("query_labels must be 1-D with one label per query row")
+    if db_labels.ndim != 1 or db_labels.size != db_emb.shape[0]:
+        raise ValueError("db_labels must be 1-D with one label per database row")
+    if k <= 0:
+        raise ValueError(f"k must be positive, got {k}")
+    n_db = db_labels.size
+    if n_db == 0:
+        raise ValueError("database is empty")
+    n_q = query_labels.size
+
+    # Relevant images per query = database images sharing its label.
+    uniq, counts = np.unique(db_labels, return_counts=True)
+    pos = np.clip(np.searchsorted(uniq, query_labels), 0, uniq.size - 1)
+    n_rel = np.where(uniq[pos] == query_labels, counts[pos], 0)
+    valid = n_rel > 0
+
+    k_eff = min(k, n_db)
+    k_p10 = min(10, n_db)
+    # Search deep enough for both the AP/recall cut-off and P@10.
+    k_search = max(k_eff, k_p10)
+    ap = np.zeros(n_q)
+    p1 = np.zeros(n_q)
+    p10 = np.zeros(n_q)
+    rec = np.zeros(n_q)
+    for s in range(0, n_q, chunk_size):
+        sl = slice(s, min(s + chunk_size, n_q))
+        _, idx = search(query_emb[sl], db_emb, k_search, chunk_size=chunk_size)
+        rel = db_labels[idx] == query_labels[sl, None]
+        nr = n_rel[sl]
+        top = rel[:, :k_eff]
+        hits = np.cumsum(top, axis=1)
+        prec = hits / np.arange(1, k_eff + 1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ap[sl] = (prec * top).sum(axis=1) / np.minimum(nr, k)
+            rec[sl] = hits[:, -1] / nr
+        p1[sl] = rel[:, 0]
+        p10[sl] = rel[:, :k_p10].sum(axis=1) / k_p10
+
+    def mean(x: np.ndarray) -> float:
+        return float(x[valid].mean()) if valid.any() else float("nan")
+
+    return {
+        f"map@{k}": mean(ap),
+        "p@1": mean(p1),
+        "p@10": mean(p10),
+        f"recall@{k}": mean(rec),
+        "n_queries": int(n_q),
+        "n_queries_without_relevant": int((~valid).sum()),
+    }
+
+
+def evaluate_embeddings(
+    train_emb,
+    train_labels,
+    query_emb,
+    query_labels,
+    db_emb,
+    db_labels,
+    seed: int,
+    n_init: int = 10,
+    k: int = 100,
+) -> dict:
+    """k-means (one cluster per distinct train label) scores plus retrieval scores.
+
+    Returns clustering_scores' keys, "n_clusters", and retrieval_scores' keys.
+    """
+    train_labels = np.asarray(train_labels)
+    n_clusters = int(np.unique(train_labels).size)
+    pred = kmeans_labels(train_emb, n_clusters, seed=seed, n_init=n_init)
+    out = clustering_scores(train_labels, pred)
+    out["n_clusters"] = n_clusters
+    out.update(retrieval_scores(query_emb, query_labels, db_emb, db_labels, k=k))
+    return out

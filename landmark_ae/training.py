@@ -1,0 +1,222 @@
+"""`landmark-ae train`: fit an autoencoder to reconstruct its input (MSE), as the seed study does.
+
+A train run dir holds:
+    best.pt        best-validation weights + the resolved model config (rebuilds the model alone)
+    last.pt        everything needed to resume: weights, optimizer, RNG state, history
+    history.csv    epoch, train_loss, val_loss, seconds, images_per_s
+    loss_curve.png, reconstructions.png, run.json
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from landmark_ae.artifacts import atomic_path, resolve_run, write_run_record
+from landmark_ae.data import load_prepared, resize_uint8, to_model_range, to_uint8_hwc
+from landmark_ae.errors import UserError
+from landmark_ae.models import ConvAutoencoder, build_model
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = "landmark-ae/checkpoint/1"
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"device={name} is not a device: use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device={name} but CUDA is not available here: use device=auto or device=cpu")
+    return device
+
+
+def train_one_epoch(
+    model: ConvAutoencoder, images: torch.Tensor, optimizer: torch.optim.Optimizer, batch_size: int,
+    generator: torch.Generator, device: torch.device, on_batch: Callable[[float], None] = lambda loss: None,
+) -> float:
+    """One pass over `images` (uint8, N x 3 x H x W) in a seeded random order; returns the mean loss."""
+    model.train()
+    order = torch.randperm(len(images), generator=generator)
+    total = 0.0
+    for start in range(0, len(images), batch_size):
+        x = to_model_range(images[order[start : start + batch_size]]).to(device, non_blocking=True)
+        loss = F.mse_loss(model(x), x)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += loss.item() * len(x)
+        on_batch(loss.item())
+    return total / len(images)
+
+
+@torch.inference_mode()
+def evaluate(model: ConvAutoencoder, images: torch.Tensor, batch_size: int, device: torch.device) -> float:
+    """Mean reconstruction MSE over `images` (eval mode: BatchNorm uses its running statistics)."""
+    model.eval()
+    total = 0.0
+    for start in range(0, len(images), batch_size):
+        x = to_model_range(images[start : start + batch_size]).to(device)
+        total += F.mse_loss(model(x), x, reduction="sum").item() / x[0].numel()
+    return total / len(images)
+
+
+def save_checkpoint(path: Path, **payload: Any) -> None:
+    with atomic_path(path) as tmp:
+        torch.save({"format": CHECKPOINT_FORMAT, **payload}, tmp)
+
+
+def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") -> dict:
+    """Weights-only loading: a checkpoint carrying code is refused, not run."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} not found: train a model first (`landmark-ae train`)")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - pickle errors come in many types
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{path} is not a loadable landmark-ae checkpoint (refused by weights-only loading): {first[:200]}") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise UserError(f"{path} is not a landmark-ae checkpoint")
+    return ckpt
+
+
+def model_from_checkpoint(ckpt: dict) -> ConvAutoencoder:
+    """Rebuild the model from the config the checkpoint carries and load its weights."""
+    model = build_model(ckpt["model_config"])
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise UserError(f"checkpoint weights do not fit model {ckpt['model_config'].get('name')}: {first[:200]}") from None
+    return model
+
+
+def _resolve_data_dir(cfg: DictConfig) -> Path:
+    return resolve_run(
+        cfg.data_dir, cfg.paths.output_dir, "prepare", "data_dir",
+        f"run `landmark-ae prepare data={cfg.data.name}` first, or pass data_dir=<prepare run dir>",
+        accept=lambda r: r.get("data") == cfg.data.name,
+    )
+
+
+def run_train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = pick_device(cfg.device)
+    last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
+
+    resumed = last_path.is_file()
+    if cfg.resume and not resumed:
+        raise UserError(f"resume={cfg.resume} has no last.pt to continue from: start a new run without resume")
+    state = load_checkpoint(last_path) if resumed else None
+    if state is not None:
+        model_cfg, data_dir = state["model_config"], Path(state["data_dir"])
+        log.info("resuming %s from epoch %d of %s", model_cfg["name"], state["epoch"], run_dir)
+    else:
+        model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+        data_dir = _resolve_data_dir(cfg)
+
+    torch.manual_seed(cfg.seed)
+    model = build_model(model_cfg).to(device)
+    try:
+        optimizer = instantiate(cfg.optimizer, params=model.parameters())
+    except Exception as exc:  # noqa: BLE001 - a bad optimizer override
+        raise UserError(f"optimizer: cannot build {cfg.optimizer.get('_target_')}: {str(exc).splitlines()[0]}") from None
+    generator = torch.Generator().manual_seed(cfg.seed)
+    history: list[dict] = []
+    best = {"val_loss": math.inf, "epoch": 0}
+    if state is not None:
+        model.load_state_dict(state["state_dict"])
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"])
+        history, best = list(state["history"]), dict(state["best"])
+
+    splits = load_prepared(data_dir, ("train", "val"))
+    size = int(model_cfg["input_size"])
+    train_images = resize_uint8(splits["train"].images, size)
+    val_images = resize_uint8(splits["val"].images, size)
+    if len(train_images) == 0 or len(val_images) == 0:
+        raise UserError(f"{data_dir} has {len(train_images)} train and {len(val_images)} val images: both must be non-empty")
+    record = dict(data=cfg.data.name, data_dir=str(data_dir), model=model_cfg["name"])
+    write_run_record(run_dir, "train", "running", **record)
+    log.info("training %s on %d images (val %d) from %s on %s", model_cfg["name"], len(train_images),
+             len(val_images), data_dir, device)
+
+    from landmark_ae.ui import progress_bar
+
+    start_epoch = len(history) + 1
+    batches = math.ceil(len(train_images) / cfg.batch_size)
+    with progress_bar(cfg.progress) as bar:
+        task = bar.add_task(f"train {model_cfg['name']}", total=batches * max(cfg.epochs - start_epoch + 1, 0), status="")
+        for epoch in range(start_epoch, cfg.epochs + 1):
+            tick = time.perf_counter()
+
+            def on_batch(loss: float) -> None:
+                bar.update(task, advance=1, status=f"epoch {epoch}/{cfg.epochs} loss {loss:.4f}")
+
+            train_loss = train_one_epoch(model, train_images, optimizer, cfg.batch_size, generator, device, on_batch)
+            train_seconds = time.perf_counter() - tick
+            val_loss = evaluate(model, val_images, cfg.batch_size, device)
+            row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
+                   "seconds": round(time.perf_counter() - tick, 3),
+                   "images_per_s": round(len(train_images) / train_seconds, 1)}
+            history.append(row)
+            log.info("epoch %d/%d train %.5f val %.5f (%.1fs, %.0f images/s)", epoch, cfg.epochs,
+                     train_loss, val_loss, row["seconds"], row["images_per_s"])
+            common = dict(model_config=model_cfg, data_dir=str(data_dir), data=cfg.data.name,
+                          train_run=str(run_dir))
+            if val_loss < best["val_loss"]:
+                best = {"val_loss": val_loss, "epoch": epoch}
+                save_checkpoint(best_path, state_dict=model.state_dict(), epoch=epoch, val_loss=val_loss, **common)
+            with atomic_path(run_dir / "history.csv") as tmp:
+                pd.DataFrame(history).to_csv(tmp, index=False)
+            # last.pt is written last: a run killed before it resumes from the previous epoch and
+            # redoes this one, rewriting best.pt and history.csv the same way.
+            save_checkpoint(last_path, state_dict=model.state_dict(), epoch=epoch, optimizer=optimizer.state_dict(),
+                            generator=generator.get_state(), history=history, best=best, **common)
+
+    write_figures(run_dir, history, best_path, val_images, cfg.recon_images, model_cfg["name"], device)
+    write_run_record(run_dir, "train", "complete", best_val_loss=best["val_loss"], best_epoch=best["epoch"], **record)
+    speeds = sorted(h["images_per_s"] for h in history)
+    return {
+        "run_dir": run_dir,
+        "model": model_cfg["name"],
+        "epochs": len(history),
+        "best_epoch": best["epoch"],
+        "best_val_loss": f"{best['val_loss']:.6f}",
+        "train_images_per_s": speeds[len(speeds) // 2] if speeds else 0,
+    }
+
+
+def write_figures(run_dir: Path, history: list[dict], best_path: Path, val_images: torch.Tensor, n: int,
+                  name: str, device: torch.device) -> None:
+    from landmark_ae.figures import plot_losses, plot_reconstructions
+
+    if not history:
+        return
+    plot_losses([h["epoch"] for h in history], [h["train_loss"] for h in history],
+                [h["val_loss"] for h in history], run_dir / "loss_curve.png", f"{name}: MSE loss")
+    model = model_from_checkpoint(load_checkpoint(best_path)).to(device).eval()
+    x = to_model_range(val_images[:n]).to(device)
+    with torch.inference_mode():
+        recon = model(x)
+    plot_reconstructions(to_uint8_hwc(x), to_uint8_hwc(recon), run_dir / "reconstructions.png",
+                         f"{name}: validation images (top) and reconstructions (bottom)")
+

@@ -1,0 +1,132 @@
+"""prepare on a small generated GLDv2-layout source: failures dropped and counted, resumable, atomic."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from conftest import REPO, results, run_cli
+from landmark_ae.prepare import gldv2_image_path
+
+
+@pytest.fixture
+def damaged_source(tiny_source: Path, tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """A copy of tiny_source with one missing, one truncated and one non-image file."""
+    root = tmp_path / "source"
+    shutil.copytree(tiny_source, root)
+    ids = pd.read_csv(root / "train.csv", dtype={"id": str})["id"].tolist()
+    missing, truncated, garbage = ids[5], ids[17], ids[40]
+    gldv2_image_path(root, missing).unlink()
+    path = gldv2_image_path(root, truncated)
+    path.write_bytes(path.read_bytes()[:300])
+    gldv2_image_path(root, garbage).write_bytes(b"<html>not found</html>")
+    return root, {missing: "missing", truncated: "corrupt", garbage: "not_an_image"}
+
+
+def test_prepare_drops_and_counts_bad_images_and_writes_dataset(damaged_source, outputs):
+    root, bad = damaged_source
+    proc = run_cli("prepare", "data=gldv2", f"data.root={root}", "progress=false", outputs=outputs)
+    assert proc.returncode == 0, proc.stderr
+    res = results(proc)
+    run_dir = Path(res["run_dir"])
+    assert run_dir.parent == outputs / "prepare"
+    assert int(res["failed"]) == 3
+    assert res["failed_missing"] == "1" and res["failed_corrupt"] == "1" and res["failed_not_an_image"] == "1"
+    failures = pd.read_csv(run_dir / "failures.csv", dtype={"id": str})
+    assert dict(zip(failures["id"], failures["reason"])) == bad
+
+    total = 0
+    for split in ("train", "val", "test"):
+        manifest = pd.read_csv(run_dir / f"{split}.csv", dtype={"id": str})
+        array = np.load(run_dir / f"{split}.npy")
+        assert array.shape == (len(manifest), 96, 96, 3) and array.dtype == np.uint8
+        assert not set(manifest["id"]) & set(bad)
+        assert (manifest["width"] == 160).all() and (manifest["height"] == 120).all()
+        # the array row is the stored file, decoded
+        first = np.asarray(Image.open(run_dir / manifest["path"][0]).convert("RGB"))
+        assert np.array_equal(first, array[0])
+        assert int(res[split]) == len(manifest)
+        total += len(manifest)
+    assert total == 120 - 3
+    summary = json.loads((run_dir / "dataset.json").read_text())
+    assert summary["counts"]["test"] >= 6  # at least one test image per landmark
+    assert (run_dir / "figure1_distribution.png").read_bytes()[:4] == b"\x89PNG"
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "complete"
+    assert (run_dir / ".hydra" / "config.yaml").is_file() and (run_dir / "prepare.log").is_file()
+
+    # resume: nothing finished is redone, the failures are retried (and fail again)
+    before = {p: p.stat().st_mtime_ns for p in run_dir.glob("train/*.jpg")}
+    proc = run_cli("prepare", "data=gldv2", f"data.root={root}", f"resume={run_dir}", "progress=false", outputs=outputs)
+    assert proc.returncode == 0, proc.stderr
+    assert results(proc)["run_dir"] == str(run_dir) and results(proc)["failed"] == "3"
+    assert {p: p.stat().st_mtime_ns for p in run_dir.glob("train/*.jpg")} == before
+    assert len(list((outputs / "prepare").iterdir())) == 1
+
+
+def test_two_runs_never_collide(tiny_source, outputs):
+    procs = [subprocess.Popen([sys.executable, "-m", "landmark_ae", "prepare", "data=gldv2", f"data.root={tiny_source}",
+                               "progress=false"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    dirs = {dict(line.split("\t") for line in o[0].splitlines())["run_dir"] for o in outs}
+    assert len(dirs) == 2
+
+
+def test_killed_prepare_resumes_without_half_written_images(tmp_path, outputs):
+    from landmark_ae.synthetic import SyntheticSpec, generate
+
+    root = tmp_path / "src"
+    generate(root, SyntheticSpec(n_landmarks=5, n_images=400, min_per_landmark=5, seed=9))
+    args = [sys.executable, "-m", "landmark_ae", "prepare", "data=gldv2", f"data.root={root}", "progress=false", "workers=1"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=REPO, text=True)
+    deadline = time.time() + 120
+    journal = None
+    while time.time() < deadline and proc.poll() is None:
+        found = list((outputs / "prepare").glob("*/done.log")) if (outputs / "prepare").exists() else []
+        if found and len(found[0].read_text().splitlines()) > 40:
+            journal = found[0]
+            break
+        time.sleep(0.01)
+    assert journal is not None and proc.poll() is None, "prepare finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    run_dir = journal.parent
+    assert not (run_dir / "run.json").read_text().count('"complete"')
+    for jpg in run_dir.glob("*/*.jpg"):  # whatever exists is whole
+        Image.open(jpg).load()
+
+    resumed = run_cli("prepare", "data=gldv2", f"data.root={root}", f"resume={run_dir}", "progress=false", outputs=outputs)
+    assert resumed.returncode == 0, resumed.stderr
+    fresh = run_cli("prepare", "data=gldv2", f"data.root={root}", "progress=false", outputs=outputs)
+    fresh_dir = Path(results(fresh)["run_dir"])
+    assert not list(run_dir.glob("*/.*.tmp"))
+    for split in ("train", "val", "test"):
+        assert np.array_equal(np.load(run_dir / f"{split}.npy"), np.load(fresh_dir / f"{split}.npy"))
+        assert (run_dir / f"{split}.csv").read_text() == (fresh_dir / f"{split}.csv").read_text()
+
+
+def test_prepare_bad_inputs(tmp_path, outputs, tiny_source):
+    def err(*args):
+        proc = run_cli("prepare", "progress=false", *args, outputs=outputs)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) <= 2, proc.stderr
+        return proc.stderr
+
+    assert "does not exist" in err("data=gldv2", f"data.root={tmp_path / 'nowhere'}")
+    assert "empty landmark_id range" in err("data=gldv2", f"data.root={tiny_source}", "data.landmark_min=5", "data.landmark_max=5")
+    assert "no usable rows" in err("data=gldv2", f"data.root={tiny_source}", "data.landmark_min=0", "data.landmark_max=5")
+    (tmp_path / "bad.csv").write_text("image,landmark\na,1\n")
+    assert "no id/landmark_id column" in err("data=gldv2", f"data.root={tiny_source}", f"data.csv={tmp_path / 'bad.csv'}")
+    assert not outputs.exists() or not any(outputs.rglob("*.npy"))
