@@ -12,6 +12,9 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "prepare": ("landmark_ae.commands.prepare", "sample a GLDv2 train.csv, split train/val/test, fetch and resize the images"),
     "train": ("landmark_ae.commands.train", "train an autoencoder (M1, M2, M3, ...) on a prepared dataset"),
+    "embed": ("landmark_ae.commands.embed", "compute bottleneck embeddings of every prepared image with a trained model"),
+    "evaluate": ("landmark_ae.commands.evaluate", "score an embed run: NMI, RI, ARI, AMI, mAP@100, P@k, vs a raw-pixel baseline"),
+    "query": ("landmark_ae.commands.query", "rank the database images nearest to query images (TSV on stdout)"),
 }
 
 

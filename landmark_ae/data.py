@@ -7,14 +7,17 @@ to the model's input size and kept as uint8, so an epoch costs only the model's 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
 
 from landmark_ae.errors import UserError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 SPLITS = ("train", "val", "test")
 
@@ -23,10 +26,11 @@ SPLITS = ("train", "val", "test")
 class Split:
     name: str
     images: np.ndarray  # (N, S, S, 3) uint8, memory-mapped
-    manifest: pd.DataFrame  # id, landmark_id, path, width, height; row i describes images[i]
+    manifest: "pd.DataFrame"  # id, landmark_id, path, width, height; row i describes images[i]
 
 
 def load_split(data_dir: Path | str, split: str) -> Split:
+    import pandas as pd
     data_dir = Path(data_dir)
     array_path, manifest_path = data_dir / f"{split}.npy", data_dir / f"{split}.csv"
     if not data_dir.is_dir():
@@ -51,7 +55,7 @@ def resize_uint8(images: np.ndarray, size: int, chunk: int = 512) -> torch.Tenso
     """(N, S, S, 3) uint8 -> (N, 3, size, size) uint8, resized once with antialiasing."""
     out = torch.empty((len(images), 3, size, size), dtype=torch.uint8)
     for start in range(0, len(images), chunk):
-        x = torch.from_numpy(np.ascontiguousarray(images[start : start + chunk])).permute(0, 3, 1, 2)
+        x = torch.from_numpy(np.array(images[start : start + chunk])).permute(0, 3, 1, 2)
         if x.shape[-1] != size or x.shape[-2] != size:
             x = F.interpolate(x.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
             x = x.round_().clamp_(0, 255).to(torch.uint8)

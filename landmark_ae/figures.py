@@ -69,3 +69,24 @@ def plot_reconstructions(originals: np.ndarray, reconstructions: np.ndarray, pat
     axes[1, 0].set_title("reconstruction", loc="left", fontsize=9)
     fig.suptitle(title)
     return _save(fig, path)
+
+
+def plot_retrieval_grid(queries: np.ndarray, results: list[dict], path: Path, title: str, max_rows: int = 8) -> Path:
+    """Seed Figures 6/9: each query (left) and its nearest images with their distances."""
+    from PIL import Image
+
+    plt = _pyplot()
+    rows = results[:max_rows]
+    cols = 1 + max(len(r["neighbours"]) for r in rows)
+    fig, axes = plt.subplots(len(rows), cols, figsize=(1.5 * cols, 1.8 * len(rows)), squeeze=False)
+    for i, r in enumerate(rows):
+        for ax in axes[i]:
+            ax.axis("off")
+        axes[i, 0].imshow(queries[i])
+        axes[i, 0].set_title("query", fontsize=8, color="tab:blue")
+        for j, hit in enumerate(r["neighbours"], start=1):
+            with Image.open(hit["path"]) as img:
+                axes[i, j].imshow(np.asarray(img.convert("RGB")))
+            axes[i, j].set_title(f"{hit['distance']:.2f} · {hit['landmark_id']}", fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    return _save(fig, path)

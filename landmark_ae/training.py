@@ -24,28 +24,11 @@ from omegaconf import DictConfig, OmegaConf
 from landmark_ae.artifacts import atomic_path, resolve_run, write_run_record
 from landmark_ae.data import load_prepared, resize_uint8, to_model_range, to_uint8_hwc
 from landmark_ae.errors import UserError
+from landmark_ae.checkpoints import load_checkpoint, model_from_checkpoint, save_checkpoint
+from landmark_ae.device import pick_device
 from landmark_ae.models import ConvAutoencoder, build_model
 
 log = logging.getLogger(__name__)
-
-CHECKPOINT_FORMAT = "landmark-ae/checkpoint/1"
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"device={name} is not a device: use auto, cpu, cuda, cuda:N or mps") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device={name} but CUDA is not available here: use device=auto or device=cpu")
-    return device
-
 
 def train_one_epoch(
     model: ConvAutoencoder, images: torch.Tensor, optimizer: torch.optim.Optimizer, batch_size: int,
@@ -75,37 +58,6 @@ def evaluate(model: ConvAutoencoder, images: torch.Tensor, batch_size: int, devi
         x = to_model_range(images[start : start + batch_size]).to(device)
         total += F.mse_loss(model(x), x, reduction="sum").item() / x[0].numel()
     return total / len(images)
-
-
-def save_checkpoint(path: Path, **payload: Any) -> None:
-    with atomic_path(path) as tmp:
-        torch.save({"format": CHECKPOINT_FORMAT, **payload}, tmp)
-
-
-def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") -> dict:
-    """Weights-only loading: a checkpoint carrying code is refused, not run."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"checkpoint {path} not found: train a model first (`landmark-ae train`)")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - pickle errors come in many types
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"{path} is not a loadable landmark-ae checkpoint (refused by weights-only loading): {first[:200]}") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise UserError(f"{path} is not a landmark-ae checkpoint")
-    return ckpt
-
-
-def model_from_checkpoint(ckpt: dict) -> ConvAutoencoder:
-    """Rebuild the model from the config the checkpoint carries and load its weights."""
-    model = build_model(ckpt["model_config"])
-    try:
-        model.load_state_dict(ckpt["state_dict"])
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise UserError(f"checkpoint weights do not fit model {ckpt['model_config'].get('name')}: {first[:200]}") from None
-    return model
 
 
 def _resolve_data_dir(cfg: DictConfig) -> Path:

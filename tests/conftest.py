@@ -52,3 +52,20 @@ def tiny_prepared(tiny_source: Path, tmp_path_factory: pytest.TempPathFactory) -
     proc = run_cli("prepare", "data=gldv2", f"data.root={tiny_source}", "progress=false", outputs=out)
     assert proc.returncode == 0, proc.stderr
     return Path(results(proc)["run_dir"])
+
+
+@pytest.fixture(scope="session")
+def tiny_trained(tiny_prepared: Path) -> Path:
+    """M1 trained 2 epochs on tiny_prepared; returns the train run dir."""
+    proc = run_cli("train", "data=gldv2", f"data_dir={tiny_prepared}", "model=m1", "epochs=2", "batch_size=32",
+                   "progress=false", outputs=tiny_prepared.parent.parent)
+    assert proc.returncode == 0, proc.stderr
+    return Path(results(proc)["run_dir"])
+
+
+@pytest.fixture(scope="session")
+def tiny_embedded(tiny_trained: Path) -> Path:
+    """Embeddings of tiny_prepared by tiny_trained; returns the embed run dir."""
+    proc = run_cli("embed", f"train_run={tiny_trained}", "progress=false", outputs=tiny_trained.parent.parent)
+    assert proc.returncode == 0, proc.stderr
+    return Path(results(proc)["run_dir"])

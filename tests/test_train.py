@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from conftest import REPO, results, run_cli
-from landmark_ae.training import load_checkpoint, model_from_checkpoint
+from landmark_ae.checkpoints import load_checkpoint, model_from_checkpoint
 
 
 def train(outputs: Path, *args: str) -> subprocess.CompletedProcess:

@@ -98,7 +98,7 @@ def fail(command: str, message: str, code: int = 2) -> None:
 
 
 def execute(
-    command: str, cfg: DictConfig, schema: type, body: Callable[[DictConfig, Path], Mapping[str, Any]]
+    command: str, cfg: DictConfig, schema: type, body: Callable[[DictConfig, Path], Mapping[str, Any] | None]
 ) -> None:
     """Validate cfg, run body(cfg, run_dir) and print its results as `key<TAB>value` lines on stdout.
 
@@ -122,5 +122,5 @@ def execute(
         fail(command, str(exc))
     except KeyboardInterrupt:
         fail(command, f"interrupted; finished work is kept: continue with resume={run_dir}", code=130)
-    for key, value in results.items():
+    for key, value in (results or {}).items():
         print(f"{key}\t{value}", flush=True)

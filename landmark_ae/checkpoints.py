@@ -1,0 +1,58 @@
+"""Checkpoints: weights plus the resolved model config, loaded weights-only.
+
+Kept free of pandas/hydra imports: `query` loads a checkpoint on its fast path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from landmark_ae.artifacts import atomic_path
+from landmark_ae.errors import UserError
+from landmark_ae.models import ConvAutoencoder, build_model
+
+CHECKPOINT_FORMAT = "landmark-ae/checkpoint/1"
+
+
+def save_checkpoint(path: Path, **payload: Any) -> None:
+    with atomic_path(path) as tmp:
+        torch.save({"format": CHECKPOINT_FORMAT, **payload}, tmp)
+
+
+def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") -> dict:
+    """Weights-only loading: a checkpoint carrying code is refused, not run."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} not found: train a model first (`landmark-ae train`)")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - pickle errors come in many types
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{path} is not a loadable landmark-ae checkpoint (refused by weights-only loading): {first[:200]}") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise UserError(f"{path} is not a landmark-ae checkpoint")
+    return ckpt
+
+
+def model_from_checkpoint(ckpt: dict) -> ConvAutoencoder:
+    """Rebuild the model from the config the checkpoint carries and load its weights."""
+    model = build_model(ckpt["model_config"])
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise UserError(f"checkpoint weights do not fit model {ckpt['model_config'].get('name')}: {first[:200]}") from None
+    return model
+
+
+def fingerprint(path: Path | str) -> str:
+    """sha256 of a checkpoint file: ties embeddings to the exact weights that made them."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

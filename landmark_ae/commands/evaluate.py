@@ -1,0 +1,12 @@
+import hydra
+from omegaconf import DictConfig
+
+from landmark_ae.commands import CONFIG_DIR, execute
+from landmark_ae.config import EvaluateConfig
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    from landmark_ae.evaluation import run_evaluate
+
+    execute("evaluate", cfg, EvaluateConfig, run_evaluate)

@@ -1,0 +1,151 @@
+"""`landmark-ae embed`: the encoder's bottleneck, flattened, for every image of train/val/test.
+
+An embed run dir holds:
+    embeddings.npy   float32 (N, D), memory-mappable; row i is index.csv's row i
+    index.csv        id, landmark_id, split, path (absolute path of the stored image)
+    embed.json       train run, checkpoint path + sha256, model config, dataset, image sizes
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from landmark_ae.artifacts import atomic_path, read_json, read_run_record, resolve_run, write_json_atomic, write_run_record
+from landmark_ae.checkpoints import fingerprint, load_checkpoint, model_from_checkpoint
+from landmark_ae.device import pick_device
+from landmark_ae.data import SPLITS, load_prepared, resize_uint8, to_model_range
+from landmark_ae.errors import UserError
+from landmark_ae.models import ConvAutoencoder
+
+log = logging.getLogger(__name__)
+
+INDEX_COLUMNS = ["id", "landmark_id", "split", "path"]
+
+
+@torch.inference_mode()
+def embed_images(
+    model: ConvAutoencoder, images: np.ndarray, input_size: int, batch_size: int, device: torch.device,
+    on_batch: Callable[[int], None] = lambda n: None,
+) -> np.ndarray:
+    """uint8 (N, S, S, 3) images -> float32 (N, D) flattened bottlenecks, in batches."""
+    model.eval()
+    out: list[np.ndarray] = []
+    for start in range(0, len(images), batch_size):
+        batch = resize_uint8(images[start : start + batch_size], input_size)
+        out.append(model.embed(to_model_range(batch).to(device)).float().cpu().numpy())
+        on_batch(len(batch))
+    if not out:
+        return np.zeros((0, 0), dtype=np.float32)
+    return np.concatenate(out).astype(np.float32, copy=False)
+
+
+def pixel_side(dim: int) -> int:
+    """Side s of an s x s x 3 pixel baseline with about `dim` values (M2's 1568 -> 23)."""
+    return max(4, int(round((dim / 3) ** 0.5)))
+
+
+def pixel_embeddings(images: np.ndarray, side: int, chunk: int = 512) -> np.ndarray:
+    """Raw pixels, area-downsampled to side x side, scaled to [-1, 1] and flattened (no learning)."""
+    out = []
+    for start in range(0, len(images), chunk):
+        x = torch.from_numpy(np.array(images[start : start + chunk])).permute(0, 3, 1, 2).float()
+        x = torch.nn.functional.adaptive_avg_pool2d(x, side) / 127.5 - 1.0
+        out.append(x.flatten(1).numpy())
+    return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 3 * side * side), np.float32)
+
+
+def resolve_train_run(cfg: DictConfig) -> Path:
+    run = resolve_run(cfg.train_run, cfg.paths.output_dir, "train", "train_run",
+                      "run `landmark-ae train` first, or pass train_run=<train run dir>")
+    if not (run / "best.pt").is_file():
+        raise UserError(f"{run} has no best.pt: it is not a finished train run (train it, or resume it with resume={run})")
+    return run
+
+
+def run_embed(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    from landmark_ae.ui import progress_bar
+
+    train_run = resolve_train_run(cfg)
+    checkpoint = train_run / "best.pt"
+    ckpt = load_checkpoint(checkpoint)
+    model_cfg = ckpt["model_config"]
+    device = pick_device(cfg.device)
+    model = model_from_checkpoint(ckpt).to(device)
+    data_dir = Path(ckpt["data_dir"])
+    splits = load_prepared(data_dir, SPLITS)
+    image_size = int(splits["train"].images.shape[1])
+    write_run_record(run_dir, "embed", "running", train_run=str(train_run), model=model_cfg["name"])
+
+    total = sum(len(s.images) for s in splits.values())
+    parts, index_rows = [], []
+    with progress_bar(cfg.progress) as bar:
+        task = bar.add_task(f"embed with {model_cfg['name']}", total=total, status="")
+        for name, split in splits.items():
+            parts.append(embed_images(model, split.images, int(model_cfg["input_size"]), cfg.batch_size, device,
+                                      lambda n: bar.update(task, advance=n)))
+            for row in split.manifest.itertuples(index=False):
+                index_rows.append([row.id, int(row.landmark_id), name, str((data_dir / row.path).resolve())])
+    embeddings = np.concatenate([p for p in parts if p.size]) if total else np.zeros((0, 0), np.float32)
+
+    with atomic_path(run_dir / "embeddings.npy") as tmp, open(tmp, "wb") as f:
+        np.save(f, embeddings)
+    with atomic_path(run_dir / "index.csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(INDEX_COLUMNS)
+        writer.writerows(index_rows)
+    meta = {
+        "train_run": str(train_run.resolve()),
+        "checkpoint": str(checkpoint.resolve()),
+        "checkpoint_sha256": fingerprint(checkpoint),
+        "checkpoint_epoch": ckpt["epoch"],
+        "model": model_cfg["name"],
+        "model_config": model_cfg,
+        "data": ckpt.get("data"),
+        "data_dir": str(data_dir.resolve()),
+        "image_size": image_size,
+        "dim": int(embeddings.shape[1]),
+        "counts": {name: len(s.images) for name, s in splits.items()},
+    }
+    write_json_atomic(run_dir / "embed.json", meta)
+    write_run_record(run_dir, "embed", "complete", train_run=str(train_run), model=model_cfg["name"], data=ckpt.get("data"))
+    log.info("embedded %d images with %s (dim %d) into %s", total, model_cfg["name"], meta["dim"], run_dir)
+    return {"run_dir": run_dir, "model": model_cfg["name"], "images": total, "dim": meta["dim"]}
+
+
+class EmbedRun:
+    """An embed run: memory-mapped embeddings, the index, and how they were made."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = Path(run_dir)
+        for name in ("embeddings.npy", "index.csv", "embed.json"):
+            if not (self.run_dir / name).is_file():
+                raise UserError(f"{self.run_dir} is not a complete embed run ({name} missing): run `landmark-ae embed`")
+        self.meta = read_json(self.run_dir / "embed.json")
+        self.embeddings = np.load(self.run_dir / "embeddings.npy", mmap_mode="r")
+        with open(self.run_dir / "index.csv", newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f))[1:]
+        self.ids = [r[0] for r in rows]
+        self.labels = np.array([int(r[1]) for r in rows], dtype=np.int64)
+        self.splits = np.array([r[2] for r in rows])
+        self.paths = [r[3] for r in rows]
+        if len(rows) != len(self.embeddings):
+            raise UserError(f"{self.run_dir}: index.csv and embeddings.npy disagree: re-run `landmark-ae embed`")
+
+    def rows(self, *splits: str) -> np.ndarray:
+        return np.flatnonzero(np.isin(self.splits, splits))
+
+
+def resolve_embed_run(given: str | None, output_dir: str) -> EmbedRun:
+    run = resolve_run(given, output_dir, "embed", "embed_run",
+                      "run `landmark-ae embed` first, or pass embed_run=<embed run dir>")
+    record = read_run_record(run)
+    if record is not None and record.get("status") != "complete":
+        raise UserError(f"{run} is an unfinished embed run: run `landmark-ae embed` again")
+    return EmbedRun(run)

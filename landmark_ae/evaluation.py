@@ -1,0 +1,99 @@
+"""`landmark-ae evaluate`: how well an embed run clusters and retrieves, beside raw pixels.
+
+Clustering (the seed's protocol): k-means on the train embeddings with k = number of train
+landmarks; NMI and RI (the seed's), plus ARI and AMI (RI sits near 1 whenever there are many
+landmarks). Retrieval: every test image queries the train+val database; mAP@100 as GLDv2 defines
+it, P@1, P@10, recall@100. The raw-pixel baseline uses the same split in the same run.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig
+
+from landmark_ae.artifacts import write_json_atomic, write_run_record
+from landmark_ae.data import SPLITS, load_prepared
+from landmark_ae.embedding import EmbedRun, pixel_embeddings, pixel_side, resolve_embed_run
+from landmark_ae.errors import UserError
+from landmark_ae.metrics import evaluate_embeddings
+
+log = logging.getLogger(__name__)
+
+# Shown in this order, in the table and on stdout.
+METRICS = ["nmi", "ri", "ari", "ami", "map@{k}", "p@1", "p@10", "recall@{k}"]
+
+
+def score(x: np.ndarray, run: EmbedRun, cfg: DictConfig) -> dict[str, float]:
+    train, query, database = run.rows("train"), run.rows("test"), run.rows("train", "val")
+    if len(train) == 0 or len(query) == 0:
+        raise UserError(f"{run.run_dir}: needs train and test images to evaluate ({len(train)} train, {len(query)} test)")
+    labels = run.labels
+    return evaluate_embeddings(x[train], labels[train], x[query], labels[query], x[database], labels[database],
+                               seed=cfg.seed, n_init=cfg.n_init, k=cfg.k)
+
+
+def pixel_matrix(run: EmbedRun) -> tuple[np.ndarray, int]:
+    """Raw pixels of the very images the embed run holds, in its index order."""
+    data_dir = Path(run.meta["data_dir"])
+    splits = load_prepared(data_dir, SPLITS)
+    ids = [i for s in SPLITS for i in splits[s].manifest["id"]]
+    if ids != run.ids:
+        raise UserError(f"{data_dir} changed since {run.run_dir} was embedded: re-run `landmark-ae embed`")
+    side = pixel_side(int(run.meta["dim"]))
+    return np.concatenate([pixel_embeddings(splits[s].images, side) for s in SPLITS]), side
+
+
+def print_table(results: dict[str, dict[str, float]], k: int) -> None:
+    from rich.table import Table
+
+    from landmark_ae.ui import console
+
+    table = Table(title="evaluation (clustering: train; retrieval: test vs train+val)")
+    table.add_column("embedding")
+    table.add_column("dim", justify="right")
+    for m in METRICS:
+        table.add_column(m.format(k=k), justify="right")
+    for name, r in results.items():
+        table.add_row(name, str(r["dim"]), *(f"{r[m.format(k=k)]:.4f}" for m in METRICS))
+    console.print(table, width=max(console.width, 150))
+
+
+def run_evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    run = resolve_embed_run(cfg.embed_run, cfg.paths.output_dir)
+    write_run_record(run_dir, "evaluate", "running", embed_run=str(run.run_dir), model=run.meta["model"])
+    results: dict[str, dict[str, Any]] = {}
+    tick = time.perf_counter()
+    x = np.asarray(run.embeddings, dtype=np.float32)
+    results[run.meta["model"]] = {"dim": int(x.shape[1]), **score(x, run, cfg)}
+    log.info("scored %s embeddings in %.1fs", run.meta["model"], time.perf_counter() - tick)
+    if cfg.pixel_baseline:
+        pixels, side = pixel_matrix(run)
+        results[f"pixels_{side}x{side}"] = {"dim": int(pixels.shape[1]), **score(pixels, run, cfg)}
+
+    print_table(results, cfg.k)
+    counts = {s: int(len(run.rows(s))) for s in SPLITS}
+    metrics = {
+        "embed_run": str(run.run_dir.resolve()),
+        "train_run": run.meta["train_run"],
+        "model": run.meta["model"],
+        "data": run.meta.get("data"),
+        "counts": counts,
+        "settings": {"seed": cfg.seed, "n_init": cfg.n_init, "k": cfg.k},
+        "results": results,
+    }
+    write_json_atomic(run_dir / "metrics.json", metrics)
+    write_run_record(run_dir, "evaluate", "complete", embed_run=str(run.run_dir), model=run.meta["model"])
+    out: dict[str, Any] = {"run_dir": run_dir}
+    for name, r in results.items():
+        kind = "model" if name == run.meta["model"] else "pixels"
+        out[f"{kind}.name"] = name
+        for m in ["dim", *METRICS, "n_clusters", "n_queries", "n_queries_without_relevant"]:
+            value = r[m.format(k=cfg.k)]
+            out[f"{kind}.{m.format(k=cfg.k)}"] = f"{value:.6f}" if isinstance(value, float) and not math.isnan(value) else value
+    return out
