@@ -41,6 +41,8 @@ class Source(str, enum.Enum):
 
     local = "local"  # a folder in GLDv2's extracted layout: images/a/b/c/<id>.jpg
     synthetic = "synthetic"  # the built-in generator writes that layout, then as local
+    http = "http"  # each sampled row's train.csv `url`, fetched with aiohttp
+    tar = "tar"  # the official images_000.tar ... images_499.tar shards (URL or local folder)
 
 
 @dataclass
@@ -51,6 +53,32 @@ class SyntheticConfig:
     width: int = _min(32, 160)
     height: int = _min(32, 120)
     seed: int = 0
+
+
+@dataclass
+class HttpConfig:
+    """source=http: the aiohttp downloader (also caps tar members and fetches a train.csv URL)."""
+
+    concurrency: int = _min(1, 32)  # requests in flight in total
+    per_host: int = _min(1, 8)  # requests in flight per host
+    connect_timeout: float = _min(0.01, 10.0)  # seconds to open a connection
+    read_timeout: float = _min(0.01, 30.0)  # seconds of silence while reading a response
+    retries: int = _min(0, 4)  # extra tries on 429/5xx/timeouts/resets
+    backoff_base: float = _min(0.0, 0.5)  # seconds; doubles each retry, with jitter
+    backoff_max: float = _min(0.0, 30.0)  # cap on one wait (Retry-After is honoured up to this)
+    max_bytes: int = _min(1024, 20_000_000)  # an image body over this is dropped as too_big
+    max_redirects: int = _range(0, 20, 5)
+    user_agent: str = "landmark-ae/0.1 (GLDv2 image retrieval research; https://github.com/landmark-ae)"
+
+
+@dataclass
+class TarConfig:
+    """source=tar: images_NNN.tar shards plus md5.images_NNN.txt lists."""
+
+    base: Optional[str] = None  # https://s3.amazonaws.com/google-landmark or a local folder
+    shards: Optional[List[int]] = None  # shard indices to read; null = all 0..499
+    retries: int = _min(0, 2)  # re-reads of a shard that fails its md5 or breaks off
+    concurrency: int = _min(1, 2)  # shards streamed at once
 
 
 @dataclass
@@ -67,6 +95,8 @@ class DataConfig:
     seed: int = 0
     csv_chunksize: int = _min(1, 200_000)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
+    tar: TarConfig = field(default_factory=TarConfig)
 
 
 @dataclass
@@ -110,10 +140,51 @@ class TrainConfig:
     progress: bool = True
 
 
+@dataclass
+class EmbedConfig:
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    train_run: Optional[str] = None
+    batch_size: int = _min(1, 256)
+    device: str = "auto"
+    progress: bool = True
+
+
+@dataclass
+class EvaluateConfig:
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    embed_run: Optional[str] = None
+    seed: int = 0
+    n_init: int = _min(1, 10)
+    k: int = _min(1, 100)
+    pixel_baseline: bool = True
+
+
+class OutputFormat(str, enum.Enum):
+    tsv = "tsv"
+    json = "json"
+    table = "table"
+
+
+@dataclass
+class QueryConfig:
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    image: Any = MISSING  # a path, a list of paths, or a folder
+    k: int = _min(1, 10)
+    embed_run: Optional[str] = None
+    checkpoint: Optional[str] = None
+    format: OutputFormat = OutputFormat.tsv
+    save_grid: bool = False
+    device: str = "cpu"
+    batch_size: int = _min(1, 64)
+
+
 def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="prepare_schema", node=PrepareConfig)
     cs.store(name="train_schema", node=TrainConfig)
+    cs.store(name="embed_schema", node=EmbedConfig)
+    cs.store(name="evaluate_schema", node=EvaluateConfig)
+    cs.store(name="query_schema", node=QueryConfig)
     cs.store(group="data", name="data_schema", node=DataConfig)
     cs.store(group="model", name="model_schema", node=ModelConfig)
 

@@ -84,12 +84,20 @@ def original_size(source: bytes | Path) -> tuple[int, int]:
         return img.size
 
 
-def prepare_image(source: bytes | Path | str, size: int, quality: int = 95) -> Prepared:
-    """Decode, resize to size x size (the seed resizes without keeping the aspect) and JPEG-encode."""
+def resized_rgb(source: bytes | Path | str, size: int) -> tuple[Image.Image, tuple[int, int]]:
+    """Decode and resize to size x size, as prepare stores images; returns (image, original size).
+
+    The seed resizes without keeping the aspect ratio; so do we, for training and queries alike.
+    """
     data = Path(source).read_bytes() if isinstance(source, (str, Path)) and Path(source).is_file() else source
     img = open_rgb(data, draft_size=size)
-    width, height = original_size(data) if isinstance(data, bytes) else img.size
-    small = img.resize((size, size), Image.Resampling.BICUBIC, reducing_gap=3.0)
+    original = original_size(data) if isinstance(data, bytes) else img.size
+    return img.resize((size, size), Image.Resampling.BICUBIC, reducing_gap=3.0), original
+
+
+def prepare_image(source: bytes | Path | str, size: int, quality: int = 95) -> Prepared:
+    """Resize and JPEG-encode; the array is decoded from those JPEG bytes, exactly as stored."""
+    small, (width, height) = resized_rgb(source, size)
     buf = io.BytesIO()
     small.save(buf, format="JPEG", quality=quality)
     jpeg = buf.getvalue()
