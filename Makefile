@@ -10,7 +10,7 @@ MODEL ?= m2
 EPOCHS ?= 20
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-all clean
+.PHONY: help install demo table1 test test-all clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-10s %s\n", $$1, $$2}'
@@ -25,9 +25,22 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 install: $(VENV)/.installed ## create .venv and install landmark-ae with its dev extras
 
-demo: install ## generate the built-in dataset, prepare it, train $(MODEL) on it ($(EPOCHS) epochs)
-	$(BIN)/landmark-ae prepare data=$(DATA)
-	$(BIN)/landmark-ae train data=$(DATA) model=$(MODEL) epochs=$(EPOCHS)
+LA := $(BIN)/landmark-ae
+# Each step's results go to the terminal (stderr copy) and its run_dir feeds the next step.
+RUN_DIR = tee /dev/stderr | awk -F'\t' '$$1=="run_dir"{print $$2}'
+
+demo: install ## the pipeline on the built-in data: prepare, train M2, embed, evaluate, query one test image
+	@set -e; \
+	prep=$$($(LA) prepare data=$(DATA) $(if $(DATA_ROOT),data.root=$(DATA_ROOT)) | $(RUN_DIR)); \
+	train=$$($(LA) train data=$(DATA) data_dir=$$prep model=$(MODEL) epochs=$(EPOCHS) | $(RUN_DIR)); \
+	emb=$$($(LA) embed train_run=$$train | $(RUN_DIR)); \
+	$(LA) evaluate embed_run=$$emb; \
+	img=$$(ls $$prep/test/*.jpg | head -n 1); \
+	echo "nearest train/val images of $$img:" >&2; \
+	$(LA) query image=$$img embed_run=$$emb k=5 save_grid=true
+
+table1: install ## reproduce the seed's Table 1 (M1/M2/M3, 20 epochs) on DATA; real data: DATA=gldv2 DATA_ROOT=...
+	$(BIN)/python scripts/table1.py data=$(DATA) $(if $(DATA_ROOT),data.root=$(DATA_ROOT)) $(if $(DATA_DIR),data_dir=$(DATA_DIR)) epochs=$(EPOCHS)
 
 test: install ## run the tests (slow ones excluded; see test-all)
 	$(BIN)/python -m pytest

@@ -1,0 +1,104 @@
+"""Reproduce the seed study's Table 1: prepare -> train M1, M2, M3 (one Hydra multirun) -> embed -> evaluate.
+
+    python scripts/table1.py [data=gldv2 data.root=/path] [data_dir=<prepare run>] [epochs=20] [models=m1,m2,m3]
+
+`data*` overrides go to prepare and train; `data_dir=` reuses a prepared dataset instead of
+preparing one; `epochs=` and `models=` go to the train sweep. Writes table1.md and table1.csv to a
+new outputs/table1/<timestamp>/ and prints `key<TAB>value` lines (run_dir first) on stdout.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+
+# The seed study's Table 1 (20 epochs on its GLDv2 slice).
+SEED = {
+    "m1": {"best_val_loss": 0.054003, "nmi": 0.139366, "ri": 0.925350},
+    "m2": {"best_val_loss": 0.040074, "nmi": 0.182436, "ri": 0.926809},
+    "m3": {"best_val_loss": 0.024561, "nmi": 0.189234, "ri": 0.927001},
+}
+ROWS = [("best_val_loss", "Best validation loss"), ("nmi", "NMI"), ("ri", "RI"), ("ari", "ARI"), ("ami", "AMI"),
+        ("map@100", "mAP@100"), ("p@1", "P@1"), ("p@10", "P@10"), ("recall@100", "recall@100")]
+
+
+def cli(*args: str) -> list[dict[str, str]]:
+    """Run landmark-ae; return the key/value blocks it printed (one per job of a multirun)."""
+    print(f"+ landmark-ae {' '.join(args)}", file=sys.stderr, flush=True)
+    proc = subprocess.run([sys.executable, "-m", "landmark_ae", *args], stdout=subprocess.PIPE, text=True)
+    if proc.returncode != 0:
+        sys.exit(f"table1: `landmark-ae {' '.join(args)}` failed (exit {proc.returncode})")
+    blocks: list[dict[str, str]] = []
+    for line in proc.stdout.splitlines():
+        key, _, value = line.partition("\t")
+        if key == "run_dir":
+            blocks.append({})
+        if blocks:
+            blocks[-1][key] = value
+    return blocks
+
+
+def main(argv: list[str]) -> None:
+    opts = dict(a.split("=", 1) for a in argv if "=" in a)
+    data_args = [f"{k}={v}" for k, v in opts.items() if k == "data" or k.startswith("data.")]
+    epochs, models = opts.get("epochs", "20"), opts.get("models", "m1,m2,m3")
+    data_dir = opts.get("data_dir") or cli("prepare", *data_args)[0]["run_dir"]
+    trains = cli("train", "-m", *data_args, f"data_dir={data_dir}", f"model={models}", f"epochs={epochs}")
+    rows: dict[str, dict] = {}
+    pixels: dict | None = None
+    for train in trains:
+        embed = cli("embed", f"train_run={train['run_dir']}")[0]
+        evaluation = cli("evaluate", f"embed_run={embed['run_dir']}")[0]
+        metrics = json.loads((Path(evaluation["run_dir"]) / "metrics.json").read_text())
+        model = train["model"]
+        rows[model] = {"best_val_loss": float(train["best_val_loss"]), **metrics["results"][model],
+                       "train_run": train["run_dir"], "evaluate_run": evaluation["run_dir"]}
+        baseline = {k: v for k, v in metrics["results"].items() if k.startswith("pixels_")}
+        if model == "m2" or pixels is None:
+            pixels = next(({"name": k, **v} for k, v in baseline.items()), None)
+
+    out = Path(os.environ.get("LANDMARK_AE_OUTPUTS", "outputs")) / "table1" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
+    out.mkdir(parents=True)
+    models_done = list(rows)
+    with open(out / "table1.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["metric", *models_done, pixels["name"] if pixels else "pixels",
+                         *(f"seed_{m}" for m in models_done)])
+        for key, _ in ROWS:
+            writer.writerow([key, *(rows[m].get(key, "") for m in models_done), pixels.get(key, "") if pixels else "",
+                             *(SEED.get(m, {}).get(key, "") for m in models_done)])
+
+    def fmt(v: object) -> str:
+        return f"{v:.4f}" if isinstance(v, float) else ("–" if v in ("", None) else str(v))
+
+    header = [*(m.upper() for m in models_done), f"raw pixels ({pixels['name'].removeprefix('pixels_')})" if pixels else "raw pixels",
+              *(f"seed {m.upper()}" for m in models_done)]
+    lines = [
+        f"# Table 1 — {opts.get('data', 'synthetic')}, {epochs} epochs",
+        "",
+        f"Prepared dataset: `{data_dir}`. Clustering: k-means on train embeddings (k = landmarks in train). "
+        "Retrieval: test images query train+val. Seed columns: the study's published numbers (its GLDv2 slice).",
+        "",
+        "| metric | " + " | ".join(header) + " |",
+        "|---|" + "---|" * len(header),
+    ]
+    for key, label in ROWS:
+        cells = [fmt(rows[m].get(key, "")) for m in models_done] + [fmt(pixels.get(key, "") if pixels else "")]
+        cells += [fmt(SEED.get(m, {}).get(key, "")) for m in models_done]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += ["", "Runs: " + ", ".join(f"{m}: `{rows[m]['train_run']}`" for m in models_done), ""]
+    (out / "table1.md").write_text("\n".join(lines))
+    print("\n".join(lines), file=sys.stderr)
+    print(f"run_dir\t{out}")
+    for m in models_done:
+        for key, _ in ROWS:
+            print(f"{m}.{key}\t{rows[m].get(key)}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
