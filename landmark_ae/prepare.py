@@ -7,9 +7,17 @@ Layout of a prepared dataset (the run dir):
     {train,val,test}.npy            uint8 (N, S, S, 3) arrays in manifest order, decoded once here
     failures.csv                    dropped rows: id, landmark_id, split, reason, detail
     done.log                        journal of finished images (id, width, height), for resuming
+    permanent_failures.log          (http, tar) rows that a rerun does not fetch again: id, reason, detail
+    source/                         (synthetic) generated images; (http, tar) a downloaded train.csv
+    tar_shards.jsonl                (tar) verified shards and the sampled ids each held
     figure1_distribution.png, dataset.json, run.json
 
 Every file is written atomically; a rerun with resume=<run dir> skips finished images.
+
+Sources (data.source) differ only in where the encoded bytes come from: each is a function from the
+rows still to do to an iterable of (row, bytes | Path | ImageError) -- local files, the aiohttp
+downloader (download.py) or streamed tar shards (tarsource.py) -- and process_rows does the rest
+(decode + resize in a thread pool, atomic writes, the journal) the same way for all of them.
 """
 
 from __future__ import annotations
@@ -18,9 +26,9 @@ import csv
 import logging
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -29,7 +37,7 @@ from omegaconf import DictConfig, OmegaConf
 from landmark_ae.artifacts import atomic_path, read_json, write_json_atomic, write_run_record, write_text_atomic
 from landmark_ae.errors import UserError
 from landmark_ae.images import ImageError, Prepared, load_array, prepare_image, save_prepared
-from landmark_ae.splits import Sample, read_sample, split_rows
+from landmark_ae.splits import ID_PATTERN, Sample, read_sample, split_rows
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +47,14 @@ FAILURE_COLUMNS = ["id", "landmark_id", "split", "reason", "detail"]
 
 # Fetch(row) -> the encoded image bytes or a local path; raises ImageError for a failed fetch.
 Fetch = Callable[[Any], "bytes | Path"]
+# A source: the rows still to do -> (row, encoded bytes | local path | ImageError), any order.
+# A row it never yields fails as `missing`.
+Results = Callable[[list], Iterable[tuple[Any, "bytes | Path | ImageError"]]]
+PERMANENT_JOURNAL = "permanent_failures.log"
+# Failures that a rerun does not fetch again (they are reported again from the journal).
+PERMANENT_HTTP = frozenset({"http_404", "http_410", "bad_url", "not_an_image", "too_large"})
+# In a verified (md5-checked) shard, a bad member stays bad.
+PERMANENT_TAR = frozenset({"not_an_image", "corrupt", "empty", "too_large", "too_big"})
 
 
 def gldv2_image_path(root: Path, image_id: str) -> Path:
@@ -66,6 +82,8 @@ def resolve_source(cfg: DictConfig, run_dir: Path, progress: bool = True) -> tup
             except ValueError as exc:
                 raise UserError(f"data.synthetic: {exc}") from None
         return root, Path(csv_path)
+    if data.source in ("http", "tar"):
+        return (Path(data.root).expanduser() if data.root else None), resolve_csv(cfg, run_dir, progress)
     if data.root is None:
         raise UserError("data.root is required: the folder holding GLDv2's images/ (and train.csv)")
     root = Path(data.root).expanduser()
@@ -73,6 +91,24 @@ def resolve_source(cfg: DictConfig, run_dir: Path, progress: bool = True) -> tup
         raise UserError(f"data.root {root} does not exist: point it at a folder holding images/a/b/c/<id>.jpg")
     csv_path = Path(data.csv).expanduser() if data.csv else root / "train.csv"
     return root, csv_path
+
+
+def resolve_csv(cfg: DictConfig, run_dir: Path, progress: bool = True) -> Path:
+    """train.csv for the http/tar sources: a local path, or a URL streamed to <run dir>/source/train.csv."""
+    from landmark_ae.download import HttpSettings, download_file, is_url
+
+    data = cfg.data
+    if data.csv:
+        if is_url(data.csv):
+            if (run_dir / "splits.csv").is_file():  # already sampled: the CSV is not read again
+                return run_dir / "source" / "train.csv"
+            return download_file(str(data.csv), run_dir / "source" / "train.csv", HttpSettings.from_cfg(data.http), progress)
+        if "://" in str(data.csv):
+            raise UserError(f"data.csv={data.csv}: only http(s) URLs or local paths are supported")
+        return Path(data.csv).expanduser()
+    if data.root:
+        return Path(data.root).expanduser() / "train.csv"
+    raise UserError(f"data.csv is required for source={data.source}: GLDv2's train.csv, a local path or an http(s) URL")
 
 
 def sample_and_split(cfg: DictConfig, csv_path: Path, run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -114,55 +150,155 @@ def read_journal(path: Path) -> dict[str, tuple[int, int]]:
     return done
 
 
+def read_permanent(path: Path) -> dict[str, tuple[str, str]]:
+    """id -> (reason, detail) of failures that a rerun does not fetch again; torn lines ignored."""
+    out: dict[str, tuple[str, str]] = {}
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            parts = line.split("\t")
+            if len(parts) == 3 and ID_PATTERN.match(parts[0]):
+                out[parts[0]] = (parts[1], parts[2])
+    return out
+
+
+def _rate_column():
+    from rich.progress import ProgressColumn
+    from rich.text import Text
+
+    class Rate(ProgressColumn):
+        def render(self, task):  # type: ignore[override]
+            speed = task.finished_speed or task.speed
+            return Text(f"{speed:,.0f} img/s" if speed else "- img/s", style="progress.data.speed")
+
+    return Rate()
+
+
 def process_rows(
-    rows: pd.DataFrame, run_dir: Path, fetch: Fetch, size: int, quality: int, workers: int, progress: bool,
+    rows: pd.DataFrame, run_dir: Path, results: Results, size: int, quality: int, workers: int, progress: bool,
+    permanent: frozenset[str] = frozenset(), description: str = "prepare images",
 ) -> tuple[dict[str, np.ndarray], list[dict]]:
-    """Fetch, decode, resize and store every row not yet in the journal.
+    """Decode, resize and store every row not yet in the journal, from whatever `results` yields.
 
     Returns the arrays of the images processed now (the rest are read back from disk) and the failures.
+    Failures whose reason is in `permanent` go to permanent_failures.log and are not fetched again by a
+    rerun (they are reported again); any other failure is retried by a rerun.
     """
     from landmark_ae.ui import progress_bar
 
     journal_path = run_dir / "done.log"
+    permanent_path = run_dir / PERMANENT_JOURNAL
     done = read_journal(journal_path)
-    todo = [r for r in rows.itertuples(index=False) if not (r.id in done and (run_dir / r.split / f"{r.id}.jpg").is_file())]
+    known_bad = read_permanent(permanent_path) if permanent else {}
+    failures: list[dict] = []
+
+    def failure(row: Any, reason: str, detail: str = "") -> None:
+        failures.append({"id": row.id, "landmark_id": row.landmark_id, "split": row.split,
+                         "reason": reason, "detail": detail[:200]})
+
+    todo = []
+    for r in rows.itertuples(index=False):
+        if not ID_PATTERN.match(str(r.id)):  # never build a path from an unchecked id
+            failure(r, "invalid_id")
+        elif r.id in done and (run_dir / r.split / f"{r.id}.jpg").is_file():
+            continue
+        elif r.id in known_bad and known_bad[r.id][0] in permanent:
+            failure(r, *known_bad[r.id])
+        else:
+            todo.append(r)
     for split in SPLITS:
         (run_dir / split).mkdir(exist_ok=True)
         for stale in (run_dir / split).glob(".*.tmp"):  # left by a run killed mid-write
             stale.unlink()
+    for stale in run_dir.glob(".shard_*.spool"):
+        stale.unlink()
     arrays: dict[str, np.ndarray] = {}
-    failures: list[dict] = []
-    if len(rows) - len(todo):
-        log.info("%d images already prepared, %d to go", len(rows) - len(todo), len(todo))
+    skipped = len(rows) - len(todo) - len(failures)
+    if skipped or failures:
+        log.info("%d images already prepared, %d known to fail, %d to go", skipped, len(failures), len(todo))
 
-    def work(row: Any) -> Prepared:
-        prepared = prepare_image(fetch(row), size, quality)
+    def work(row: Any, source: bytes | Path) -> Prepared:
+        prepared = prepare_image(source, size, quality)
         save_prepared(prepared, run_dir / row.split / f"{row.id}.jpg")
         return prepared
 
+    reasons: Counter = Counter()
     start = time.perf_counter()
-    with open(journal_path, "a", encoding="utf-8") as journal, progress_bar(progress) as bar, \
-            ThreadPoolExecutor(max_workers=workers) as pool:
-        task = bar.add_task("prepare images", total=len(todo), status="")
-        futures = {pool.submit(work, row): row for row in todo}
-        for future in as_completed(futures):
-            row = futures[future]
-            try:
-                prepared = future.result()
-            except ImageError as exc:
-                failures.append({"id": row.id, "landmark_id": row.landmark_id, "split": row.split,
-                                 "reason": exc.reason, "detail": exc.detail[:200]})
+    seen: set[str] = set()
+    with open(journal_path, "a", encoding="utf-8") as journal, \
+            open(permanent_path, "a", encoding="utf-8") if permanent else _nullfile() as bad_journal, \
+            progress_bar(progress, _rate_column()) as bar, ThreadPoolExecutor(max_workers=workers) as pool:
+        task = bar.add_task(description, total=len(todo), status="")
+
+        def fail(row: Any, exc: ImageError) -> None:
+            failure(row, exc.reason, exc.detail)
+            reasons[exc.reason] += 1
+            if exc.reason in permanent:
+                bad_journal.write(f"{row.id}\t{exc.reason}\t{exc.detail[:200].replace(chr(9), ' ').replace(chr(10), ' ')}\n")
+                bad_journal.flush()
+
+        def advance() -> None:
+            status = ""
+            if reasons:
+                status = f"{sum(reasons.values())} failed (" + ", ".join(f"{k} {v}" for k, v in reasons.most_common(4)) + ")"
+            bar.update(task, advance=1, status=status)
+
+        def collect(futures: dict[Future, Any], block: bool) -> None:
+            finished, _ = wait(futures, timeout=None if block else 0, return_when=FIRST_COMPLETED)
+            for future in finished:
+                row = futures.pop(future)
+                try:
+                    prepared = future.result()
+                except ImageError as exc:
+                    fail(row, exc)
+                else:
+                    arrays[row.id] = prepared.array
+                    done[row.id] = (prepared.width, prepared.height)
+                    journal.write(f"{row.id},{prepared.width},{prepared.height}\n")
+                    journal.flush()
+                advance()
+
+        inflight: dict[Future, Any] = {}
+        wanted = {r.id for r in todo}
+        for row, result in results(todo):
+            if row.id not in wanted or row.id in seen:
+                continue  # a source that yields a row twice: the first result counts
+            seen.add(row.id)
+            if isinstance(result, ImageError):
+                fail(row, result)
+                advance()
             else:
-                arrays[row.id] = prepared.array
-                done[row.id] = (prepared.width, prepared.height)
-                journal.write(f"{row.id},{prepared.width},{prepared.height}\n")
-                journal.flush()
-            bar.update(task, advance=1, status=f"{len(failures)} failed" if failures else "")
+                inflight[pool.submit(work, row, result)] = row
+                while len(inflight) >= 4 * workers:
+                    collect(inflight, block=True)
+            if inflight:
+                collect(inflight, block=False)
+        while inflight:
+            collect(inflight, block=True)
+        for row in todo:
+            if row.id not in seen:
+                fail(row, ImageError("missing", "the source gave no result"))
+                advance()
     if todo:
         elapsed = time.perf_counter() - start
-        log.info("prepared %d images in %.1fs (%.0f images/s), %d failed",
-                 len(todo) - len(failures), elapsed, len(todo) / max(elapsed, 1e-9), len(failures))
+        n_failed = sum(reasons.values())
+        log.info("prepared %d images in %.1fs (%.1f images/s), %d failed%s",
+                 len(todo) - n_failed, elapsed, (len(todo) - n_failed) / max(elapsed, 1e-9), n_failed,
+                 f" {dict(reasons)}" if reasons else "")
     return arrays, failures
+
+
+class _nullfile:
+    def __enter__(self) -> "_nullfile":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+    def write(self, text: str) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
 
 
 def write_split_outputs(rows: pd.DataFrame, run_dir: Path, fresh: dict[str, np.ndarray], size: int) -> dict[str, int]:
@@ -201,6 +337,38 @@ def local_fetch(root: Path) -> Fetch:
     return fetch
 
 
+def fetch_results(fetch: Fetch) -> Results:
+    """A Fetch function (one row at a time, synchronous) as a source."""
+
+    def results(todo: list) -> Iterator[tuple[Any, Any]]:
+        for row in todo:
+            try:
+                yield row, fetch(row)
+            except ImageError as exc:
+                yield row, exc
+
+    return results
+
+
+def make_source(cfg: DictConfig, root: Path | None, run_dir: Path) -> tuple[Results, frozenset[str], Any]:
+    """(results, permanent reasons, the tar source or None) for data.source."""
+    data = cfg.data
+    if data.source == "http":
+        from landmark_ae.download import HttpSettings, http_results
+
+        settings = HttpSettings.from_cfg(data.http)
+        return (lambda todo: http_results(todo, settings)), PERMANENT_HTTP, None
+    if data.source == "tar":
+        from landmark_ae.tarsource import TarSource
+
+        t = data.tar
+        tar = TarSource(t.base, None if t.shards is None else list(t.shards), t.retries, t.concurrency,
+                        data.http.max_bytes, data.http.user_agent, data.http.read_timeout, run_dir)
+        return tar.results, PERMANENT_TAR, tar
+    assert root is not None
+    return fetch_results(local_fetch(root)), frozenset(), None
+
+
 def run_prepare(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     if cfg.data.landmark_min >= cfg.data.landmark_max:
         raise UserError(
@@ -213,9 +381,12 @@ def run_prepare(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
     write_run_record(run_dir, "prepare", "running", data=cfg.data.name)
     root, csv_path = resolve_source(cfg, run_dir, cfg.progress)
+    results, permanent, tar = make_source(cfg, root, run_dir)  # checks the source's settings first
     rows, rejected = sample_and_split(cfg, csv_path, run_dir)
-    fresh, failures = process_rows(rows, run_dir, local_fetch(root), cfg.data.image_size, cfg.jpeg_quality,
-                                   cfg.workers, cfg.progress)
+    source = getattr(cfg.data.source, "value", cfg.data.source)
+    what = {"http": "download images", "tar": "read tar shards"}.get(source, "prepare images")
+    fresh, failures = process_rows(rows, run_dir, results, cfg.data.image_size, cfg.jpeg_quality,
+                                   cfg.workers, cfg.progress, permanent=permanent, description=what)
     counts = write_split_outputs(rows, run_dir, fresh, cfg.data.image_size)
 
     failed = pd.DataFrame(failures, columns=FAILURE_COLUMNS)
@@ -226,7 +397,8 @@ def run_prepare(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     reasons = dict(sorted(Counter(failed["reason"]).items()))
     summary = {
         "data": data_cfg,
-        "source_root": str(root),
+        "source": source,
+        "source_root": str(cfg.data.tar.base) if tar is not None else (str(root) if root else None),
         "csv": str(csv_path),
         "image_size": cfg.data.image_size,
         "landmarks": int(rows["landmark_id"].nunique()),
@@ -234,6 +406,10 @@ def run_prepare(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "failed": int(len(failed)),
         "failure_reasons": reasons,
     }
+    if tar is not None:
+        summary["tar_shards"] = {k: v for k, v in tar.report.items() if k != "skipped"}
+        if tar.report["failed"]:
+            log.warning("tar shards that failed (their rows are retried by a rerun): %s", tar.report["failed"])
     write_json_atomic(run_dir / "dataset.json", summary)
     write_run_record(run_dir, "prepare", "complete", data=cfg.data.name, counts=counts)
     log.info("prepared dataset in %s: %s; %d dropped %s", run_dir, counts, len(failed), reasons or "")
