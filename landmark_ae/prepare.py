@@ -22,8 +22,8 @@ downloader (download.py) or streamed tar shards (tarsource.py) -- and process_ro
 
 from __future__ import annotations
 
-import csv
 import logging
+import os
 import time
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -34,7 +34,8 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from landmark_ae.artifacts import atomic_path, read_json, write_json_atomic, write_run_record, write_text_atomic
+from landmark_ae.artifacts import atomic_path, read_json, write_json_atomic, write_run_record
+from landmark_ae.config import check_data_range
 from landmark_ae.errors import UserError
 from landmark_ae.images import ImageError, Prepared, load_array, prepare_image, save_prepared
 from landmark_ae.splits import ID_PATTERN, Sample, read_sample, split_rows
@@ -225,7 +226,7 @@ def process_rows(
     start = time.perf_counter()
     seen: set[str] = set()
     with open(journal_path, "a", encoding="utf-8") as journal, \
-            open(permanent_path, "a", encoding="utf-8") if permanent else _nullfile() as bad_journal, \
+            open(permanent_path if permanent else os.devnull, "a", encoding="utf-8") as bad_journal, \
             progress_bar(progress, _rate_column()) as bar, ThreadPoolExecutor(max_workers=workers) as pool:
         task = bar.add_task(description, total=len(todo), status="")
 
@@ -285,20 +286,6 @@ def process_rows(
                  len(todo) - n_failed, elapsed, (len(todo) - n_failed) / max(elapsed, 1e-9), n_failed,
                  f" {dict(reasons)}" if reasons else "")
     return arrays, failures
-
-
-class _nullfile:
-    def __enter__(self) -> "_nullfile":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        return None
-
-    def write(self, text: str) -> None:
-        pass
-
-    def flush(self) -> None:
-        pass
 
 
 def write_split_outputs(rows: pd.DataFrame, run_dir: Path, fresh: dict[str, np.ndarray], size: int) -> dict[str, int]:
@@ -370,11 +357,7 @@ def make_source(cfg: DictConfig, root: Path | None, run_dir: Path) -> tuple[Resu
 
 
 def run_prepare(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    if cfg.data.landmark_min >= cfg.data.landmark_max:
-        raise UserError(
-            f"empty landmark_id range [{cfg.data.landmark_min}, {cfg.data.landmark_max}): "
-            "set data.landmark_min below data.landmark_max"
-        )
+    check_data_range(cfg)
     previous = run_dir / "dataset.json"
     if previous.is_file() and read_json(previous).get("data", {}).get("name") not in (None, cfg.data.name):
         raise UserError(f"{run_dir} holds a prepared {read_json(previous)['data']['name']} dataset; resume it with data={read_json(previous)['data']['name']}")
