@@ -1,0 +1,54 @@
+"""Wall time of one `landmark-ae query` next to `python -c "import torch"`, medians over repeated runs.
+
+    python scripts/bench_query.py embed_run=<embed run dir> [image=<query image>] [repeat=7] [k=10]
+
+Both are timed in the same run, alternating, so machine noise hits both alike; the ratio is what to quote.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def timed(cmd: list[str], env: dict) -> float:
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    return time.perf_counter() - start
+
+
+def main(argv: list[str]) -> None:
+    opts = dict(a.split("=", 1) for a in argv if "=" in a)
+    if "embed_run" not in opts:
+        sys.exit("usage: python scripts/bench_query.py embed_run=<embed run dir> [image=...] [repeat=7] [k=10]")
+    embed_run = Path(opts["embed_run"])
+    image = opts.get("image")
+    if image is None:
+        index = (embed_run / "index.csv").read_text().splitlines()[1:]
+        image = next(line.split(",")[3] for line in index if line.split(",")[2] == "test")
+    n_db = sum(1 for line in (embed_run / "index.csv").read_text().splitlines()[1:] if line.split(",")[2] != "test")
+    repeat, k = int(opts.get("repeat", 7)), opts.get("k", "10")
+    env = {**os.environ, "LANDMARK_AE_OUTPUTS": opts.get("outputs", "/tmp/landmark_ae_bench_outputs")}
+    query = [sys.executable, "-m", "landmark_ae", "query", f"image={image}", f"embed_run={embed_run}", f"k={k}"]
+    torch_only = [sys.executable, "-c", "import torch"]
+    timed(query, env), timed(torch_only, env)  # warm the file cache
+    q_times, t_times = [], []
+    for _ in range(repeat):
+        q_times.append(timed(query, env))
+        t_times.append(timed(torch_only, env))
+    q, t = statistics.median(q_times), statistics.median(t_times)
+    print(f"machine\t{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    print(f"database\t{n_db} images, dim {os.path.getsize(embed_run / 'embeddings.npy') // 4 // max(n_db, 1)} (approx.)")
+    print(f"repeats\t{repeat}")
+    print(f"query_median_s\t{q:.2f}")
+    print(f"import_torch_median_s\t{t:.2f}")
+    print(f"ratio_query_over_import_torch\t{q / t:.2f}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
