@@ -43,7 +43,10 @@ def main(argv: list[str]) -> None:
         t_times.append(timed(torch_only, env))
     q, t = statistics.median(q_times), statistics.median(t_times)
     print(f"machine\t{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
-    print(f"database\t{n_db} images, dim {os.path.getsize(embed_run / 'embeddings.npy') // 4 // max(n_db, 1)} (approx.)")
+    import numpy as np
+
+    dim = np.load(embed_run / "embeddings.npy", mmap_mode="r").shape[1]
+    print(f"database\t{n_db} images (train+val), dim {dim}")
     print(f"repeats\t{repeat}")
     print(f"query_median_s\t{q:.2f}")
     print(f"import_torch_median_s\t{t:.2f}")
