@@ -123,6 +123,31 @@ class PrepareConfig:
     progress: bool = True
 
 
+class ObjectiveName(str, enum.Enum):
+    """What the encoder sees; the decoder always rebuilds the clean image."""
+
+    reconstruct = "reconstruct"  # the seed: the clean image itself
+    denoise = "denoise"  # plus Gaussian noise
+    augment = "augment"  # a random resized crop, flip and colour jitter of it
+    masked = "masked"  # with random square patches greyed out
+
+
+@dataclass
+class ObjectiveConfig:
+    name: ObjectiveName = ObjectiveName.reconstruct
+    noise_std: float = _range(0.0, 2.0, 0.2)  # denoise: in [-1, 1] model units
+    crop_scale: float = _range(0.05, 1.0, 0.35)  # augment: smallest crop area fraction
+    flip: bool = True  # augment: mirror half the crops
+    jitter: float = _range(0.0, 0.9, 0.4)  # augment: brightness/contrast/saturation factor spread
+    mask_ratio: float = _range(0.0, 0.95, 0.5)  # masked: share of patches hidden
+    mask_patch: int = _min(1, 8)  # masked: patch side in pixels
+    # > 0: two corrupted views per image; adds this weight times the cross-view disagreement of
+    # their batch-standardised embeddings (1 - per-dimension correlation) to the reconstruction loss.
+    invariance: float = _min(0.0, 0.0)
+    # with invariance > 0: this weight times the mean squared off-diagonal cross-view correlation.
+    redundancy: float = _min(0.0, 0.0)
+
+
 @dataclass
 class TrainConfig:
     data: DataConfig = MISSING
@@ -138,6 +163,14 @@ class TrainConfig:
     optimizer: Dict[str, Any] = field(default_factory=lambda: {"_target_": "torch.optim.Adam"})
     recon_images: int = _min(1, 8)
     progress: bool = True
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+
+
+class Pooling(str, enum.Enum):
+    flatten = "flatten"
+    avg = "avg"
+    max = "max"
+    gem = "gem"
 
 
 @dataclass
@@ -147,6 +180,15 @@ class EmbedConfig:
     batch_size: int = _min(1, 256)
     device: str = "auto"
     progress: bool = True
+    pooling: Pooling = Pooling.flatten  # of a conv latent (C, H, W); a vector latent is kept
+    gem_p: float = _range(0.1, 100.0, 3.0)
+    l2: bool = False
+    pca_whiten: Optional[int] = _min(1, None)  # output dims, fitted on train+val rows only
+
+
+class QuerySet(str, enum.Enum):
+    test = "test"  # the protocol: test queries against train+val
+    val = "val"  # for choosing settings: val queries against train (the test set stays unseen)
 
 
 @dataclass
@@ -157,6 +199,7 @@ class EvaluateConfig:
     n_init: int = _min(1, 10)
     k: int = _min(1, 100)
     pixel_baseline: bool = True
+    queries: QuerySet = QuerySet.test
 
 
 class OutputFormat(str, enum.Enum):

@@ -3,7 +3,11 @@
 An embed run dir holds:
     embeddings.npy   float32 (N, D), memory-mappable; row i is index.csv's row i
     index.csv        id, landmark_id, split, path (absolute path of the stored image)
-    embed.json       train run, checkpoint path + sha256, model config, dataset, image sizes
+    embed.json       train run, checkpoint path + sha256, model config, dataset, image sizes,
+                     post-processing (pooling, gem_p, l2, pca_whiten, raw_dim)
+    transform.npz    the L2 / PCA-whitening fitted on train+val rows (query applies it too)
+
+embeddings.npy holds the post-processed rows: evaluate and query search them as they are.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from landmark_ae.device import pick_device
 from landmark_ae.data import SPLITS, load_prepared, resize_uint8, to_model_range
 from landmark_ae.errors import UserError
 from landmark_ae.models import ConvAutoencoder
+from landmark_ae.postprocess import Transform, pool
 
 log = logging.getLogger(__name__)
 
@@ -32,14 +37,15 @@ INDEX_COLUMNS = ["id", "landmark_id", "split", "path"]
 @torch.inference_mode()
 def embed_images(
     model: ConvAutoencoder, images: np.ndarray, input_size: int, batch_size: int, device: torch.device,
-    on_batch: Callable[[int], None] = lambda n: None,
+    on_batch: Callable[[int], None] = lambda n: None, pooling: str = "flatten", gem_p: float = 3.0,
 ) -> np.ndarray:
-    """uint8 (N, S, S, 3) images -> float32 (N, D) flattened bottlenecks, in batches."""
+    """uint8 (N, S, S, 3) images -> float32 (N, D) bottlenecks, pooled (default: flattened), in batches."""
     model.eval()
     out: list[np.ndarray] = []
     for start in range(0, len(images), batch_size):
-        batch = resize_uint8(images[start : start + batch_size], input_size)
-        out.append(model.embed(to_model_range(batch).to(device)).float().cpu().numpy())
+        batch = to_model_range(resize_uint8(images[start : start + batch_size], input_size)).to(device)
+        latent = model.embed(batch) if pooling == "flatten" else pool(model.encoder(batch), pooling, gem_p)
+        out.append(latent.float().cpu().numpy())
         on_batch(len(batch))
     if not out:
         return np.zeros((0, 0), dtype=np.float32)
@@ -83,16 +89,25 @@ def run_embed(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     image_size = int(splits["train"].images.shape[1])
     write_run_record(run_dir, "embed", "running", train_run=str(train_run), model=model_cfg["name"])
 
+    pooling = getattr(cfg.pooling, "value", cfg.pooling)
     total = sum(len(s.images) for s in splits.values())
     parts, index_rows = [], []
     with progress_bar(cfg.progress) as bar:
         task = bar.add_task(f"embed with {model_cfg['name']}", total=total, status="")
         for name, split in splits.items():
             parts.append(embed_images(model, split.images, int(model_cfg["input_size"]), cfg.batch_size, device,
-                                      lambda n: bar.update(task, advance=n)))
+                                      lambda n: bar.update(task, advance=n), pooling, cfg.gem_p))
             for row in split.manifest.itertuples(index=False):
                 index_rows.append([row.id, int(row.landmark_id), name, str((data_dir / row.path).resolve())])
     embeddings = np.concatenate([p for p in parts if p.size]) if total else np.zeros((0, 0), np.float32)
+    raw_dim = int(embeddings.shape[1])
+    database = np.array([r[2] in ("train", "val") for r in index_rows], dtype=bool)
+    try:
+        transform = Transform.fit(embeddings[database], l2=cfg.l2, pca_whiten=cfg.pca_whiten)
+    except ValueError as exc:
+        raise UserError(f"pca_whiten={cfg.pca_whiten}: {exc}") from None
+    embeddings = transform.apply(embeddings)
+    transform.save(run_dir / "transform.npz")
 
     with atomic_path(run_dir / "embeddings.npy") as tmp, open(tmp, "wb") as f:
         np.save(f, embeddings)
@@ -111,11 +126,18 @@ def run_embed(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "data_dir": str(data_dir.resolve()),
         "image_size": image_size,
         "dim": int(embeddings.shape[1]),
+        "raw_dim": raw_dim,
+        "pooling": pooling,
+        "gem_p": float(cfg.gem_p),
+        "l2": bool(cfg.l2),
+        "pca_whiten": cfg.pca_whiten,
+        "transform": "transform.npz",
         "counts": {name: len(s.images) for name, s in splits.items()},
     }
     write_json_atomic(run_dir / "embed.json", meta)
     write_run_record(run_dir, "embed", "complete", train_run=str(train_run), model=model_cfg["name"], data=ckpt.get("data"))
-    log.info("embedded %d images with %s (dim %d) into %s", total, model_cfg["name"], meta["dim"], run_dir)
+    log.info("embedded %d images with %s (dim %d, %s pooling, l2 %s, pca_whiten %s) into %s", total,
+             model_cfg["name"], meta["dim"], pooling, cfg.l2, cfg.pca_whiten, run_dir)
     return {"run_dir": run_dir, "model": model_cfg["name"], "images": total, "dim": meta["dim"]}
 
 
@@ -137,6 +159,11 @@ class EmbedRun:
         self.paths = [r[3] for r in rows]
         if len(rows) != len(self.embeddings):
             raise UserError(f"{self.run_dir}: index.csv and embeddings.npy disagree: re-run `landmark-ae embed`")
+
+    def transform(self) -> Transform:
+        """The post-processing the stored rows went through (identity for runs made before it)."""
+        path = self.run_dir / self.meta.get("transform", "transform.npz")
+        return Transform.load(path) if path.is_file() else Transform()
 
     def rows(self, *splits: str) -> np.ndarray:
         return np.flatnonzero(np.isin(self.splits, splits))

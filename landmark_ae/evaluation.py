@@ -30,9 +30,12 @@ METRICS = ["nmi", "ri", "ari", "ami", "map@{k}", "p@1", "p@10", "recall@{k}"]
 
 
 def score(x: np.ndarray, run: EmbedRun, cfg: DictConfig) -> dict[str, float]:
-    train, query, database = run.rows("train"), run.rows("test"), run.rows("train", "val")
+    """queries=test: test images query train+val (the protocol); queries=val: val images query train."""
+    queries = getattr(cfg.get("queries", "test"), "value", cfg.get("queries", "test"))
+    train = run.rows("train")
+    query, database = (run.rows("val"), train) if queries == "val" else (run.rows("test"), run.rows("train", "val"))
     if len(train) == 0 or len(query) == 0:
-        raise UserError(f"{run.run_dir}: needs train and test images to evaluate ({len(train)} train, {len(query)} test)")
+        raise UserError(f"{run.run_dir}: needs train and {queries} images to evaluate ({len(train)} train, {len(query)} {queries})")
     labels = run.labels
     return evaluate_embeddings(x[train], labels[train], x[query], labels[query], x[database], labels[database],
                                seed=cfg.seed, n_init=cfg.n_init, k=cfg.k)
@@ -45,16 +48,16 @@ def pixel_matrix(run: EmbedRun) -> tuple[np.ndarray, int]:
     ids = [i for s in SPLITS for i in splits[s].manifest["id"]]
     if ids != run.ids:
         raise UserError(f"{data_dir} changed since {run.run_dir} was embedded: re-run `landmark-ae embed`")
-    side = pixel_side(int(run.meta["dim"]))
+    side = pixel_side(int(run.meta.get("raw_dim", run.meta["dim"])))  # the model's own size, before any PCA
     return np.concatenate([pixel_embeddings(splits[s].images, side) for s in SPLITS]), side
 
 
-def print_table(results: dict[str, dict[str, float]], k: int) -> None:
+def print_table(results: dict[str, dict[str, float]], k: int, retrieval: str = "test vs train+val") -> None:
     from rich.table import Table
 
     from landmark_ae.ui import console
 
-    table = Table(title="evaluation (clustering: train; retrieval: test vs train+val)")
+    table = Table(title=f"evaluation (clustering: train; retrieval: {retrieval})")
     table.add_column("embedding")
     table.add_column("dim", justify="right")
     for m in METRICS:
@@ -76,7 +79,8 @@ def run_evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         pixels, side = pixel_matrix(run)
         results[f"pixels_{side}x{side}"] = {"dim": int(pixels.shape[1]), **score(pixels, run, cfg)}
 
-    print_table(results, cfg.k)
+    queries = getattr(cfg.queries, "value", cfg.queries)
+    print_table(results, cfg.k, "val vs train" if queries == "val" else "test vs train+val")
     counts = {s: int(len(run.rows(s))) for s in SPLITS}
     metrics = {
         "embed_run": str(run.run_dir.resolve()),
@@ -84,7 +88,8 @@ def run_evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "model": run.meta["model"],
         "data": run.meta.get("data"),
         "counts": counts,
-        "settings": {"seed": cfg.seed, "n_init": cfg.n_init, "k": cfg.k},
+        "settings": {"seed": cfg.seed, "n_init": cfg.n_init, "k": cfg.k, "queries": queries},
+        "postprocess": {key: run.meta.get(key) for key in ("pooling", "gem_p", "l2", "pca_whiten", "raw_dim")},
         "results": results,
     }
     write_json_atomic(run_dir / "metrics.json", metrics)

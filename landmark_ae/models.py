@@ -13,14 +13,43 @@ from torch import nn
 
 from landmark_ae.errors import UserError
 
-# Layer types a config may name: torch.nn modules by their class name.
+
+
+class ResBlock(nn.Module):
+    """A pre-activation-free basic residual block: x + BN(conv(ReLU(BN(conv(x))))), then ReLU.
+
+    Keeps channels and spatial size (3x3 convs, padding 1), so it slots in anywhere in a layer list:
+    `{type: ResBlock, channels: 64}`. `bottleneck` < channels narrows the inner conv (cheaper).
+    """
+
+    def __init__(self, channels: int, bottleneck: int | None = None, kernel_size: int = 3):
+        super().__init__()
+        inner = int(bottleneck or channels)
+        pad = kernel_size // 2
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, inner, kernel_size, padding=pad, bias=False),
+            nn.BatchNorm2d(inner),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(inner, channels, kernel_size, padding=pad, bias=False),
+            nn.BatchNorm2d(channels),
+        )
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(x + self.body(x))
+
+
+# Layer types a config may name: torch.nn modules by their class name, plus our own blocks.
 LAYER_TYPES: dict[str, type[nn.Module]] = {
-    name: getattr(nn, name)
-    for name in [
-        "Conv2d", "ConvTranspose2d", "BatchNorm2d", "BatchNorm1d", "ReLU", "LeakyReLU", "GELU",
-        "SiLU", "Tanh", "Sigmoid", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "Upsample",
-        "Flatten", "Unflatten", "Linear", "Dropout", "Identity",
-    ]
+    **{
+        name: getattr(nn, name)
+        for name in [
+            "Conv2d", "ConvTranspose2d", "BatchNorm2d", "BatchNorm1d", "ReLU", "LeakyReLU", "GELU",
+            "SiLU", "Tanh", "Sigmoid", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "Upsample",
+            "Flatten", "Unflatten", "Linear", "Dropout", "Identity",
+        ]
+    },
+    "ResBlock": ResBlock,
 }
 
 

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from landmark_ae.augment import corrupt
 from landmark_ae.artifacts import atomic_path, resolve_run, write_run_record
 from landmark_ae.data import load_prepared, resize_uint8, to_model_range, to_uint8_hwc
 from landmark_ae.errors import UserError
@@ -33,20 +34,58 @@ log = logging.getLogger(__name__)
 def train_one_epoch(
     model: ConvAutoencoder, images: torch.Tensor, optimizer: torch.optim.Optimizer, batch_size: int,
     generator: torch.Generator, device: torch.device, on_batch: Callable[[float], None] = lambda loss: None,
+    objective: Any = None,
 ) -> float:
     """One pass over `images` (uint8, N x 3 x H x W) in a seeded random order; returns the mean loss."""
     model.train()
     order = torch.randperm(len(images), generator=generator)
     total = 0.0
     for start in range(0, len(images), batch_size):
-        x = to_model_range(images[order[start : start + batch_size]]).to(device, non_blocking=True)
-        loss = F.mse_loss(model(x), x)
+        clean = images[order[start : start + batch_size]].to(device, non_blocking=True)
+        loss = objective_loss(model, clean, objective, generator)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        total += loss.item() * len(x)
+        total += loss.item() * len(clean)
         on_batch(loss.item())
     return total / len(images)
+
+
+def objective_loss(model: ConvAutoencoder, clean: torch.Tensor, objective: Any, generator: torch.Generator) -> torch.Tensor:
+    """MSE between the clean batch and the reconstruction of its corrupted view (see augment.py);
+    with `invariance` > 0, of two views, plus the weighted disagreement of their embeddings."""
+    target = to_model_range(clean)
+    if objective is None:
+        return F.mse_loss(model(target), target)
+    if not objective.invariance:
+        return F.mse_loss(model(to_model_range(corrupt(clean, objective, generator))), target)
+    views = torch.cat([corrupt(clean, objective, generator), corrupt(clean, objective, generator)])
+    latent = model.encoder(to_model_range(views))
+    loss = F.mse_loss(model.decoder(latent), torch.cat([target, target]))
+    a, b = latent.flatten(1).chunk(2)
+    loss = loss + objective.invariance * view_disagreement(a, b)
+    if objective.redundancy:
+        loss = loss + objective.redundancy * cross_redundancy(a, b)
+    return loss
+
+
+def _standardise(a: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    return (a - a.mean(0)) / (a.std(0, correction=0) + eps)
+
+
+def view_disagreement(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Mean over dimensions of 1 - corr(a_d, b_d) across the batch: 0 when two views embed alike.
+
+    Standardising each dimension first means agreement cannot come from shrinking the embedding."""
+    return 1 - (_standardise(a) * _standardise(b)).mean(0).mean()
+
+
+def cross_redundancy(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Mean squared off-diagonal cross-view correlation (Barlow Twins' redundancy term): pushes the
+    embedding's dimensions to carry different information instead of copies of one invariant."""
+    c = _standardise(a).T @ _standardise(b) / len(a)
+    off = c - torch.diag_embed(torch.diagonal(c))
+    return off.pow(2).sum() / max(c.shape[0] * (c.shape[0] - 1), 1)
 
 
 @torch.inference_mode()
@@ -100,16 +139,20 @@ def run_train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         generator.set_state(state["generator"])
         history, best = list(state["history"]), dict(state["best"])
 
+    # A resumed run keeps the objective it started with, whatever the command line says now.
+    objective_cfg = OmegaConf.create(state["objective"]) if state is not None and "objective" in state else cfg.objective
+    objective = objective_cfg if objective_cfg.name != "reconstruct" else None  # None: the seed's loop
     splits = load_prepared(data_dir, ("train", "val"))
     size = int(model_cfg["input_size"])
     train_images = resize_uint8(splits["train"].images, size)
     val_images = resize_uint8(splits["val"].images, size)
     if len(train_images) == 0 or len(val_images) == 0:
         raise UserError(f"{data_dir} has {len(train_images)} train and {len(val_images)} val images: both must be non-empty")
-    record = dict(data=cfg.data.name, data_dir=str(data_dir), model=model_cfg["name"])
+    record = dict(data=cfg.data.name, data_dir=str(data_dir), model=model_cfg["name"],
+                  objective=OmegaConf.to_container(objective_cfg, resolve=True, enum_to_str=True))
     write_run_record(run_dir, "train", "running", **record)
-    log.info("training %s on %d images (val %d) from %s on %s", model_cfg["name"], len(train_images),
-             len(val_images), data_dir, device)
+    log.info("training %s (objective %s) on %d images (val %d) from %s on %s", model_cfg["name"],
+             record["objective"]["name"], len(train_images), len(val_images), data_dir, device)
 
     from landmark_ae.ui import progress_bar
 
@@ -123,7 +166,8 @@ def run_train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             def on_batch(loss: float) -> None:
                 bar.update(task, advance=1, status=f"epoch {epoch}/{cfg.epochs} loss {loss:.4f}")
 
-            train_loss = train_one_epoch(model, train_images, optimizer, cfg.batch_size, generator, device, on_batch)
+            train_loss = train_one_epoch(model, train_images, optimizer, cfg.batch_size, generator, device, on_batch,
+                                         objective)
             train_seconds = time.perf_counter() - tick
             val_loss = evaluate(model, val_images, cfg.batch_size, device)
             row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
@@ -133,7 +177,7 @@ def run_train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             log.info("epoch %d/%d train %.5f val %.5f (%.1fs, %.0f images/s)", epoch, cfg.epochs,
                      train_loss, val_loss, row["seconds"], row["images_per_s"])
             common = dict(model_config=model_cfg, data_dir=str(data_dir), data=cfg.data.name,
-                          train_run=str(run_dir))
+                          train_run=str(run_dir), objective=record["objective"])
             if val_loss < best["val_loss"]:
                 best = {"val_loss": val_loss, "epoch": epoch}
                 save_checkpoint(best_path, state_dict=model.state_dict(), epoch=epoch, val_loss=val_loss, **common)

@@ -96,7 +96,8 @@ def test_train_bad_inputs(tmp_path, tiny_prepared):
         return proc.stderr
 
     empty = tmp_path / "empty_outputs"
-    assert "no complete prepare run found" in err(empty) and "landmark-ae prepare data=gldv2" in err(empty)
+    message = err(empty)
+    assert "no complete prepare run found" in message and "landmark-ae prepare data=gldv2" in message
     assert "does not exist" in err(empty, f"data_dir={tmp_path / 'nope'}")
     (tmp_path / "hollow").mkdir()
     assert "holds no prepared train split" in err(empty, f"data_dir={tmp_path / 'hollow'}")

@@ -5,13 +5,14 @@ Importing it registers the config schemas and the `run_dir` resolver before Hydr
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import shutil
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
@@ -97,10 +98,11 @@ def fail(command: str, message: str, code: int = 2) -> None:
     sys.exit(code)
 
 
-def execute(
-    command: str, cfg: DictConfig, schema: type, body: Callable[[DictConfig, Path], Mapping[str, Any] | None]
-) -> None:
+def execute(command: str, cfg: DictConfig, schema: type, body: str) -> None:
     """Validate cfg, run body(cfg, run_dir) and print its results as `key<TAB>value` lines on stdout.
+
+    body is "module:function", imported only after validation: a bad value is reported before
+    torch is even imported.
 
     Expected failures become one line on stderr and exit code 2; a run dir that this call created
     and that holds nothing yet is removed so a typo leaves no debris.
@@ -112,7 +114,8 @@ def execute(
     fresh = not cfg.get("resume") and read_run_record(run_dir) is None
     try:
         validate(cfg, schema)
-        results = body(cfg, run_dir)
+        module, function = body.split(":")
+        results = getattr(importlib.import_module(module), function)(cfg, run_dir)
     except (UserError, MissingMandatoryValue) as exc:
         if fresh and read_run_record(run_dir) is None:
             shutil.rmtree(run_dir, ignore_errors=True)

@@ -7,6 +7,4 @@ from landmark_ae.config import EmbedConfig
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="embed")
 def main(cfg: DictConfig) -> None:
-    from landmark_ae.embedding import run_embed
-
-    execute("embed", cfg, EmbedConfig, run_embed)
+    execute("embed", cfg, EmbedConfig, "landmark_ae.embedding:run_embed")

@@ -7,6 +7,4 @@ from landmark_ae.config import EvaluateConfig
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="evaluate")
 def main(cfg: DictConfig) -> None:
-    from landmark_ae.evaluation import run_evaluate
-
-    execute("evaluate", cfg, EvaluateConfig, run_evaluate)
+    execute("evaluate", cfg, EvaluateConfig, "landmark_ae.evaluation:run_evaluate")

@@ -7,6 +7,4 @@ from landmark_ae.config import PrepareConfig
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="prepare")
 def main(cfg: DictConfig) -> None:
-    from landmark_ae.prepare import run_prepare
-
-    execute("prepare", cfg, PrepareConfig, run_prepare)
+    execute("prepare", cfg, PrepareConfig, "landmark_ae.prepare:run_prepare")

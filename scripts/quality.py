@@ -1,0 +1,215 @@
+"""The quality comparison: seed models vs the new ones on one split, one table (mean ± std over seeds).
+
+    python scripts/quality.py data=landmarks10 data_dir=<prepare run> [epochs=20] [seeds=0,1,2]
+        [queries=test|val] [threads=N] [device=auto] [rows=NAME,NAME] [headline_only=true]
+        [reuse=<outputs/train dir>] [experiment=conf/experiment/quality.yaml]
+
+Rows come from conf/experiment/quality.yaml. Drives the CLI (train -> embed -> evaluate) like
+scripts/table1.py and reads its `key<TAB>value` stdout. Without data_dir= it runs `prepare` first
+with the data overrides. queries=val scores val images against train (for choosing settings);
+the default, test, is the protocol. Writes quality.md and quality.csv to a new
+outputs/quality/<timestamp>/ and prints `key<TAB>value` lines (run_dir first).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+METRICS = [("best_val_loss", "val loss"), ("nmi", "NMI"), ("ri", "RI"), ("ari", "ARI"), ("map@100", "mAP@100"),
+           ("p@10", "P@10"), ("train_seconds", "train s")]
+
+
+def cli(*args: str) -> dict[str, str]:
+    """Run landmark-ae; return the key/value lines it printed."""
+    print(f"+ landmark-ae {' '.join(args)}", file=sys.stderr, flush=True)
+    proc = subprocess.run([sys.executable, "-m", "landmark_ae", *args], stdout=subprocess.PIPE, text=True)
+    if proc.returncode != 0:
+        sys.exit(f"quality: `landmark-ae {' '.join(args)}` failed (exit {proc.returncode})")
+    return dict(line.split("\t", 1) for line in proc.stdout.splitlines() if "\t" in line)
+
+
+def load_experiment(path: Path) -> dict:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+
+
+def find_reusable(reuse: list[Path], overrides: list[str], seed: int, epochs: str, data_dir: str) -> Path | None:
+    """A complete train run under `reuse` made with exactly these settings (same data_dir, epochs,
+    seed, model and objective; objective keys missing in older runs count as their defaults)."""
+    from omegaconf import OmegaConf
+
+    from landmark_ae.config import ObjectiveConfig
+
+    defaults = {f"objective.{k}": str(getattr(v, "value", v)) for k, v in vars(ObjectiveConfig()).items()}
+    wanted = {**defaults, "epochs": str(epochs), "seed": str(seed)}
+    for o in overrides:
+        key, _, value = o.partition("=")
+        wanted["model.name" if key == "model" else key] = value
+    for root in reuse:
+        for cfg_path in sorted(root.glob("**/.hydra/config.yaml"), reverse=True):  # newest first
+            run = cfg_path.parent.parent
+            record = json.loads((run / "run.json").read_text()) if (run / "run.json").is_file() else {}
+            if record.get("status") != "complete" or not (run / "best.pt").is_file():
+                continue
+            if Path(record.get("data_dir", "/nonexistent")).resolve() != Path(data_dir).resolve():
+                continue
+            cfg = OmegaConf.load(cfg_path)
+            got = {k: OmegaConf.select(cfg, k, default=defaults.get(k)) for k in wanted}
+            if all(str(got[k]).lower() == str(v).lower() for k, v in wanted.items()):
+                return run
+    return None
+
+
+def pixel_pca_row(embed_run: Path, dims: int, queries: str) -> dict:
+    """Raw pixels (the evaluate baseline's 23x23), PCA-whitened to `dims` on train+val, L2: no learning."""
+    import numpy as np
+
+    from landmark_ae.data import SPLITS, load_prepared
+    from landmark_ae.embedding import EmbedRun, pixel_embeddings
+    from landmark_ae.metrics import evaluate_embeddings
+    from landmark_ae.postprocess import Transform
+
+    run = EmbedRun(embed_run)
+    splits = load_prepared(run.meta["data_dir"], SPLITS)
+    x = np.concatenate([pixel_embeddings(splits[s].images, 23) for s in SPLITS])
+    db = run.rows("train", "val")
+    x = Transform.fit(x[db], l2=True, pca_whiten=min(dims, len(db) - 1, x.shape[1])).apply(x)
+    train = run.rows("train")
+    query, database = (run.rows("val"), train) if queries == "val" else (run.rows("test"), db)
+    return evaluate_embeddings(x[train], run.labels[train], x[query], run.labels[query], x[database],
+                               run.labels[database], seed=0, n_init=10, k=100)
+
+
+def mean_std(values: list[float]) -> str:
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return f"{values[0]:.4f}" if abs(values[0]) < 10 else f"{values[0]:.0f}"
+    m, s = statistics.mean(values), statistics.stdev(values)
+    return f"{m:.3f} ± {s:.3f}" if abs(m) < 10 else f"{m:.0f} ± {s:.0f}"
+
+
+def write_table(out: Path, results: dict, pixels: dict | None, opts: dict, epochs: str, queries: str, data_dir: str,
+                seeds: list[int], exp: dict) -> list[str]:
+    """quality.csv and quality.md from the rows so far (rewritten after every row)."""
+    results = dict(results)
+    if pixels is not None:
+        results[pixels["name"]] = [{k: v for k, v in pixels.items() if k != "name"}]
+
+    with open(out / "quality.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["row", "seed", "dim", *(k for k, _ in METRICS), "train_run"])
+        for name, runs in results.items():
+            for r in runs:
+                writer.writerow([name, r.get("seed", ""), r.get("dim", ""), *(r.get(k, "") for k, _ in METRICS),
+                                 r.get("train_run", "")])
+    retrieval = "val queries vs train" if queries == "val" else "test queries vs train+val"
+    lines = [
+        f"# Quality — {opts.get('data', 'synthetic')}, {epochs} epochs, {retrieval}",
+        "",
+        f"Prepared dataset: `{data_dir}`. k-means (k = landmarks) on train embeddings. "
+        f"Headline rows: mean ± std over seeds {seeds}; other rows: seed {exp['default_seed']}. "
+        "train s: training seconds (sum of epochs) on this machine.",
+        "",
+        "| embedding | dim | epochs | seeds | " + " | ".join(label for _, label in METRICS) + " |",
+        "|---|---|---|---|" + "---|" * len(METRICS),
+    ]
+    for name, runs in results.items():
+        cells = [mean_std([float(r[k]) for r in runs if r.get(k) not in (None, "")]) for k, _ in METRICS]
+        lines.append(f"| {name} | {runs[0].get('dim', '')} | {runs[0].get('epochs', '–')} | {len(runs)} | "
+                     + " | ".join(cells) + " |")
+    lines.append("")
+    (out / "quality.md").write_text("\n".join(lines))
+    return lines
+
+
+def main(argv: list[str]) -> None:
+    opts = dict(a.split("=", 1) for a in argv if "=" in a)
+    exp = load_experiment(Path(opts.get("experiment", REPO / "conf" / "experiment" / "quality.yaml")))
+    data_args = [f"{k}={v}" for k, v in opts.items() if k == "data" or k.startswith("data.")]
+    epochs = opts.get("epochs", str(exp["epochs"]))
+    seeds = [int(s) for s in opts.get("seeds", ",".join(map(str, exp["seeds"]))).split(",")]
+    queries = opts.get("queries", "test")
+    common = [f"{k}={opts[k]}" for k in ("threads", "device", "batch_size") if k in opts]
+    rows = exp["rows"]
+    if "rows" in opts:
+        wanted = opts["rows"].split(",")
+        rows = [r for r in rows if r["name"] in wanted]
+    if opts.get("headline_only") == "true":
+        rows = [r for r in rows if r.get("headline")]
+    data_dir = opts.get("data_dir") or cli("prepare", *data_args, "progress=false")["run_dir"]
+    # reuse=<dir>[,<dir>]: take finished train runs with identical settings from there (e.g. a
+    # `make table1` run on the same data_dir) instead of training them again.
+    reuse = [Path(p) for p in opts["reuse"].split(",")] if opts.get("reuse") else []
+
+    out = Path(os.environ.get("LANDMARK_AE_OUTPUTS", "outputs")) / "quality" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
+    out.mkdir(parents=True)
+    print(f"quality: writing {out}/quality.md after every row", file=sys.stderr)
+    trained: dict[tuple, dict] = {}  # (train overrides, seed) -> train results
+    results: dict[str, list[dict]] = {}
+    pixels: dict | None = None
+    last_embed: Path | None = None
+    for row in rows:
+        row_seeds = seeds if row.get("headline") else [int(row.get("seed", exp["default_seed"]))]
+        row_epochs = str(row.get("epochs", epochs))  # a row may fix its own (e.g. a time budget)
+        for seed in row_seeds:
+            key = (tuple(row["train"]), row_epochs, seed)
+            if key not in trained:
+                tick = time.perf_counter()
+                found = find_reusable(reuse, row["train"], seed, row_epochs, data_dir) if reuse else None
+                if found is not None:
+                    print(f"quality: reusing {found} for {row['name']} seed {seed}", file=sys.stderr)
+                    best = json.loads((found / "run.json").read_text())
+                    res = {"run_dir": str(found), "best_val_loss": best.get("best_val_loss")}
+                else:
+                    res = cli("train", *data_args, f"data_dir={data_dir}", *row["train"], f"epochs={row_epochs}",
+                              f"seed={seed}", "progress=false", *common)
+                history = Path(res["run_dir"]) / "history.csv"
+                with open(history) as f:
+                    seconds = sum(float(r["seconds"]) for r in csv.DictReader(f))
+                trained[key] = {**res, "train_seconds": seconds, "wall_seconds": time.perf_counter() - tick}
+            train = trained[key]
+            embed = cli("embed", f"train_run={train['run_dir']}", *row.get("embed", []), "progress=false",
+                        *[c for c in common if c.startswith("device")])
+            last_embed = Path(embed["run_dir"])
+            evaluation = cli("evaluate", f"embed_run={embed['run_dir']}", f"queries={queries}",
+                             f"pixel_baseline={'true' if pixels is None and row['train'] == ['model=m2'] else 'false'}")
+            metrics = json.loads((Path(evaluation["run_dir"]) / "metrics.json").read_text())
+            model = metrics["model"]
+            results.setdefault(row["name"], []).append({
+                **metrics["results"][model], "best_val_loss": float(train["best_val_loss"]),
+                "train_seconds": train["train_seconds"], "seed": seed, "epochs": row_epochs, "dim": metrics["results"][model]["dim"],
+                "train_run": train["run_dir"], "evaluate_run": evaluation["run_dir"],
+            })
+            base = {k: v for k, v in metrics["results"].items() if k.startswith("pixels_")}
+            if base and pixels is None:
+                name, values = next(iter(base.items()))
+                pixels = {"name": f"raw pixels {name.removeprefix('pixels_')}", **values}
+        write_table(out, results, pixels, opts, epochs, queries, data_dir, seeds, exp)
+    if last_embed is not None and exp.get("pixel_pca"):
+        results[f"PCA-{exp['pixel_pca']} of pixels (+L2)"] = [
+            {**pixel_pca_row(last_embed, int(exp["pixel_pca"]), queries), "dim": int(exp["pixel_pca"])}]
+    lines = write_table(out, results, pixels, opts, epochs, queries, data_dir, seeds, exp)
+    if pixels is not None:
+        results[pixels["name"]] = [pixels]
+    print("\n".join(lines), file=sys.stderr)
+    print(f"run_dir\t{out}")
+    for name, runs in results.items():
+        for k, _ in METRICS:
+            values = [float(r[k]) for r in runs if r.get(k) not in (None, "")]
+            if values:
+                print(f"{name}.{k}\t{statistics.mean(values):.6f}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

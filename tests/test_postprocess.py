@@ -1,0 +1,129 @@
+"""Pooling, L2 and PCA-whitening against hand-computed values; embed stores them, query applies them."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import results, run_cli
+from landmark_ae.postprocess import Transform, pool
+
+
+def test_pooling_by_hand():
+    x = torch.tensor([[[[1.0, 2.0], [3.0, 6.0]], [[0.0, 4.0], [4.0, 4.0]]]])  # (1, 2, 2, 2)
+    assert pool(x, "flatten").tolist() == [[1, 2, 3, 6, 0, 4, 4, 4]]
+    assert pool(x, "avg").tolist() == [[3.0, 3.0]]
+    assert pool(x, "max").tolist() == [[6.0, 4.0]]
+    assert torch.allclose(pool(x, "gem", p=1.0), pool(x, "avg"))  # GeM with p=1 is the mean
+    gem2 = pool(x, "gem", p=2.0)[0, 0].item()
+    assert gem2 == pytest.approx(((1 + 4 + 9 + 36) / 4) ** 0.5)
+    assert pool(x, "gem", p=50.0)[0, 0].item() == pytest.approx(6.0, rel=0.05)  # large p tends to max
+    vec = torch.randn(3, 5)
+    assert torch.equal(pool(vec, "gem"), vec)  # a vector bottleneck is kept
+    with pytest.raises(ValueError):
+        pool(x, "median")
+
+
+def test_l2_alone():
+    t = Transform.fit(np.array([[3.0, 4.0], [1.0, 0.0]]), l2=True)
+    assert np.allclose(t.apply(np.array([[3.0, 4.0], [0.0, 0.0]])), [[0.6, 0.8], [0.0, 0.0]])
+    assert Transform.fit(np.ones((3, 2))).identity
+
+
+def test_pca_whitening_gives_identity_covariance_on_its_fitting_rows():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(500, 6)) @ rng.normal(size=(6, 6)) + 5.0
+    t = Transform.fit(x, pca_whiten=4)
+    y = t.apply(x).astype(np.float64)
+    assert y.shape == (500, 4)
+    assert np.allclose(y.mean(0), 0, atol=1e-4)
+    assert np.allclose(y.T @ y / len(y), np.eye(4), atol=1e-3)
+    # axes in order of variance, sign fixed: refitting the same rows gives the same transform
+    assert np.allclose(Transform.fit(x, pca_whiten=4).projection, t.projection)
+    # more rows than dims or fewer: both routes whiten
+    wide = rng.normal(size=(20, 50))
+    yw = Transform.fit(wide, pca_whiten=10).apply(wide).astype(np.float64)
+    assert np.allclose(yw.T @ yw / 20, np.eye(10), atol=1e-3)
+    with pytest.raises(ValueError, match="pca_whiten=30"):
+        Transform.fit(wide, pca_whiten=30)
+
+
+def test_transform_round_trips_through_npz(tmp_path):
+    x = np.random.default_rng(1).normal(size=(50, 8)).astype(np.float32)
+    t = Transform.fit(x, l2=True, pca_whiten=3)
+    t.save(tmp_path / "t.npz")
+    again = Transform.load(tmp_path / "t.npz")
+    assert again.l2 and np.array_equal(again.apply(x), t.apply(x))
+    y = t.apply(x)
+    assert np.allclose(np.linalg.norm(y, axis=1), 1, atol=1e-5)
+
+
+def test_embed_fits_on_train_val_only_and_query_applies_it(tiny_trained, tiny_prepared, tmp_path):
+    from PIL import Image
+    import pandas as pd
+
+    out = tiny_trained.parent.parent
+    proc = run_cli("embed", f"train_run={tiny_trained}", "pooling=avg", "l2=true", "pca_whiten=4", "progress=false",
+                   outputs=out)
+    assert proc.returncode == 0, proc.stderr
+    run = Path(results(proc)["run_dir"])
+    meta = json.loads((run / "embed.json").read_text())
+    assert (meta["pooling"], meta["l2"], meta["pca_whiten"], meta["raw_dim"], meta["dim"]) == ("avg", True, 4, 8, 4)
+    emb = np.load(run / "embeddings.npy").astype(np.float64)
+    index = pd.read_csv(run / "index.csv")
+    db = index["split"].isin(["train", "val"]).to_numpy()
+    # refitting on the train+val rows of the raw (pooled) embeddings reproduces the stored rows
+    raw = run_cli("embed", f"train_run={tiny_trained}", "pooling=avg", "progress=false", outputs=out)
+    raw_emb = np.load(Path(results(raw)["run_dir"]) / "embeddings.npy")
+    refit = Transform.fit(raw_emb[db], l2=True, pca_whiten=4)
+    assert np.allclose(refit.apply(raw_emb), emb, atol=1e-4)
+    assert not np.allclose(Transform.fit(raw_emb, l2=True, pca_whiten=4).apply(raw_emb), emb, atol=1e-4)
+    assert np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5)
+
+    # query: a near-duplicate of a train image, through the stored transform, ranks it first
+    manifest = pd.read_csv(tiny_prepared / "train.csv", dtype={"id": str})
+    target = manifest.iloc[5]
+    img = np.clip(np.asarray(Image.open(tiny_prepared / target["path"]).convert("RGB")).astype(int) + 3, 0, 255)
+    Image.fromarray(img.astype(np.uint8)).save(tmp_path / "dup.png")
+    proc = run_cli("query", f"image={tmp_path / 'dup.png'}", "k=3", f"embed_run={run}", outputs=out)
+    assert proc.returncode == 0, proc.stderr
+    rows = list(csv.DictReader(io.StringIO(proc.stdout), delimiter="\t"))
+    assert rows[0]["id"] == target["id"] and float(rows[0]["distance"]) < float(rows[1]["distance"])
+
+    # evaluate on val queries (settings are chosen there, not on test)
+    proc = run_cli("evaluate", f"embed_run={run}", "queries=val", outputs=out)
+    assert proc.returncode == 0, proc.stderr
+    res = results(proc)
+    assert int(res["model.n_queries"]) == int((index["split"] == "val").sum())
+    assert res["pixels.name"] == "pixels_4x4"  # the baseline keeps the model's raw size
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["embed", "pooling=median"], "Invalid value 'median'"),
+        (["embed", "pca_whiten=0"], "pca_whiten=0 is out of range"),
+        (["embed", "gem_p=0"], "gem_p=0.0 is out of range"),
+        (["evaluate", "queries=train"], "Invalid value 'train'"),
+        (["train", "objective.name=blur"], "Invalid value 'blur'"),
+        (["train", "objective.mask_ratio=1.5"], "objective.mask_ratio=1.5 is out of range"),
+        (["train", "objective.invariance=-1"], "objective.invariance=-1.0 is out of range"),
+    ],
+)
+def test_bad_values_are_one_line_errors(outputs, args, expected):
+    proc = run_cli(*args, "progress=false" if args[0] != "evaluate" else "k=5", outputs=outputs)
+    assert proc.returncode == 2, proc.stderr
+    assert expected in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) <= 2, proc.stderr
+
+
+def test_pca_whiten_larger_than_the_embedding_is_one_line_error(tiny_trained):
+    proc = run_cli("embed", f"train_run={tiny_trained}", "pooling=avg", "pca_whiten=64", "progress=false",
+                   outputs=tiny_trained.parent.parent)
+    assert proc.returncode == 2 and "pca_whiten=64" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
