@@ -194,28 +194,15 @@ def test_malicious_checkpoint_is_refused_not_executed(tmp_path, tiny_trained):
     assert marker.exists()
 
 
-def test_query_with_another_models_checkpoint_is_refused(tiny_embedded, tiny_prepared, tmp_path):
-    other = run_cli("train", "data=gldv2", f"data_dir={tiny_prepared}", "model=m2", "epochs=1", "progress=false",
-                    outputs=tmp_path / "outputs")
-    assert other.returncode == 0, other.stderr
+def test_query_with_another_models_checkpoint_is_refused(tiny_embedded, tiny_prepared, tiny_trained, tmp_path):
+    # the same architecture with other weights: dimensions match, but these embeddings are not its own
+    ckpt = torch.load(tiny_trained / "best.pt", weights_only=True)
+    first = next(iter(ckpt["state_dict"]))
+    ckpt["state_dict"][first] = ckpt["state_dict"][first] + 0.01
+    other = tmp_path / "other" / "best.pt"
+    other.parent.mkdir()
+    torch.save(ckpt, other)
     image = next((tiny_prepared / "test").glob("*.jpg"))
-    proc = run_cli("query", f"image={image}", f"embed_run={tiny_embedded}",
-                   f"checkpoint={Path(results(other)['run_dir']) / 'best.pt'}", outputs=tmp_path / "outputs")
+    proc = run_cli("query", f"image={image}", f"embed_run={tiny_embedded}", f"checkpoint={other}",
+                   outputs=tmp_path / "outputs")
     one_line_error(proc, "were made by another checkpoint")
-
-
-def test_query_path_imports_nothing_it_does_not_need(tiny_embedded, tiny_prepared):
-    image = next((tiny_prepared / "test").glob("*.jpg"))
-    code = (
-        "import sys, runpy\n"
-        f"sys.argv = ['landmark-ae', 'query', 'image={image}', 'embed_run={tiny_embedded}', 'k=3']\n"
-        "from landmark_ae.cli import main\n"
-        "try:\n    main()\nfinally:\n"
-        "    heavy = [m for m in ('pandas', 'sklearn', 'torchvision', 'matplotlib', 'scipy') if m in sys.modules]\n"
-        "    print('HEAVY', heavy, file=sys.stderr)\n"
-    )
-    env = {**os.environ, "LANDMARK_AE_OUTPUTS": str(outputs_of(tiny_embedded))}
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
-    assert proc.returncode == 0, proc.stderr
-    assert "HEAVY []" in proc.stderr
-    assert len(proc.stdout.splitlines()) == 4

@@ -48,6 +48,7 @@ def test_train_writes_checkpoints_history_and_figures(tiny_prepared, tmp_path):
     assert model(x).shape == x.shape and model.embed(x).shape == (1, 392)
 
 
+@pytest.mark.slow
 def test_training_is_deterministic_on_cpu(tiny_prepared):
     outputs = tiny_prepared.parent.parent
     runs = [train(outputs, f"data_dir={tiny_prepared}", "model=m2", "epochs=1", "device=cpu") for _ in range(2)]
@@ -103,3 +104,28 @@ def test_train_bad_inputs(tmp_path, tiny_prepared):
     assert "holds no prepared train split" in err(empty, f"data_dir={tmp_path / 'hollow'}")
     assert "has no last.pt" in err(empty, f"data_dir={tiny_prepared}", f"resume={tmp_path / 'hollow'}")
     assert "device=cuda but CUDA is not available" in err(empty, f"data_dir={tiny_prepared}", "device=cuda") or torch.cuda.is_available()
+
+
+def test_train_one_epoch_is_deterministic_for_a_seed():
+    """In-process twin of the slow CLI test above: same seed, same losses and weights, bit for bit."""
+    from omegaconf import OmegaConf
+
+    from landmark_ae.config import config_dir
+    from landmark_ae.models import build_model
+    from landmark_ae.training import evaluate, train_one_epoch
+
+    cfg = OmegaConf.to_container(OmegaConf.load(Path(config_dir()) / "model" / "m2.yaml"))
+    cfg.pop("defaults")
+    images = torch.randint(0, 256, (40, 3, 92, 92), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+
+    def run(seed: int) -> tuple[float, float, torch.Tensor]:
+        torch.manual_seed(seed)
+        model = build_model(cfg)
+        optimizer = torch.optim.Adam(model.parameters())
+        generator = torch.Generator().manual_seed(seed)
+        loss = train_one_epoch(model, images, optimizer, 16, generator, torch.device("cpu"))
+        return loss, evaluate(model, images, 16, torch.device("cpu")), model.encoder[0].weight.detach().clone()
+
+    a, b, c = run(0), run(0), run(1)
+    assert a[0] == b[0] and a[1] == b[1] and torch.equal(a[2], b[2])
+    assert a[0] != c[0]
