@@ -28,7 +28,6 @@ import random
 import socket
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 from urllib.parse import urljoin, urlsplit
@@ -36,29 +35,12 @@ from urllib.parse import urljoin, urlsplit
 import aiohttp
 
 from landmark_ae.errors import UserError
+from landmark_ae.config import HttpConfig
 from landmark_ae.images import ImageError
 
 log = logging.getLogger(__name__)
 
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
-
-
-@dataclass(frozen=True)
-class HttpSettings:
-    concurrency: int = 32
-    per_host: int = 8
-    connect_timeout: float = 10.0
-    read_timeout: float = 30.0
-    retries: int = 4
-    backoff_base: float = 0.5
-    backoff_max: float = 30.0
-    max_bytes: int = 20_000_000
-    max_redirects: int = 5
-    user_agent: str = "landmark-ae/0.1"
-
-    @classmethod
-    def from_cfg(cls, cfg: Any) -> "HttpSettings":
-        return cls(**{k: cfg[k] for k in cls.__dataclass_fields__ if k in cfg})
 
 
 class FetchError(ImageError):
@@ -94,13 +76,13 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def backoff(settings: HttpSettings, attempt: int, retry_after: float | None = None) -> float:
+def backoff(settings: HttpConfig, attempt: int, retry_after: float | None = None) -> float:
     if retry_after is not None:
         return min(retry_after, settings.backoff_max)
     return min(settings.backoff_max, settings.backoff_base * 2 ** attempt) * random.uniform(0.5, 1.5)
 
 
-def make_session(settings: HttpSettings) -> aiohttp.ClientSession:
+def make_session(settings: HttpConfig) -> aiohttp.ClientSession:
     connector = aiohttp.TCPConnector(limit=settings.concurrency, limit_per_host=settings.per_host, ttl_dns_cache=300)
     # sock_read: silence while reading; sock_connect: opening the socket (not the wait for a pool slot).
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=settings.connect_timeout, sock_read=settings.read_timeout)
@@ -127,7 +109,7 @@ def _classify(exc: BaseException) -> FetchError:
     raise exc
 
 
-async def _get_once(session: aiohttp.ClientSession, url: str, settings: HttpSettings) -> bytes:
+async def _get_once(session: aiohttp.ClientSession, url: str, settings: HttpConfig) -> bytes:
     """One GET, following up to max_redirects redirects by hand (each target must be http(s))."""
     for _ in range(settings.max_redirects + 1):
         check_url(url)
@@ -154,7 +136,7 @@ async def _get_once(session: aiohttp.ClientSession, url: str, settings: HttpSett
     raise FetchError("bad_url", f"more than {settings.max_redirects} redirects")
 
 
-async def fetch(session: aiohttp.ClientSession, url: str, settings: HttpSettings) -> bytes:
+async def fetch(session: aiohttp.ClientSession, url: str, settings: HttpConfig) -> bytes:
     """The body at url, retried on transient faults; raises FetchError with the last reason."""
     attempt = 0
     while True:
@@ -216,7 +198,7 @@ def threaded_results(produce: Callable[[Callable[[Any, Any], None], threading.Ev
         raise failure[0]
 
 
-def http_results(rows: Iterable[Any], settings: HttpSettings) -> Iterator[tuple[Any, "bytes | FetchError"]]:
+def http_results(rows: Iterable[Any], settings: HttpConfig) -> Iterator[tuple[Any, "bytes | FetchError"]]:
     """(row, body or FetchError) for each row with a `url`, fetched concurrently."""
     rows = list(rows)
 
@@ -226,7 +208,7 @@ def http_results(rows: Iterable[Any], settings: HttpSettings) -> Iterator[tuple[
     return threaded_results(produce)
 
 
-async def _download_all(rows: list, settings: HttpSettings, emit: Callable[[Any, Any], None],
+async def _download_all(rows: list, settings: HttpConfig, emit: Callable[[Any, Any], None],
                         stop: threading.Event) -> None:
     pending: asyncio.Queue = asyncio.Queue()
     for row in rows:
@@ -260,7 +242,7 @@ def is_url(value: str | None) -> bool:
     return bool(value) and urlsplit(str(value)).scheme in ("http", "https")
 
 
-def download_file(url: str, dest: Path, settings: HttpSettings, progress: bool = True) -> Path:
+def download_file(url: str, dest: Path, settings: HttpConfig, progress: bool = True) -> Path:
     """Stream url to dest (resuming a `dest.part` left by an earlier try with an HTTP Range request)."""
     if dest.is_file():
         return dest
@@ -275,7 +257,7 @@ def download_file(url: str, dest: Path, settings: HttpSettings, progress: bool =
     return dest
 
 
-async def _download_file(url: str, dest: Path, settings: HttpSettings, progress: bool) -> None:
+async def _download_file(url: str, dest: Path, settings: HttpConfig, progress: bool) -> None:
     from landmark_ae.ui import progress_bar
 
     dest.parent.mkdir(parents=True, exist_ok=True)

@@ -96,14 +96,14 @@ def resolve_source(cfg: DictConfig, run_dir: Path, progress: bool = True) -> tup
 
 def resolve_csv(cfg: DictConfig, run_dir: Path, progress: bool = True) -> Path:
     """train.csv for the http/tar sources: a local path, or a URL streamed to <run dir>/source/train.csv."""
-    from landmark_ae.download import HttpSettings, download_file, is_url
+    from landmark_ae.download import download_file, is_url
 
     data = cfg.data
     if data.csv:
         if is_url(data.csv):
             if (run_dir / "splits.csv").is_file():  # already sampled: the CSV is not read again
                 return run_dir / "source" / "train.csv"
-            return download_file(str(data.csv), run_dir / "source" / "train.csv", HttpSettings.from_cfg(data.http), progress)
+            return download_file(str(data.csv), run_dir / "source" / "train.csv", OmegaConf.to_object(data.http), progress)
         if "://" in str(data.csv):
             raise UserError(f"data.csv={data.csv}: only http(s) URLs or local paths are supported")
         return Path(data.csv).expanduser()
@@ -341,9 +341,9 @@ def make_source(cfg: DictConfig, root: Path | None, run_dir: Path) -> tuple[Resu
     """(results, permanent reasons, the tar source or None) for data.source."""
     data = cfg.data
     if data.source == "http":
-        from landmark_ae.download import HttpSettings, http_results
+        from landmark_ae.download import http_results
 
-        settings = HttpSettings.from_cfg(data.http)
+        settings = OmegaConf.to_object(data.http)
         return (lambda todo: http_results(todo, settings)), PERMANENT_HTTP, None
     if data.source == "tar":
         from landmark_ae.tarsource import TarSource

@@ -34,7 +34,8 @@ from PIL import Image
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from landmark_ae.download import HttpSettings, http_results  # noqa: E402
+from landmark_ae.config import HttpConfig
+from landmark_ae.download import http_results  # noqa: E402
 from landmark_ae.images import open_rgb, prepare_image  # noqa: E402
 from landmark_ae.prepare import process_rows  # noqa: E402
 
@@ -100,7 +101,7 @@ def main() -> None:
         lines.append(text)
 
     # (a) the aiohttp downloader through prepare's real pipeline (decode, resize, atomic writes, journal)
-    settings = HttpSettings(concurrency=args.concurrency, per_host=args.per_host, retries=2, backoff_base=0.1,
+    settings = HttpConfig(concurrency=args.concurrency, per_host=args.per_host, retries=2, backoff_base=0.1,
                             user_agent="landmark-ae-bench/0.1")
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
