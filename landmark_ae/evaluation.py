@@ -31,7 +31,7 @@ METRICS = ["nmi", "ri", "ari", "ami", "map@{k}", "p@1", "p@10", "recall@{k}"]
 
 def score(x: np.ndarray, run: EmbedRun, cfg: DictConfig) -> dict[str, float]:
     """queries=test: test images query train+val (the protocol); queries=val: val images query train."""
-    queries = getattr(cfg.get("queries", "test"), "value", cfg.get("queries", "test"))
+    queries = getattr(cfg.queries, "value", cfg.queries)
     train = run.rows("train")
     query, database = (run.rows("val"), train) if queries == "val" else (run.rows("test"), run.rows("train", "val"))
     if len(train) == 0 or len(query) == 0:
