@@ -7,6 +7,7 @@ batch's device: CPU runs stay deterministic and resume to the same result.
 
     denoise   additive Gaussian noise            noisy(x, g, std)
     augment   random resized crop, horizontal flip, colour jitter   augmented(x, g, ...)
+              (contrastive uses two such views per image, plus random greyscale)
     masked    random square patches set to grey  masked(x, g, ratio, patch)
 """
 
@@ -36,11 +37,12 @@ def noisy(x: torch.Tensor, generator: torch.Generator, std: float) -> torch.Tens
 
 def augmented(
     x: torch.Tensor, generator: torch.Generator, crop_scale: float = 0.35, flip: bool = True,
-    jitter: float = 0.4, ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    jitter: float = 0.4, ratio: tuple[float, float] = (3 / 4, 4 / 3), greyscale: float = 0.0,
 ) -> torch.Tensor:
     """A random resized crop (area fraction in [crop_scale, 1], aspect in `ratio`) resampled to the
     full size, mirrored with probability 1/2, then brightness/contrast/saturation each scaled by a
-    factor in [1 - jitter, 1 + jitter]. One affine grid_sample per batch."""
+    factor in [1 - jitter, 1 + jitter], then turned grey with probability `greyscale`. One affine
+    grid_sample per batch."""
     b = x.shape[0]
     area = _uniform(b, crop_scale, 1.0, generator)
     log_r = _uniform(b, math.log(ratio[0]), math.log(ratio[1]), generator)
@@ -65,6 +67,11 @@ def augmented(
         out = (out - grey.mean(dim=(2, 3), keepdim=True)) * contrast + grey.mean(dim=(2, 3), keepdim=True)
         grey = (0.299 * out[:, 0:1] + 0.587 * out[:, 1:2] + 0.114 * out[:, 2:3])
         out = (out - grey) * sat + grey
+    if greyscale > 0:
+        # Drawn after the other parameters, so greyscale=0 leaves the generator's sequence as it was.
+        grey_out = (torch.rand(b, generator=generator) < greyscale).to(x.device).view(b, 1, 1, 1)
+        luma = 0.299 * out[:, 0:1] + 0.587 * out[:, 1:2] + 0.114 * out[:, 2:3]
+        out = torch.where(grey_out, luma.expand_as(out), out)
     return _to_uint8(out)
 
 
@@ -85,8 +92,9 @@ def corrupt(x: torch.Tensor, objective, generator: torch.Generator) -> torch.Ten
         return x
     if name == "denoise":
         return noisy(x, generator, objective.noise_std)
-    if name == "augment":
-        return augmented(x, generator, objective.crop_scale, objective.flip, objective.jitter)
+    if name in ("augment", "contrastive"):
+        return augmented(x, generator, objective.crop_scale, objective.flip, objective.jitter,
+                         greyscale=objective.greyscale)
     if name == "masked":
         return masked(x, generator, objective.mask_ratio, objective.mask_patch)
     raise ValueError(f"unknown objective {name!r}")

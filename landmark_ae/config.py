@@ -106,6 +106,9 @@ class ModelConfig:
     input_size: int = _min(8, MISSING)
     encoder: List[Dict[str, Any]] = MISSING
     decoder: List[Dict[str, Any]] = MISSING
+    # Optional head on the embedding, trained by the contrastive objective only (SimCLR's projector);
+    # embeddings are taken before it.
+    projector: List[Dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -130,6 +133,15 @@ class ObjectiveName(str, enum.Enum):
     denoise = "denoise"  # plus Gaussian noise
     augment = "augment"  # a random resized crop, flip and colour jitter of it
     masked = "masked"  # with random square patches greyed out
+    # two augmented views per image: NT-Xent (SimCLR's loss) on the model's projector output pulls
+    # the views of one image together and pushes the batch's other images away, plus the weighted
+    # MSE of the decoder rebuilding each view from its embedding
+    contrastive = "contrastive"
+
+
+class LrSchedule(str, enum.Enum):
+    constant = "constant"  # the seed: the optimizer's lr throughout
+    onecycle = "onecycle"  # warm up to lr over the first 5% of steps, then anneal to ~0 (cosine)
 
 
 @dataclass
@@ -146,6 +158,9 @@ class ObjectiveConfig:
     invariance: float = _min(0.0, 0.0)
     # with invariance > 0: this weight times the mean squared off-diagonal cross-view correlation.
     redundancy: float = _min(0.0, 0.0)
+    greyscale: float = _range(0.0, 1.0, 0.0)  # augment/contrastive: share of views turned grey
+    temperature: float = _range(0.01, 10.0, 0.2)  # contrastive: NT-Xent softmax temperature
+    reconstruction: float = _min(0.0, 1.0)  # contrastive: weight of the decoder's MSE
 
 
 @dataclass
@@ -161,6 +176,7 @@ class TrainConfig:
     seed: int = 42
     threads: int = _min(0, 0)  # torch intra-op threads; 0 = torch's default
     optimizer: Dict[str, Any] = field(default_factory=lambda: {"_target_": "torch.optim.Adam"})
+    lr_schedule: LrSchedule = LrSchedule.constant
     recon_images: int = _min(1, 8)
     progress: bool = True
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)

@@ -1,7 +1,8 @@
 """Autoencoders built from the layer lists in conf/model/*.yaml by one generic builder.
 
 A model config is a name, an input size and two lists of layers (`{type: Conv2d, ...kwargs}`);
-the encoder's output, flattened, is the image embedding.
+the encoder's output, flattened, is the image embedding. An optional third list, `projector`, is a
+head on the embedding that only the contrastive objective trains (embeddings are taken before it).
 """
 
 from __future__ import annotations
@@ -54,10 +55,15 @@ LAYER_TYPES: dict[str, type[nn.Module]] = {
 
 
 class ConvAutoencoder(nn.Module):
-    def __init__(self, encoder: nn.Sequential, decoder: nn.Sequential):
+    def __init__(self, encoder: nn.Sequential, decoder: nn.Sequential, projector: nn.Sequential | None = None):
         super().__init__()
         self.encoder = encoder
         self.decoder = decoder
+        # Registered only when configured, so the seed models' state dicts keep their exact keys.
+        if projector is not None and len(projector):
+            self.projector = projector
+        else:
+            self.projector = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.encoder(x))
@@ -100,7 +106,8 @@ def build_model(model_cfg: Mapping[str, Any], check: bool = True) -> ConvAutoenc
     cfg = _plain(model_cfg)
     name = cfg.get("name", "?")
     model = ConvAutoencoder(
-        build_layers(cfg["encoder"], name, "encoder"), build_layers(cfg["decoder"], name, "decoder")
+        build_layers(cfg["encoder"], name, "encoder"), build_layers(cfg["decoder"], name, "decoder"),
+        build_layers(cfg.get("projector") or [], name, "projector"),
     )
     if check:
         check_round_trip(model, name, int(cfg["input_size"]))
@@ -119,6 +126,8 @@ def check_round_trip(model: ConvAutoencoder, name: str, input_size: int) -> tupl
         with torch.no_grad():
             latent = model.encoder(x)
             out = model.decoder(latent)
+            if model.projector is not None:
+                model.projector(latent.flatten(1))
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0]
         raise UserError(f"model {name}: layers do not fit together for a {input_size}x{input_size} input: {first}") from None

@@ -34,9 +34,10 @@ log = logging.getLogger(__name__)
 def train_one_epoch(
     model: ConvAutoencoder, images: torch.Tensor, optimizer: torch.optim.Optimizer, batch_size: int,
     generator: torch.Generator, device: torch.device, on_batch: Callable[[float], None] = lambda loss: None,
-    objective: Any = None,
+    objective: Any = None, scheduler: Any = None,
 ) -> float:
-    """One pass over `images` (uint8, N x 3 x H x W) in a seeded random order; returns the mean loss."""
+    """One pass over `images` (uint8, N x 3 x H x W) in a seeded random order; returns the mean loss.
+    `scheduler`, if any, is stepped after every batch."""
     model.train()
     order = torch.randperm(len(images), generator=generator)
     total = 0.0
@@ -46,6 +47,8 @@ def train_one_epoch(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
         total += loss.item() * len(clean)
         on_batch(loss.item())
     return total / len(images)
@@ -53,10 +56,13 @@ def train_one_epoch(
 
 def objective_loss(model: ConvAutoencoder, clean: torch.Tensor, objective: Any, generator: torch.Generator) -> torch.Tensor:
     """MSE between the clean batch and the reconstruction of its corrupted view (see augment.py);
-    with `invariance` > 0, of two views, plus the weighted disagreement of their embeddings."""
+    with `invariance` > 0, of two views, plus the weighted disagreement of their embeddings.
+    `contrastive`: see contrastive_loss."""
     target = to_model_range(clean)
     if objective is None:
         return F.mse_loss(model(target), target)
+    if objective.name == "contrastive":
+        return contrastive_loss(model, clean, objective, generator)
     if not objective.invariance:
         return F.mse_loss(model(to_model_range(corrupt(clean, objective, generator))), target)
     views = torch.cat([corrupt(clean, objective, generator), corrupt(clean, objective, generator)])
@@ -67,6 +73,38 @@ def objective_loss(model: ConvAutoencoder, clean: torch.Tensor, objective: Any, 
     if objective.redundancy:
         loss = loss + objective.redundancy * cross_redundancy(a, b)
     return loss
+
+
+def contrastive_loss(model: ConvAutoencoder, clean: torch.Tensor, objective: Any, generator: torch.Generator) -> torch.Tensor:
+    """Two augmented views of every image; NT-Xent on the projector's output of their embeddings,
+    plus `reconstruction` times the MSE of the decoder rebuilding each view from its own embedding.
+
+    Rebuilding the view (not the clean image) keeps the decoder's task possible: a crop cannot
+    tell what lay outside it. The projector is optional (without one, NT-Xent acts on the
+    embedding itself)."""
+    views = to_model_range(torch.cat([corrupt(clean, objective, generator), corrupt(clean, objective, generator)]))
+    latent = model.encoder(views)
+    z = latent.flatten(1)
+    if model.projector is not None:
+        z = model.projector(z)
+    loss = nt_xent(z, objective.temperature)
+    if objective.reconstruction:
+        loss = loss + objective.reconstruction * F.mse_loss(model.decoder(latent), views)
+    return loss
+
+
+def nt_xent(z: torch.Tensor, temperature: float) -> torch.Tensor:
+    """SimCLR's normalised-temperature cross entropy. z holds 2n rows: row i and row i + n are two
+    views of one image. Each row must pick its partner out of the other 2n - 1 rows by cosine
+    similarity / temperature; the loss is the mean cross entropy of that choice."""
+    if len(z) % 2 or len(z) < 2:
+        raise ValueError(f"nt_xent needs an even, positive number of rows, got {len(z)}")
+    n = len(z) // 2
+    z = F.normalize(z, dim=1)
+    logits = z @ z.T / temperature
+    logits.fill_diagonal_(float("-inf"))  # a row is never its own partner
+    partner = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)
+    return F.cross_entropy(logits, partner)
 
 
 def _standardise(a: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
@@ -89,14 +127,31 @@ def cross_redundancy(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def evaluate(model: ConvAutoencoder, images: torch.Tensor, batch_size: int, device: torch.device) -> float:
-    """Mean reconstruction MSE over `images` (eval mode: BatchNorm uses its running statistics)."""
+def evaluate(model: ConvAutoencoder, images: torch.Tensor, batch_size: int, device: torch.device,
+             objective: Any = None) -> float:
+    """Validation loss (eval mode: BatchNorm uses its running statistics): the mean reconstruction
+    MSE of the clean images, or for the contrastive objective its own loss on views drawn from a
+    fixed seed, so that epochs are compared on the same views."""
     model.eval()
+    contrastive = objective is not None and objective.name == "contrastive"
+    generator = torch.Generator().manual_seed(0)
     total = 0.0
     for start in range(0, len(images), batch_size):
-        x = to_model_range(images[start : start + batch_size]).to(device)
+        batch = images[start : start + batch_size].to(device)
+        if contrastive:
+            total += contrastive_loss(model, batch, objective, generator).item() * len(batch)
+            continue
+        x = to_model_range(batch)
         total += F.mse_loss(model(x), x, reduction="sum").item() / x[0].numel()
     return total / len(images)
+
+
+def make_scheduler(name: str, optimizer: torch.optim.Optimizer, epochs: int, batches: int):
+    """The learning-rate schedule, stepped once per batch; None for `constant`."""
+    if name == "constant":
+        return None
+    max_lr = [group["lr"] for group in optimizer.param_groups]
+    return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lr, total_steps=epochs * batches, pct_start=0.05)
 
 
 def _resolve_data_dir(cfg: DictConfig) -> Path:
@@ -158,6 +213,15 @@ def run_train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 
     start_epoch = len(history) + 1
     batches = math.ceil(len(train_images) / cfg.batch_size)
+    # The schedule spans the epochs the run started with; a resumed run keeps it (and may not outrun it).
+    schedule = dict(state["schedule"]) if state is not None and "schedule" in state else \
+        {"name": getattr(cfg.lr_schedule, "value", cfg.lr_schedule), "epochs": cfg.epochs, "batches": batches}
+    if schedule["name"] != "constant" and cfg.epochs > schedule["epochs"]:
+        raise UserError(f"this run's {schedule['name']} schedule ends at epoch {schedule['epochs']}: "
+                        f"resume it with epochs<={schedule['epochs']}, or start a new run for more epochs")
+    scheduler = make_scheduler(schedule["name"], optimizer, schedule["epochs"], schedule["batches"])
+    if scheduler is not None and state is not None:
+        scheduler.load_state_dict(state["scheduler"])
     with progress_bar(cfg.progress) as bar:
         task = bar.add_task(f"train {model_cfg['name']}", total=batches * max(cfg.epochs - start_epoch + 1, 0), status="")
         for epoch in range(start_epoch, cfg.epochs + 1):
@@ -167,9 +231,9 @@ def run_train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                 bar.update(task, advance=1, status=f"epoch {epoch}/{cfg.epochs} loss {loss:.4f}")
 
             train_loss = train_one_epoch(model, train_images, optimizer, cfg.batch_size, generator, device, on_batch,
-                                         objective)
+                                         objective, scheduler)
             train_seconds = time.perf_counter() - tick
-            val_loss = evaluate(model, val_images, cfg.batch_size, device)
+            val_loss = evaluate(model, val_images, cfg.batch_size, device, objective)
             row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
                    "seconds": round(time.perf_counter() - tick, 3),
                    "images_per_s": round(len(train_images) / train_seconds, 1)}
@@ -186,9 +250,11 @@ def run_train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             # last.pt is written last: a run killed before it resumes from the previous epoch and
             # redoes this one, rewriting best.pt and history.csv the same way.
             save_checkpoint(last_path, state_dict=model.state_dict(), epoch=epoch, optimizer=optimizer.state_dict(),
-                            generator=generator.get_state(), history=history, best=best, **common)
+                            generator=generator.get_state(), history=history, best=best, schedule=schedule,
+                            scheduler=scheduler.state_dict() if scheduler is not None else None, **common)
 
-    write_figures(run_dir, history, best_path, val_images, cfg.recon_images, model_cfg["name"], device)
+    loss_name = "NT-Xent + MSE" if record["objective"]["name"] == "contrastive" else "MSE"
+    write_figures(run_dir, history, best_path, val_images, cfg.recon_images, model_cfg["name"], device, loss_name)
     write_run_record(run_dir, "train", "complete", best_val_loss=best["val_loss"], best_epoch=best["epoch"], **record)
     speeds = sorted(h["images_per_s"] for h in history)
     return {
@@ -202,13 +268,13 @@ def run_train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 
 
 def write_figures(run_dir: Path, history: list[dict], best_path: Path, val_images: torch.Tensor, n: int,
-                  name: str, device: torch.device) -> None:
+                  name: str, device: torch.device, loss_name: str = "MSE") -> None:
     from landmark_ae.figures import plot_losses, plot_reconstructions
 
     if not history:
         return
     plot_losses([h["epoch"] for h in history], [h["train_loss"] for h in history],
-                [h["val_loss"] for h in history], run_dir / "loss_curve.png", f"{name}: MSE loss")
+                [h["val_loss"] for h in history], run_dir / "loss_curve.png", f"{name}: {loss_name} loss")
     model = model_from_checkpoint(load_checkpoint(best_path)).to(device).eval()
     x = to_model_range(val_images[:n]).to(device)
     with torch.inference_mode():

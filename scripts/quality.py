@@ -2,9 +2,9 @@
 
     python scripts/quality.py data=landmarks10 data_dir=<prepare run> [epochs=20] [seeds=0,1,2]
         [queries=test|val] [threads=N] [device=auto] [rows=NAME,NAME] [headline_only=true]
-        [reuse=<outputs/train dir>] [experiment=conf/experiment/quality.yaml]
+        [reuse=<outputs/train dir>] [experiment=conf/quality.yaml]
 
-Rows come from conf/experiment/quality.yaml. Drives the CLI (train -> embed -> evaluate) like
+Rows come from conf/quality.yaml. Drives the CLI (train -> embed -> evaluate) like
 scripts/table1.py and reads its `key<TAB>value` stdout. Without data_dir= it runs `prepare` first
 with the data overrides. queries=val scores val images against train (for choosing settings);
 the default, test, is the protocol. Writes quality.md and quality.csv to a new
@@ -135,7 +135,7 @@ def write_table(out: Path, results: dict, pixels: dict | None, opts: dict, epoch
 
 def main(argv: list[str]) -> None:
     opts = dict(a.split("=", 1) for a in argv if "=" in a)
-    exp = load_experiment(Path(opts.get("experiment", REPO / "conf" / "experiment" / "quality.yaml")))
+    exp = load_experiment(Path(opts.get("experiment", REPO / "conf" / "quality.yaml")))
     data_args = [f"{k}={v}" for k, v in opts.items() if k == "data" or k.startswith("data.")]
     epochs = opts.get("epochs", str(exp["epochs"]))
     seeds = [int(s) for s in opts.get("seeds", ",".join(map(str, exp["seeds"]))).split(",")]
