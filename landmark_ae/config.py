@@ -177,6 +177,7 @@ class TrainConfig:
     threads: int = _min(0, 0)  # torch intra-op threads; 0 = torch's default
     optimizer: Dict[str, Any] = field(default_factory=lambda: {"_target_": "torch.optim.Adam"})
     lr_schedule: LrSchedule = LrSchedule.constant
+    channels_last: bool = False
     recon_images: int = _min(1, 8)
     progress: bool = True
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)

@@ -181,6 +181,10 @@ def run_train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 
     torch.manual_seed(cfg.seed)
     model = build_model(model_cfg).to(device)
+    if cfg.channels_last:
+        # NHWC weights make CPU (oneDNN) convolutions ~25% faster on M5; numbers differ from NCHW
+        # in the last float bits only, and a run is deterministic either way.
+        model = model.to(memory_format=torch.channels_last)
     try:
         optimizer = instantiate(cfg.optimizer, params=model.parameters())
     except Exception as exc:  # noqa: BLE001 - a bad optimizer override

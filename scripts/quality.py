@@ -43,18 +43,38 @@ def load_experiment(path: Path) -> dict:
     return OmegaConf.to_container(OmegaConf.load(path), resolve=True)
 
 
-def find_reusable(reuse: list[Path], overrides: list[str], seed: int, epochs: str, data_dir: str) -> Path | None:
-    """A complete train run under `reuse` made with exactly these settings (same data_dir, epochs,
-    seed, model and objective; objective keys missing in older runs count as their defaults)."""
+# The settings that make two train runs the same run; anything else (threads, progress, paths)
+# does not change what is learned. Keys that older runs lack count as their defaults.
+REUSE_KEYS = ("model", "objective", "epochs", "seed", "batch_size", "optimizer", "lr_schedule", "channels_last")
+
+
+def train_settings(cfg) -> dict:
     from omegaconf import OmegaConf
 
     from landmark_ae.config import ObjectiveConfig
 
-    defaults = {f"objective.{k}": str(getattr(v, "value", v)) for k, v in vars(ObjectiveConfig()).items()}
-    wanted = {**defaults, "epochs": str(epochs), "seed": str(seed)}
-    for o in overrides:
-        key, _, value = o.partition("=")
-        wanted["model.name" if key == "model" else key] = value
+    plain = OmegaConf.to_container(cfg, resolve=False, enum_to_str=True)
+    defaults = {"objective": {k: getattr(v, "value", v) for k, v in vars(ObjectiveConfig()).items()},
+                "lr_schedule": "constant", "channels_last": False}
+    out = {k: plain.get(k, defaults.get(k)) for k in REUSE_KEYS}
+    out["objective"] = {**defaults["objective"], **(out["objective"] or {})}
+    # a description is prose, not a setting; runs older than `projector` had none
+    out["model"] = {"projector": [], **{k: v for k, v in (out["model"] or {}).items() if k != "description"}}
+    return out
+
+
+def find_reusable(reuse: list[Path], overrides: list[str], seed: int, epochs: str, data_dir: str) -> Path | None:
+    """A complete train run under `reuse` made with exactly these settings: the same data_dir and
+    the same REUSE_KEYS as `landmark-ae train <overrides> epochs=.. seed=..` composes to (so
+    presets such as experiment=contrastive match the runs they made)."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    import landmark_ae.commands  # noqa: F401 - registers the schemas and resolvers train's config uses
+    from landmark_ae.config import config_dir
+
+    with initialize_config_dir(version_base="1.3", config_dir=str(config_dir())):
+        wanted = train_settings(compose("train", overrides=[*overrides, f"epochs={epochs}", f"seed={seed}"]))
     for root in reuse:
         for cfg_path in sorted(root.glob("**/.hydra/config.yaml"), reverse=True):  # newest first
             run = cfg_path.parent.parent
@@ -63,9 +83,7 @@ def find_reusable(reuse: list[Path], overrides: list[str], seed: int, epochs: st
                 continue
             if Path(record.get("data_dir", "/nonexistent")).resolve() != Path(data_dir).resolve():
                 continue
-            cfg = OmegaConf.load(cfg_path)
-            got = {k: OmegaConf.select(cfg, k, default=defaults.get(k)) for k in wanted}
-            if all(str(got[k]).lower() == str(v).lower() for k, v in wanted.items()):
+            if train_settings(OmegaConf.load(cfg_path)) == wanted:
                 return run
     return None
 

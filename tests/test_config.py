@@ -58,3 +58,25 @@ def test_ranges_are_validated(override):
     cfg = _compose("train", [override])
     with pytest.raises(UserError, match="out of range"):
         validate(cfg, TrainConfig)
+
+
+def test_experiment_preset_sets_model_objective_and_schedule_and_yields_to_the_command_line():
+    cfg = _compose("train", ["experiment=contrastive"])
+    validate(cfg, TrainConfig)
+    assert cfg.model.name == "m5" and cfg.model.input_size == 48 and len(cfg.model.projector) == 4
+    assert cfg.objective.name == "contrastive" and cfg.lr_schedule == "onecycle" and cfg.batch_size == 256
+    assert cfg.optimizer.lr == 0.002
+    # The preset is the base; the command line still overrides anything in it.
+    cfg = _compose("train", ["experiment=contrastive", "epochs=3", "objective.temperature=0.5", "model=m4"])
+    assert (cfg.epochs, cfg.objective.temperature, cfg.model.name) == (3, 0.5, "m4")
+    # No preset: the seed's recipe.
+    plain = _compose("train")
+    assert plain.objective.name == "reconstruct" and plain.lr_schedule == "constant" and not plain.model.projector
+
+
+def test_new_training_settings_are_checked():
+    with pytest.raises(ConfigCompositionException):
+        _compose("train", ["lr_schedule=cosine"])  # not one of constant|onecycle
+    for override in ("objective.temperature=0", "objective.greyscale=2", "objective.reconstruction=-1"):
+        with pytest.raises(UserError, match="out of range"):
+            validate(_compose("train", [override]), TrainConfig)
