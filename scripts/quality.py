@@ -162,6 +162,9 @@ def main(argv: list[str]) -> None:
     rows = exp["rows"]
     if "rows" in opts:
         wanted = opts["rows"].split(",")
+        unknown = sorted(set(wanted) - {r["name"] for r in rows})
+        if unknown:
+            sys.exit(f"quality: no row named {', '.join(map(repr, unknown))}; rows: {', '.join(r['name'] for r in rows)}")
         rows = [r for r in rows if r["name"] in wanted]
     if opts.get("headline_only") == "true":
         rows = [r for r in rows if r.get("headline")]
