@@ -42,7 +42,7 @@ demo: install ## the pipeline on the built-in data: prepare, train M2, embed, ev
 table1: install ## reproduce the seed's Table 1 (M1/M2/M3, 20 epochs) on DATA; real data: DATA=gldv2 DATA_ROOT=...
 	$(BIN)/python scripts/table1.py data=$(DATA) $(if $(DATA_ROOT),data.root=$(DATA_ROOT)) $(if $(DATA_DIR),data_dir=$(DATA_DIR)) epochs=$(EPOCHS)
 
-quality: install ## seed M1/M2/M3 vs M4 (+objectives, post-processing) on DATA in one table, mean ± std over SEEDS
+quality: install ## seed M1/M2/M3 vs M4 and the contrastive M5 (+objectives, post-processing) on DATA in one table, mean ± std over SEEDS
 	$(BIN)/python scripts/quality.py data=$(DATA) $(if $(DATA_ROOT),data.root=$(DATA_ROOT)) $(if $(DATA_DIR),data_dir=$(DATA_DIR)) epochs=$(EPOCHS) $(if $(SEEDS),seeds=$(SEEDS)) $(if $(REUSE),reuse=$(REUSE)) $(if $(THREADS),threads=$(THREADS))
 
 test: install ## run the tests (slow ones excluded; see test-all)

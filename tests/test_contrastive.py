@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -116,6 +117,12 @@ def test_one_cycle_schedule_resumes_exactly_through_a_checkpoint(tmp_path):
     assert [first, *rest] == straight
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), model3.state_dict().values()))
     assert make_scheduler("constant", opt, 3, 3) is None
+    # An optimizer without momentum gets the lr cycle alone (torch would refuse to cycle momentum).
+    sgd = torch.optim.SGD(model.parameters(), lr=0.1)
+    plain = make_scheduler("onecycle", sgd, 1, 4)
+    sgd.step()
+    plain.step()
+    assert 0 < sgd.param_groups[0]["lr"] <= 0.1
 
 
 def test_experiment_contrastive_trains_embeds_and_guards_its_schedule(tiny_prepared, tmp_path):
@@ -138,3 +145,14 @@ def test_experiment_contrastive_trains_embeds_and_guards_its_schedule(tiny_prepa
     embed = run_cli("embed", f"train_run={run_dir}", "progress=false", outputs=outputs)
     assert embed.returncode == 0, embed.stderr
     assert results(embed)["dim"] == "192"
+
+    # The headline post-processing, then a query: a database image finds itself first (distance ~0),
+    # through M5's 48 px input and the stored whitening.
+    whitened = run_cli("embed", f"train_run={run_dir}", "l2=true", "pca_whiten=8", "progress=false", outputs=outputs)
+    assert whitened.returncode == 0, whitened.stderr
+    target = pd.read_csv(tiny_prepared / "train.csv", dtype={"id": str}).iloc[3]
+    query = run_cli("query", f"image={tiny_prepared / target['path']}", "k=3",
+                    f"embed_run={results(whitened)['run_dir']}", outputs=outputs)
+    assert query.returncode == 0, query.stderr
+    first = query.stdout.splitlines()[1].split("\t")
+    assert first[2] == target["id"] and float(first[1]) < 1e-3
