@@ -1,9 +1,13 @@
-"""Training throughput (images/s) of a model at different torch thread counts, measured in one run.
+"""Training throughput (images/s) of a model at different torch thread counts and memory layouts,
+measured in one run.
 
-    python scripts/bench_train.py [model=m2] [threads=1,2] [batch_size=64] [steps=30] [repeat=5]
+    python scripts/bench_train.py [model=m2] [threads=1,2] [layout=nchw,channels_last]
+        [objective=reconstruct|contrastive] [batch_size=64] [steps=30] [repeat=5]
 
-Each setting runs in its own subprocess (torch fixes its thread pool at start), alternating, `repeat`
-times; medians and the ratio against the first setting are printed as key<TAB>value lines.
+Each setting (threads x layout) runs in its own subprocess (torch fixes its thread pool at start),
+alternating, `repeat` times; medians and the ratio against the first setting are printed as
+key<TAB>value lines. objective=contrastive times train's real contrastive step (two augmented views,
+NT-Xent on the projector, MSE) with the experiment=contrastive objective settings.
 """
 
 from __future__ import annotations
@@ -19,16 +23,30 @@ import sys, time, torch, torch.nn.functional as F
 from omegaconf import OmegaConf
 from landmark_ae.config import config_dir
 from landmark_ae.models import build_model
+from landmark_ae.config import ObjectiveConfig
+from landmark_ae.training import contrastive_loss
 threads, model_name, batch, steps = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+layout, objective = sys.argv[5], sys.argv[6]
 torch.set_num_threads(threads)
 torch.manual_seed(0)
 cfg = OmegaConf.to_container(OmegaConf.load(f"{config_dir()}/model/{model_name}.yaml"))
 cfg.pop("defaults", None)
 model = build_model(cfg)
+if layout == "channels_last":
+    model = model.to(memory_format=torch.channels_last)
 opt = torch.optim.Adam(model.parameters())
-x = torch.rand(batch, 3, cfg["input_size"], cfg["input_size"]) * 2 - 1
+size = cfg["input_size"]
+x = torch.rand(batch, 3, size, size) * 2 - 1
+images = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8)
+preset = OmegaConf.load(f"{config_dir()}/experiment/contrastive.yaml").objective
+obj = OmegaConf.merge(OmegaConf.structured(ObjectiveConfig), preset)
+gen = torch.Generator().manual_seed(0)
 def step():
-    loss = F.mse_loss(model(x), x); opt.zero_grad(); loss.backward(); opt.step()
+    if objective == "contrastive":
+        loss = contrastive_loss(model, images, obj, gen)
+    else:
+        loss = F.mse_loss(model(x), x)
+    opt.zero_grad(); loss.backward(); opt.step()
 for _ in range(3): step()
 start = time.perf_counter()
 for _ in range(steps): step()
@@ -40,20 +58,25 @@ def main(argv: list[str]) -> None:
     opts = dict(a.split("=", 1) for a in argv if "=" in a)
     model, batch = opts.get("model", "m2"), opts.get("batch_size", "64")
     steps, repeat = opts.get("steps", "30"), int(opts.get("repeat", 5))
-    settings = [int(t) for t in opts.get("threads", "1,2").split(",")]
+    objective = opts.get("objective", "reconstruct")
+    layouts = opts.get("layout", "nchw").split(",")
+    if objective not in ("reconstruct", "contrastive") or not set(layouts) <= {"nchw", "channels_last"}:
+        sys.exit("bench_train: objective must be reconstruct|contrastive, layout a list of nchw|channels_last")
+    settings = [(int(t), lay) for t in opts.get("threads", "1,2").split(",") for lay in layouts]
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
-    rates: dict[int, list[float]] = {t: [] for t in settings}
+    rates: dict[tuple[int, str], list[float]] = {s: [] for s in settings}
     for _ in range(repeat):
-        for t in settings:
-            out = subprocess.run([sys.executable, "-c", CHILD, str(t), model, batch, steps],
+        for t, lay in settings:
+            out = subprocess.run([sys.executable, "-c", CHILD, str(t), model, batch, steps, lay, objective],
                                  capture_output=True, text=True, check=True, env=env)
-            rates[t].append(float(out.stdout.strip()))
+            rates[(t, lay)].append(float(out.stdout.strip()))
     print(f"machine\t{platform.processor() or platform.machine()}, {os.cpu_count()} cores")
-    print(f"settings\tmodel={model} batch_size={batch} steps={steps} repeat={repeat}")
+    print(f"settings\tmodel={model} objective={objective} batch_size={batch} steps={steps} repeat={repeat}")
+    name = lambda t, lay: f"threads_{t}" + (f"_{lay}" if len(layouts) > 1 else "")  # noqa: E731
     base = statistics.median(rates[settings[0]])
-    for t in settings:
-        med = statistics.median(rates[t])
-        print(f"threads_{t}_images_per_s\t{med:.0f}\t(ratio vs threads_{settings[0]}: {med / base:.2f})")
+    for t, lay in settings:
+        med = statistics.median(rates[(t, lay)])
+        print(f"{name(t, lay)}_images_per_s\t{med:.0f}\t(ratio vs {name(*settings[0])}: {med / base:.2f})")
 
 
 if __name__ == "__main__":
