@@ -187,7 +187,7 @@ def run_train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     # A resumed run keeps its memory layout (runs from before the option had the default one).
     channels_last = bool(state.get("channels_last", False)) if state is not None else bool(cfg.channels_last)
     if channels_last:
-        # NHWC weights make CPU (oneDNN) convolutions faster on M5 (-24% per step on one thread);
+        # NHWC weights make CPU (oneDNN) convolutions faster on M5 (1.10x images/s, BENCHMARKS.md);
         # numbers differ from NCHW in the last float bits only, and a run is deterministic either way.
         model = model.to(memory_format=torch.channels_last)
     try:
