@@ -127,7 +127,7 @@ def test_one_cycle_schedule_resumes_exactly_through_a_checkpoint(tmp_path):
 
 def test_experiment_contrastive_trains_embeds_and_guards_its_schedule(tiny_prepared, tmp_path):
     outputs = tmp_path / "outputs"
-    args = ["train", "data=gldv2", f"data_dir={tiny_prepared}", "experiment=contrastive", "epochs=2",
+    args = ["train", "data=gldv2", f"data_dir={tiny_prepared}", "experiment=contrastive", "epochs=1",
             "batch_size=32", "progress=false"]
     proc = run_cli(*args, outputs=outputs)
     assert proc.returncode == 0, proc.stderr
@@ -137,14 +137,10 @@ def test_experiment_contrastive_trains_embeds_and_guards_its_schedule(tiny_prepa
     assert model_from_checkpoint(ckpt).embed(torch.zeros(1, 3, 48, 48)).shape == (1, 192)
     assert (run_dir / "reconstructions.png").read_bytes()[:4] == b"\x89PNG"
 
-    # The schedule was planned for 2 epochs: asking a resume for more is refused, in one line.
-    more = run_cli(*args[:-3], "epochs=3", "progress=false", f"resume={run_dir}", outputs=outputs)
+    # The schedule was planned for 1 epoch: asking a resume for more is refused, in one line.
+    more = run_cli(*args[:-3], "epochs=2", "progress=false", f"resume={run_dir}", outputs=outputs)
     assert more.returncode == 2 and "Traceback" not in more.stderr
-    assert "schedule ends at epoch 2" in more.stderr
-
-    embed = run_cli("embed", f"train_run={run_dir}", "progress=false", outputs=outputs)
-    assert embed.returncode == 0, embed.stderr
-    assert results(embed)["dim"] == "192"
+    assert "schedule ends at epoch 1" in more.stderr
 
     # The headline post-processing, then a query: a database image finds itself first (distance ~0),
     # through M5's 48 px input and the stored whitening.
