@@ -230,6 +230,9 @@ def run_train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     if schedule["name"] != "constant" and cfg.epochs > schedule["epochs"]:
         raise UserError(f"this run's {schedule['name']} schedule ends at epoch {schedule['epochs']}: "
                         f"resume it with epochs<={schedule['epochs']}, or start a new run for more epochs")
+    if schedule["name"] != "constant" and batches != schedule["batches"]:
+        raise UserError(f"this run's {schedule['name']} schedule counts {schedule['batches']} batches an epoch, "
+                        f"batch_size={cfg.batch_size} gives {batches}: resume with the batch_size it started with")
     scheduler = make_scheduler(schedule["name"], optimizer, schedule["epochs"], schedule["batches"])
     if scheduler is not None and state is not None:
         scheduler.load_state_dict(state["scheduler"])

@@ -141,6 +141,8 @@ def test_experiment_contrastive_trains_embeds_and_guards_its_schedule(tiny_prepa
     more = run_cli(*args[:-3], "epochs=2", "progress=false", f"resume={run_dir}", outputs=outputs)
     assert more.returncode == 2 and "Traceback" not in more.stderr
     assert "schedule ends at epoch 1" in more.stderr
+    other = run_cli(*args[:-2], "batch_size=16", "progress=false", f"resume={run_dir}", outputs=outputs)
+    assert other.returncode == 2 and "resume with the batch_size it started with" in other.stderr
 
     # The headline post-processing, then a query: a database image finds itself first (distance ~0),
     # through M5's 48 px input and the stored whitening.
