@@ -25,6 +25,11 @@ def _uniform(n: int, lo: float, hi: float, generator: torch.Generator) -> torch.
     return torch.rand(n, generator=generator) * (hi - lo) + lo
 
 
+def _luma(x: torch.Tensor) -> torch.Tensor:
+    """ITU-R 601 luma of a (B, 3, H, W) batch, as (B, 1, H, W)."""
+    return 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
+
+
 def _to_uint8(x: torch.Tensor) -> torch.Tensor:
     return x.round_().clamp_(0, 255).to(torch.uint8)
 
@@ -63,14 +68,14 @@ def augmented(
     if jitter > 0:
         bright, contrast, sat = (f.to(x.device) for f in factors)
         out = out * bright
-        grey = (0.299 * out[:, 0:1] + 0.587 * out[:, 1:2] + 0.114 * out[:, 2:3])
+        grey = _luma(out)
         out = (out - grey.mean(dim=(2, 3), keepdim=True)) * contrast + grey.mean(dim=(2, 3), keepdim=True)
-        grey = (0.299 * out[:, 0:1] + 0.587 * out[:, 1:2] + 0.114 * out[:, 2:3])
+        grey = _luma(out)
         out = (out - grey) * sat + grey
     if greyscale > 0:
         # Drawn after the other parameters, so greyscale=0 leaves the generator's sequence as it was.
         grey_out = (torch.rand(b, generator=generator) < greyscale).to(x.device).view(b, 1, 1, 1)
-        luma = 0.299 * out[:, 0:1] + 0.587 * out[:, 1:2] + 0.114 * out[:, 2:3]
+        luma = _luma(out)
         out = torch.where(grey_out, luma.expand_as(out), out)
     return _to_uint8(out)
 
