@@ -28,6 +28,11 @@ def config_dir() -> str:
     return str(Path(__file__).resolve().parent.parent / "conf")
 
 
+def enum_value(value: Any) -> Any:
+    """A config value as plain data: an enum member (e.g. Pooling.avg) becomes its value ("avg")."""
+    return value.value if isinstance(value, enum.Enum) else value
+
+
 def _min(value: float, default: Any = MISSING, **kw: Any) -> Any:
     return field(default=default, metadata={"min": value, **kw})
 

@@ -7,7 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
-from landmark_ae.artifacts import atomic_path
+from landmark_ae.runs import atomic_path
 
 
 def _pyplot():

@@ -51,10 +51,10 @@ REUSE_KEYS = ("model", "objective", "epochs", "seed", "batch_size", "optimizer",
 def train_settings(cfg) -> dict:
     from omegaconf import OmegaConf
 
-    from landmark_ae.config import ObjectiveConfig
+    from landmark_ae.config import ObjectiveConfig, enum_value
 
     plain = OmegaConf.to_container(cfg, resolve=False, enum_to_str=True)
-    defaults = {"objective": {k: getattr(v, "value", v) for k, v in vars(ObjectiveConfig()).items()},
+    defaults = {"objective": {k: enum_value(v) for k, v in vars(ObjectiveConfig()).items()},
                 "lr_schedule": "constant", "channels_last": False}
     out = {k: plain.get(k, defaults.get(k)) for k in REUSE_KEYS}
     out["objective"] = {**defaults["objective"], **(out["objective"] or {})}
@@ -89,21 +89,18 @@ def find_reusable(reuse: list[Path], overrides: list[str], seed: int, epochs: st
 
 
 def pixel_pca_row(embed_run: Path, dims: int, queries: str) -> dict:
-    """Raw pixels (the evaluate baseline's 23x23), PCA-whitened to `dims` on train+val, L2: no learning."""
-    import numpy as np
-
-    from landmark_ae.data import SPLITS, load_prepared
-    from landmark_ae.embedding import EmbedRun, pixel_embeddings
-    from landmark_ae.metrics import evaluate_embeddings
-    from landmark_ae.postprocess import Transform
+    """evaluate's raw-pixel baseline (at the embedding's own size), PCA-whitened to `dims` on train+val,
+    L2: no learning."""
+    from landmark_ae.retrieval.baseline import pixel_baseline
+    from landmark_ae.retrieval.embed_run import EmbedRun
+    from landmark_ae.retrieval.metrics import evaluate_embeddings
+    from landmark_ae.retrieval.postprocess import Transform
 
     run = EmbedRun(embed_run)
-    splits = load_prepared(run.meta["data_dir"], SPLITS)
-    x = np.concatenate([pixel_embeddings(splits[s].images, 23) for s in SPLITS])
+    _, x = pixel_baseline(run)
     db = run.rows("train", "val")
     x = Transform.fit(x[db], l2=True, pca_whiten=min(dims, len(db) - 1, x.shape[1])).apply(x)
-    train = run.rows("train")
-    query, database = (run.rows("val"), train) if queries == "val" else (run.rows("test"), db)
+    train, query, database = run.protocol(queries)
     return evaluate_embeddings(x[train], run.labels[train], x[query], run.labels[query], x[database],
                                run.labels[database], seed=0, n_init=10, k=100)
 

@@ -38,7 +38,7 @@ def outputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture(scope="session")
 def tiny_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small GLDv2-layout source (train.csv + images/a/b/c/<id>.jpg): 6 landmarks, 120 images."""
-    from landmark_ae.synthetic import SyntheticSpec, generate
+    from landmark_ae.data.sources.synthetic import SyntheticSpec, generate
 
     root = tmp_path_factory.mktemp("tiny_source")
     generate(root, SyntheticSpec(n_landmarks=6, n_images=120, min_per_landmark=4, seed=3))

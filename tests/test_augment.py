@@ -6,10 +6,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from landmark_ae.augment import augmented, corrupt, masked, noisy
+from landmark_ae.train.views import augmented, corrupt, masked, noisy
 from landmark_ae.config import ObjectiveConfig
-from landmark_ae.models import build_model
-from landmark_ae.training import objective_loss, view_disagreement
+from landmark_ae.model.builder import build_model
+from landmark_ae.train.objectives import objective_loss, view_disagreement
 
 
 def batch() -> torch.Tensor:
@@ -65,7 +65,7 @@ def test_view_disagreement_is_zero_for_equal_views_and_scale_free():
 
 
 def test_cross_redundancy_counts_only_off_diagonal_correlation():
-    from landmark_ae.training import cross_redundancy
+    from landmark_ae.train.objectives import cross_redundancy
 
     a = torch.randn(4096, 3, generator=torch.Generator().manual_seed(0))
     assert cross_redundancy(a, a).item() == pytest.approx(0.0, abs=2e-3)  # independent dims
@@ -93,7 +93,7 @@ def m4_cfg() -> dict:
 def test_training_with_views_is_deterministic_and_resumable_from_the_generator():
     from test_m4 import model_cfg
 
-    from landmark_ae.training import train_one_epoch
+    from landmark_ae.train.loop import train_one_epoch
 
     images = torch.randint(0, 256, (24, 3, 92, 92), generator=torch.Generator().manual_seed(2), dtype=torch.uint8)
     obj = objective(name="augment", invariance=1.0)

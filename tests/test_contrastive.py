@@ -12,11 +12,12 @@ import torch
 from omegaconf import OmegaConf
 
 from conftest import results, run_cli
-from landmark_ae.augment import augmented
-from landmark_ae.checkpoints import load_checkpoint, model_from_checkpoint, save_checkpoint
+from landmark_ae.train.views import augmented
+from landmark_ae.model.checkpoints import load_checkpoint, model_from_checkpoint, save_checkpoint
 from landmark_ae.config import ObjectiveConfig, config_dir
-from landmark_ae.models import build_model
-from landmark_ae.training import contrastive_loss, evaluate, make_scheduler, nt_xent, train_one_epoch
+from landmark_ae.model.builder import build_model
+from landmark_ae.train.loop import make_scheduler, train_one_epoch, validation_loss
+from landmark_ae.train.objectives import contrastive_loss, nt_xent
 
 
 def model_cfg(name: str) -> dict:
@@ -87,7 +88,7 @@ def test_contrastive_loss_trains_every_part_and_is_deterministic():
     contrastive_loss(model, x, contrastive(reconstruction=0.0), torch.Generator().manual_seed(3)).backward()
     assert all(p.grad is None for p in model.decoder.parameters())
     # Validation loss draws its views from a fixed seed: the same model scores the same.
-    assert evaluate(model, x, 4, torch.device("cpu"), contrastive()) == evaluate(model, x, 4, torch.device("cpu"), contrastive())
+    assert validation_loss(model, x, 4, torch.device("cpu"), contrastive()) == validation_loss(model, x, 4, torch.device("cpu"), contrastive())
 
 
 def test_one_cycle_schedule_resumes_exactly_through_a_checkpoint(tmp_path):

@@ -20,7 +20,7 @@ import landmark_ae.commands  # noqa: F401  (registers schemas and resolvers)
 from conftest import REPO, results, run_cli
 from fake_gldv2_server import FakeServer, wait_for
 from landmark_ae.config import PrepareConfig, config_dir, validate
-from landmark_ae.prepare import run_prepare
+from landmark_ae.data.prepare import run_prepare
 
 RETRIES = 2
 RECOVER = ("slow", "reset", "truncated")  # the network heals between the two runs

@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from landmark_ae.config import config_dir
 from landmark_ae.errors import UserError
-from landmark_ae.models import ResBlock, build_model, check_round_trip
+from landmark_ae.model.builder import ResBlock, build_model, check_round_trip
 
 
 def model_cfg(name: str) -> dict:
@@ -46,7 +46,7 @@ def test_resblock_in_yaml_with_a_bad_argument_is_one_line_error():
 
 
 def test_m4_checkpoint_rebuilds_alone(tmp_path):
-    from landmark_ae.checkpoints import load_checkpoint, model_from_checkpoint, save_checkpoint
+    from landmark_ae.model.checkpoints import load_checkpoint, model_from_checkpoint, save_checkpoint
 
     model = build_model(model_cfg("m4")).eval()
     save_checkpoint(tmp_path / "best.pt", state_dict=model.state_dict(), model_config=model_cfg("m4"), epoch=1)

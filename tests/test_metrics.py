@@ -1,4 +1,4 @@
-"""Tests for landmark_ae.metrics against hand-computed values."""
+"""Tests for landmark_ae.retrieval.metrics against hand-computed values."""
 
 import itertools
 import math
@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from landmark_ae.metrics import (
+from landmark_ae.retrieval.metrics import (
     average_precision_at_k,
     clustering_scores,
     evaluate_embeddings,
@@ -294,7 +294,7 @@ def test_evaluate_embeddings_separated_blobs():
 
 def test_metrics_import_does_not_load_sklearn():
     code = (
-        "import sys, landmark_ae.metrics; "
+        "import sys, landmark_ae.retrieval.metrics; "
         "print(','.join(m for m in ('torch', 'sklearn', 'pandas') if m in sys.modules))"
     )
     out = subprocess.run(

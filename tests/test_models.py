@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 
 from landmark_ae.config import config_dir
 from landmark_ae.errors import UserError
-from landmark_ae.models import build_model, check_round_trip
+from landmark_ae.model.builder import build_model, check_round_trip
 
 PRINTOUTS = Path(__file__).parent / "data" / "seed_printouts.txt"
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from conftest import results, run_cli
-from landmark_ae.postprocess import Transform, pool
+from landmark_ae.retrieval.postprocess import Transform, pool
 
 
 def test_pooling_by_hand():

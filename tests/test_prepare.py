@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from conftest import REPO, results, run_cli
-from landmark_ae.prepare import gldv2_image_path
+from landmark_ae.data.sources import gldv2_image_path
 
 
 @pytest.fixture
@@ -85,7 +85,7 @@ def test_two_runs_never_collide(tiny_source, outputs):
 
 
 def test_killed_prepare_resumes_without_half_written_images(tmp_path, outputs):
-    from landmark_ae.synthetic import SyntheticSpec, generate
+    from landmark_ae.data.sources.synthetic import SyntheticSpec, generate
 
     root = tmp_path / "src"
     generate(root, SyntheticSpec(n_landmarks=5, n_images=400, min_per_landmark=5, seed=9))

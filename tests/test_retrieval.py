@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from landmark_ae.retrieval import search
+from landmark_ae.retrieval.search import search
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -171,7 +171,7 @@ def test_value_errors(queries, database, k, kw):
 
 def test_import_is_light():
     code = (
-        "import sys, landmark_ae.retrieval; "
+        "import sys, landmark_ae.retrieval.search; "
         "print(','.join(m for m in ('torch', 'sklearn', 'pandas') if m in sys.modules))"
     )
     out = subprocess.run(

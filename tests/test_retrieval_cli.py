@@ -17,8 +17,8 @@ import torch
 from PIL import Image
 
 from conftest import run_cli, results
-from landmark_ae.checkpoints import CHECKPOINT_FORMAT, load_checkpoint, model_from_checkpoint
-from landmark_ae.metrics import evaluate_embeddings
+from landmark_ae.model.checkpoints import CHECKPOINT_FORMAT, load_checkpoint, model_from_checkpoint
+from landmark_ae.retrieval.metrics import evaluate_embeddings
 
 
 def outputs_of(run_dir: Path) -> Path:

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import SHARED_DATA
 from landmark_ae.errors import UserError
-from landmark_ae.splits import read_sample, split_rows
+from landmark_ae.data.splits import read_sample, split_rows
 
 SAMPLES = SHARED_DATA / "gldv2-csv-samples"
 

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import landmark_ae.synthetic as synthetic
-from landmark_ae.synthetic import SyntheticSpec, generate
+import landmark_ae.data.sources.synthetic as synthetic
+from landmark_ae.data.sources.synthetic import SyntheticSpec, generate
 
 SMALL = SyntheticSpec(n_landmarks=6, n_images=90)
 HEX16 = re.compile(r"^[0-9a-f]{16}$")

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from conftest import REPO, results, run_cli
-from landmark_ae.checkpoints import load_checkpoint, model_from_checkpoint
+from landmark_ae.model.checkpoints import load_checkpoint, model_from_checkpoint
 
 
 def train(outputs: Path, *args: str) -> subprocess.CompletedProcess:
@@ -111,8 +111,8 @@ def test_train_one_epoch_is_deterministic_for_a_seed():
     from omegaconf import OmegaConf
 
     from landmark_ae.config import config_dir
-    from landmark_ae.models import build_model
-    from landmark_ae.training import evaluate, train_one_epoch
+    from landmark_ae.model.builder import build_model
+    from landmark_ae.train.loop import train_one_epoch, validation_loss
 
     cfg = OmegaConf.to_container(OmegaConf.load(Path(config_dir()) / "model" / "m2.yaml"))
     cfg.pop("defaults")
@@ -124,7 +124,7 @@ def test_train_one_epoch_is_deterministic_for_a_seed():
         optimizer = torch.optim.Adam(model.parameters())
         generator = torch.Generator().manual_seed(seed)
         loss = train_one_epoch(model, images, optimizer, 16, generator, torch.device("cpu"))
-        return loss, evaluate(model, images, 16, torch.device("cpu")), model.encoder[0].weight.detach().clone()
+        return loss, validation_loss(model, images, 16, torch.device("cpu")), model.encoder[0].weight.detach().clone()
 
     a, b, c = run(0), run(0), run(1)
     assert a[0] == b[0] and a[1] == b[1] and torch.equal(a[2], b[2])

@@ -17,7 +17,7 @@ from typing import Any, Callable
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-from landmark_ae.artifacts import read_run_record
+from landmark_ae.runs import read_run_record
 from landmark_ae.config import config_dir, register_configs, validate
 from landmark_ae.errors import UserError
 

@@ -7,4 +7,4 @@ from landmark_ae.config import EmbedConfig
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="embed")
 def main(cfg: DictConfig) -> None:
-    execute("embed", cfg, EmbedConfig, "landmark_ae.embedding:run_embed")
+    execute("embed", cfg, EmbedConfig, "landmark_ae.retrieval.embed:run_embed")

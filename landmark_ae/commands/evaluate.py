@@ -7,4 +7,4 @@ from landmark_ae.config import EvaluateConfig
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="evaluate")
 def main(cfg: DictConfig) -> None:
-    execute("evaluate", cfg, EvaluateConfig, "landmark_ae.evaluation:run_evaluate")
+    execute("evaluate", cfg, EvaluateConfig, "landmark_ae.retrieval.evaluate:run_evaluate")

@@ -7,4 +7,4 @@ from landmark_ae.config import PrepareConfig
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="prepare")
 def main(cfg: DictConfig) -> None:
-    execute("prepare", cfg, PrepareConfig, "landmark_ae.prepare:run_prepare")
+    execute("prepare", cfg, PrepareConfig, "landmark_ae.data.prepare:run_prepare")

@@ -7,4 +7,4 @@ from landmark_ae.config import QueryConfig
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="query")
 def main(cfg: DictConfig) -> None:
-    execute("query", cfg, QueryConfig, "landmark_ae.query:run_query")
+    execute("query", cfg, QueryConfig, "landmark_ae.retrieval.query:run_query")

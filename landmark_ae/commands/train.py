@@ -7,4 +7,4 @@ from landmark_ae.config import TrainConfig
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> None:
-    execute("train", cfg, TrainConfig, "landmark_ae.training:run_train")
+    execute("train", cfg, TrainConfig, "landmark_ae.train.loop:run_train")

@@ -21,17 +21,18 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from landmark_ae.artifacts import atomic_path, read_json, read_run_record, resolve_run, write_json_atomic, write_run_record
-from landmark_ae.checkpoints import fingerprint, load_checkpoint, model_from_checkpoint
+from landmark_ae.config import enum_value
+from landmark_ae.retrieval.embed_run import INDEX_COLUMNS
+from landmark_ae.runs import atomic_path, resolve_run, write_json_atomic, write_run_record
+from landmark_ae.model.checkpoints import fingerprint, load_checkpoint, model_from_checkpoint
 from landmark_ae.device import pick_device
-from landmark_ae.data import SPLITS, load_prepared, resize_uint8, to_model_range
+from landmark_ae.data.prepared import SPLITS, load_prepared, resize_uint8, to_model_range
 from landmark_ae.errors import UserError
-from landmark_ae.models import ConvAutoencoder
-from landmark_ae.postprocess import Transform, pool
+from landmark_ae.model.builder import ConvAutoencoder
+from landmark_ae.retrieval.postprocess import Transform, pool
 
 log = logging.getLogger(__name__)
 
-INDEX_COLUMNS = ["id", "landmark_id", "split", "path"]
 
 
 @torch.inference_mode()
@@ -50,21 +51,6 @@ def embed_images(
     if not out:
         return np.zeros((0, 0), dtype=np.float32)
     return np.concatenate(out).astype(np.float32, copy=False)
-
-
-def pixel_side(dim: int) -> int:
-    """Side s of an s x s x 3 pixel baseline with about `dim` values (M2's 1568 -> 23)."""
-    return max(4, int(round((dim / 3) ** 0.5)))
-
-
-def pixel_embeddings(images: np.ndarray, side: int, chunk: int = 512) -> np.ndarray:
-    """Raw pixels, area-downsampled to side x side, scaled to [-1, 1] and flattened (no learning)."""
-    out = []
-    for start in range(0, len(images), chunk):
-        x = torch.from_numpy(np.array(images[start : start + chunk])).permute(0, 3, 1, 2).float()
-        x = torch.nn.functional.adaptive_avg_pool2d(x, side) / 127.5 - 1.0
-        out.append(x.flatten(1).numpy())
-    return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 3 * side * side), np.float32)
 
 
 def resolve_train_run(cfg: DictConfig) -> Path:
@@ -89,7 +75,7 @@ def run_embed(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     image_size = int(splits["train"].images.shape[1])
     write_run_record(run_dir, "embed", "running", train_run=str(train_run), model=model_cfg["name"])
 
-    pooling = getattr(cfg.pooling, "value", cfg.pooling)
+    pooling = enum_value(cfg.pooling)
     total = sum(len(s.images) for s in splits.values())
     parts, index_rows = [], []
     with progress_bar(cfg.progress) as bar:
@@ -139,40 +125,3 @@ def run_embed(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     log.info("embedded %d images with %s (dim %d, %s pooling, l2 %s, pca_whiten %s) into %s", total,
              model_cfg["name"], meta["dim"], pooling, cfg.l2, cfg.pca_whiten, run_dir)
     return {"run_dir": run_dir, "model": model_cfg["name"], "images": total, "dim": meta["dim"]}
-
-
-class EmbedRun:
-    """An embed run: memory-mapped embeddings, the index, and how they were made."""
-
-    def __init__(self, run_dir: Path):
-        self.run_dir = Path(run_dir)
-        for name in ("embeddings.npy", "index.csv", "embed.json"):
-            if not (self.run_dir / name).is_file():
-                raise UserError(f"{self.run_dir} is not a complete embed run ({name} missing): run `landmark-ae embed`")
-        self.meta = read_json(self.run_dir / "embed.json")
-        self.embeddings = np.load(self.run_dir / "embeddings.npy", mmap_mode="r")
-        with open(self.run_dir / "index.csv", newline="", encoding="utf-8") as f:
-            rows = list(csv.reader(f))[1:]
-        self.ids = [r[0] for r in rows]
-        self.labels = np.array([int(r[1]) for r in rows], dtype=np.int64)
-        self.splits = np.array([r[2] for r in rows])
-        self.paths = [r[3] for r in rows]
-        if len(rows) != len(self.embeddings):
-            raise UserError(f"{self.run_dir}: index.csv and embeddings.npy disagree: re-run `landmark-ae embed`")
-
-    def transform(self) -> Transform:
-        """The post-processing the stored rows went through (identity for runs made before it)."""
-        path = self.run_dir / self.meta.get("transform", "transform.npz")
-        return Transform.load(path) if path.is_file() else Transform()
-
-    def rows(self, *splits: str) -> np.ndarray:
-        return np.flatnonzero(np.isin(self.splits, splits))
-
-
-def resolve_embed_run(given: str | None, output_dir: str) -> EmbedRun:
-    run = resolve_run(given, output_dir, "embed", "embed_run",
-                      "run `landmark-ae embed` first, or pass embed_run=<embed run dir>")
-    record = read_run_record(run)
-    if record is not None and record.get("status") != "complete":
-        raise UserError(f"{run} is an unfinished embed run: run `landmark-ae embed` again")
-    return EmbedRun(run)

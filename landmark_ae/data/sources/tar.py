@@ -29,9 +29,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, Callable, Iterable, Iterator
 
-from landmark_ae.download import FetchError, is_url, threaded_results
+from landmark_ae.data.sources.http import FetchError, is_url, threaded_results
 from landmark_ae.errors import UserError
-from landmark_ae.images import ImageError
+from landmark_ae.data.images import ImageError
 
 log = logging.getLogger(__name__)
 

@@ -17,11 +17,13 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig
 
-from landmark_ae.artifacts import write_json_atomic, write_run_record
-from landmark_ae.data import SPLITS, load_prepared
-from landmark_ae.embedding import EmbedRun, pixel_embeddings, pixel_side, resolve_embed_run
+from landmark_ae.runs import write_json_atomic, write_run_record
+from landmark_ae.config import enum_value
+from landmark_ae.data.prepared import SPLITS
+from landmark_ae.retrieval.baseline import pixel_baseline
+from landmark_ae.retrieval.embed_run import EmbedRun, resolve_embed_run
 from landmark_ae.errors import UserError
-from landmark_ae.metrics import evaluate_embeddings
+from landmark_ae.retrieval.metrics import evaluate_embeddings
 
 log = logging.getLogger(__name__)
 
@@ -30,26 +32,14 @@ METRICS = ["nmi", "ri", "ari", "ami", "map@{k}", "p@1", "p@10", "recall@{k}"]
 
 
 def score(x: np.ndarray, run: EmbedRun, cfg: DictConfig) -> dict[str, float]:
-    """queries=test: test images query train+val (the protocol); queries=val: val images query train."""
-    queries = getattr(cfg.queries, "value", cfg.queries)
-    train = run.rows("train")
-    query, database = (run.rows("val"), train) if queries == "val" else (run.rows("test"), run.rows("train", "val"))
+    """Clustering and retrieval scores of the rows `x` (one per index row) under cfg.queries."""
+    queries = enum_value(cfg.queries)
+    train, query, database = run.protocol(queries)
     if len(train) == 0 or len(query) == 0:
         raise UserError(f"{run.run_dir}: needs train and {queries} images to evaluate ({len(train)} train, {len(query)} {queries})")
     labels = run.labels
     return evaluate_embeddings(x[train], labels[train], x[query], labels[query], x[database], labels[database],
                                seed=cfg.seed, n_init=cfg.n_init, k=cfg.k)
-
-
-def pixel_matrix(run: EmbedRun) -> tuple[np.ndarray, int]:
-    """Raw pixels of the very images the embed run holds, in its index order."""
-    data_dir = Path(run.meta["data_dir"])
-    splits = load_prepared(data_dir, SPLITS)
-    ids = [i for s in SPLITS for i in splits[s].manifest["id"]]
-    if ids != run.ids:
-        raise UserError(f"{data_dir} changed since {run.run_dir} was embedded: re-run `landmark-ae embed`")
-    side = pixel_side(int(run.meta.get("raw_dim", run.meta["dim"])))  # the model's own size, before any PCA
-    return np.concatenate([pixel_embeddings(splits[s].images, side) for s in SPLITS]), side
 
 
 def print_table(results: dict[str, dict[str, float]], k: int, retrieval: str = "test vs train+val") -> None:
@@ -76,10 +66,10 @@ def run_evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     results[run.meta["model"]] = {"dim": int(x.shape[1]), **score(x, run, cfg)}
     log.info("scored %s embeddings in %.1fs", run.meta["model"], time.perf_counter() - tick)
     if cfg.pixel_baseline:
-        pixels, side = pixel_matrix(run)
-        results[f"pixels_{side}x{side}"] = {"dim": int(pixels.shape[1]), **score(pixels, run, cfg)}
+        name, pixels = pixel_baseline(run)
+        results[name] = {"dim": int(pixels.shape[1]), **score(pixels, run, cfg)}
 
-    queries = getattr(cfg.queries, "value", cfg.queries)
+    queries = enum_value(cfg.queries)
     print_table(results, cfg.k, "val vs train" if queries == "val" else "test vs train+val")
     counts = {s: int(len(run.rows(s))) for s in SPLITS}
     metrics = {

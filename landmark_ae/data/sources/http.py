@@ -36,7 +36,7 @@ import aiohttp
 
 from landmark_ae.errors import UserError
 from landmark_ae.config import HttpConfig
-from landmark_ae.images import ImageError
+from landmark_ae.data.images import ImageError
 
 log = logging.getLogger(__name__)
 

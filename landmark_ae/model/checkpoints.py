@@ -11,9 +11,9 @@ from typing import Any
 
 import torch
 
-from landmark_ae.artifacts import atomic_path
+from landmark_ae.runs import atomic_path
 from landmark_ae.errors import UserError
-from landmark_ae.models import ConvAutoencoder, build_model
+from landmark_ae.model.builder import ConvAutoencoder, build_model
 
 CHECKPOINT_FORMAT = "landmark-ae/checkpoint/1"
 

@@ -1106,7 +1106,7 @@ def _csv_bytes(header: list[str], rows: list[list]) -> bytes:
 
 def _meta(spec: SyntheticSpec) -> dict:
     return {
-        "generator": "landmark_ae.synthetic",
+        "generator": "landmark_ae.data.sources.synthetic",
         "version": GENERATOR_VERSION,
         "spec": {k: int(v) for k, v in asdict(spec).items()},
     }
@@ -1208,3 +1208,4 @@ def generate(
     )
     _atomic_write(train_csv, _csv_bytes(["id", "url", "landmark_id"], rows))
     return train_csv
+

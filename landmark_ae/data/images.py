@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from landmark_ae.artifacts import write_bytes_atomic
+from landmark_ae.runs import write_bytes_atomic
 
 # Pillow's own decompression-bomb guard is a warning below 2x its limit; make it an error at 64 MP.
 MAX_PIXELS = 64_000_000

@@ -21,13 +21,14 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from landmark_ae.augment import corrupt
-from landmark_ae.artifacts import atomic_path, resolve_run, write_run_record
-from landmark_ae.data import load_prepared, resize_uint8, to_model_range, to_uint8_hwc
+from landmark_ae.config import enum_value
+from landmark_ae.runs import atomic_path, resolve_run, write_run_record
+from landmark_ae.data.prepared import load_prepared, resize_uint8, to_model_range, to_uint8_hwc
 from landmark_ae.errors import UserError
-from landmark_ae.checkpoints import load_checkpoint, model_from_checkpoint, save_checkpoint
+from landmark_ae.model.checkpoints import load_checkpoint, model_from_checkpoint, save_checkpoint
 from landmark_ae.device import pick_device
-from landmark_ae.models import ConvAutoencoder, build_model
+from landmark_ae.model.builder import ConvAutoencoder, build_model
+from landmark_ae.train.objectives import contrastive_loss, objective_loss
 
 log = logging.getLogger(__name__)
 
@@ -54,81 +55,9 @@ def train_one_epoch(
     return total / len(images)
 
 
-def objective_loss(model: ConvAutoencoder, clean: torch.Tensor, objective: Any, generator: torch.Generator) -> torch.Tensor:
-    """MSE between the clean batch and the reconstruction of its corrupted view (see augment.py);
-    with `invariance` > 0, of two views, plus the weighted disagreement of their embeddings.
-    `contrastive`: see contrastive_loss."""
-    target = to_model_range(clean)
-    if objective is None:
-        return F.mse_loss(model(target), target)
-    if objective.name == "contrastive":
-        return contrastive_loss(model, clean, objective, generator)
-    if not objective.invariance:
-        return F.mse_loss(model(to_model_range(corrupt(clean, objective, generator))), target)
-    views = torch.cat([corrupt(clean, objective, generator), corrupt(clean, objective, generator)])
-    latent = model.encoder(to_model_range(views))
-    loss = F.mse_loss(model.decoder(latent), torch.cat([target, target]))
-    a, b = latent.flatten(1).chunk(2)
-    loss = loss + objective.invariance * view_disagreement(a, b)
-    if objective.redundancy:
-        loss = loss + objective.redundancy * cross_redundancy(a, b)
-    return loss
-
-
-def contrastive_loss(model: ConvAutoencoder, clean: torch.Tensor, objective: Any, generator: torch.Generator) -> torch.Tensor:
-    """Two augmented views of every image; NT-Xent on the projector's output of their embeddings,
-    plus `reconstruction` times the MSE of the decoder rebuilding each view from its own embedding.
-
-    Rebuilding the view (not the clean image) keeps the decoder's task possible: a crop cannot
-    tell what lay outside it. The projector is optional (without one, NT-Xent acts on the
-    embedding itself)."""
-    views = to_model_range(torch.cat([corrupt(clean, objective, generator), corrupt(clean, objective, generator)]))
-    latent = model.encoder(views)
-    z = latent.flatten(1)
-    if model.projector is not None:
-        z = model.projector(z)
-    loss = nt_xent(z, objective.temperature)
-    if objective.reconstruction:
-        loss = loss + objective.reconstruction * F.mse_loss(model.decoder(latent), views)
-    return loss
-
-
-def nt_xent(z: torch.Tensor, temperature: float) -> torch.Tensor:
-    """SimCLR's normalised-temperature cross entropy. z holds 2n rows: row i and row i + n are two
-    views of one image. Each row must pick its partner out of the other 2n - 1 rows by cosine
-    similarity / temperature; the loss is the mean cross entropy of that choice."""
-    if len(z) % 2 or len(z) < 2:
-        raise ValueError(f"nt_xent needs an even, positive number of rows, got {len(z)}")
-    n = len(z) // 2
-    z = F.normalize(z, dim=1)
-    logits = z @ z.T / temperature
-    logits.fill_diagonal_(float("-inf"))  # a row is never its own partner
-    partner = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)
-    return F.cross_entropy(logits, partner)
-
-
-def _standardise(a: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    return (a - a.mean(0)) / (a.std(0, correction=0) + eps)
-
-
-def view_disagreement(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Mean over dimensions of 1 - corr(a_d, b_d) across the batch: 0 when two views embed alike.
-
-    Standardising each dimension first means agreement cannot come from shrinking the embedding."""
-    return 1 - (_standardise(a) * _standardise(b)).mean(0).mean()
-
-
-def cross_redundancy(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Mean squared off-diagonal cross-view correlation (Barlow Twins' redundancy term): pushes the
-    embedding's dimensions to carry different information instead of copies of one invariant."""
-    c = _standardise(a).T @ _standardise(b) / len(a)
-    off = c - torch.diag_embed(torch.diagonal(c))
-    return off.pow(2).sum() / max(c.shape[0] * (c.shape[0] - 1), 1)
-
-
 @torch.inference_mode()
-def evaluate(model: ConvAutoencoder, images: torch.Tensor, batch_size: int, device: torch.device,
-             objective: Any = None) -> float:
+def validation_loss(model: ConvAutoencoder, images: torch.Tensor, batch_size: int, device: torch.device,
+                    objective: Any = None) -> float:
     """Validation loss (eval mode: BatchNorm uses its running statistics): the mean reconstruction
     MSE of the clean images, or for the contrastive objective its own loss on views drawn from a
     fixed seed, so that epochs are compared on the same views."""
@@ -224,7 +153,7 @@ def run_train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     batches = math.ceil(len(train_images) / cfg.batch_size)
     # The schedule spans the epochs the run started with; a resumed run keeps it (and may not outrun it).
     if state is None:
-        schedule = {"name": getattr(cfg.lr_schedule, "value", cfg.lr_schedule), "epochs": cfg.epochs, "batches": batches}
+        schedule = {"name": enum_value(cfg.lr_schedule), "epochs": cfg.epochs, "batches": batches}
     else:  # runs from before schedules existed had a constant lr
         schedule = dict(state.get("schedule") or {"name": "constant", "epochs": cfg.epochs, "batches": batches})
     if schedule["name"] != "constant" and cfg.epochs > schedule["epochs"]:
@@ -247,7 +176,7 @@ def run_train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             train_loss = train_one_epoch(model, train_images, optimizer, cfg.batch_size, generator, device, on_batch,
                                          objective, scheduler)
             train_seconds = time.perf_counter() - tick
-            val_loss = evaluate(model, val_images, cfg.batch_size, device, objective)
+            val_loss = validation_loss(model, val_images, cfg.batch_size, device, objective)
             row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
                    "seconds": round(time.perf_counter() - tick, 3),
                    "images_per_s": round(len(train_images) / train_seconds, 1)}

@@ -28,17 +28,18 @@ import time
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from landmark_ae.artifacts import atomic_path, read_json, write_json_atomic, write_run_record
-from landmark_ae.config import check_data_range
+from landmark_ae.runs import atomic_path, read_json, write_json_atomic, write_run_record
+from landmark_ae.config import check_data_range, enum_value
 from landmark_ae.errors import UserError
-from landmark_ae.images import ImageError, Prepared, load_array, prepare_image, save_prepared
-from landmark_ae.splits import ID_PATTERN, Sample, read_sample, split_rows
+from landmark_ae.data.images import ImageError, Prepared, load_array, prepare_image, save_prepared
+from landmark_ae.data.sources import Results, make_source, resolve_source
+from landmark_ae.data.splits import ID_PATTERN, Sample, read_sample, split_rows
 
 log = logging.getLogger(__name__)
 
@@ -46,70 +47,8 @@ SPLITS = ("train", "val", "test")
 MANIFEST_COLUMNS = ["id", "landmark_id", "path", "width", "height"]
 FAILURE_COLUMNS = ["id", "landmark_id", "split", "reason", "detail"]
 
-# Fetch(row) -> the encoded image bytes or a local path; raises ImageError for a failed fetch.
-Fetch = Callable[[Any], "bytes | Path"]
-# A source: the rows still to do -> (row, encoded bytes | local path | ImageError), any order.
-# A row it never yields fails as `missing`.
-Results = Callable[[list], Iterable[tuple[Any, "bytes | Path | ImageError"]]]
 PERMANENT_JOURNAL = "permanent_failures.log"
-# Failures that a rerun does not fetch again (they are reported again from the journal).
-PERMANENT_HTTP = frozenset({"http_404", "http_410", "bad_url", "not_an_image", "too_large"})
-# In a verified (md5-checked) shard, a bad member stays bad.
-PERMANENT_TAR = frozenset({"not_an_image", "corrupt", "empty", "too_large", "too_big"})
 
-
-def gldv2_image_path(root: Path, image_id: str) -> Path:
-    """GLDv2's extracted-archive layout: images/a/b/c/<id>.jpg (id already validated as hex)."""
-    return root / "images" / image_id[0] / image_id[1] / image_id[2] / f"{image_id}.jpg"
-
-
-def resolve_source(cfg: DictConfig, run_dir: Path, progress: bool = True) -> tuple[Path, Path]:
-    """(images root, train.csv) for the configured source; generates the built-in data if asked."""
-    data = cfg.data
-    if data.source == "synthetic":
-        from landmark_ae.synthetic import SyntheticSpec, generate
-        from landmark_ae.ui import progress_bar
-
-        s = data.synthetic
-        spec = SyntheticSpec(
-            n_landmarks=s.n_landmarks, n_images=s.n_images, min_per_landmark=s.min_per_landmark,
-            width=s.width, height=s.height, first_landmark_id=data.landmark_min, seed=s.seed,
-        )
-        root = run_dir / "source"
-        with progress_bar(progress) as bar:
-            task = bar.add_task("generate synthetic landmarks", total=spec.n_images, status="")
-            try:
-                csv_path = generate(root, spec, progress=lambda done, total: bar.update(task, completed=done))
-            except ValueError as exc:
-                raise UserError(f"data.synthetic: {exc}") from None
-        return root, Path(csv_path)
-    if data.source in ("http", "tar"):
-        return (Path(data.root).expanduser() if data.root else None), resolve_csv(cfg, run_dir, progress)
-    if data.root is None:
-        raise UserError("data.root is required: the folder holding GLDv2's images/ (and train.csv)")
-    root = Path(data.root).expanduser()
-    if not root.is_dir():
-        raise UserError(f"data.root {root} does not exist: point it at a folder holding images/a/b/c/<id>.jpg")
-    csv_path = Path(data.csv).expanduser() if data.csv else root / "train.csv"
-    return root, csv_path
-
-
-def resolve_csv(cfg: DictConfig, run_dir: Path, progress: bool = True) -> Path:
-    """train.csv for the http/tar sources: a local path, or a URL streamed to <run dir>/source/train.csv."""
-    from landmark_ae.download import download_file, is_url
-
-    data = cfg.data
-    if data.csv:
-        if is_url(data.csv):
-            if (run_dir / "splits.csv").is_file():  # already sampled: the CSV is not read again
-                return run_dir / "source" / "train.csv"
-            return download_file(str(data.csv), run_dir / "source" / "train.csv", OmegaConf.to_object(data.http), progress)
-        if "://" in str(data.csv):
-            raise UserError(f"data.csv={data.csv}: only http(s) URLs or local paths are supported")
-        return Path(data.csv).expanduser()
-    if data.root:
-        return Path(data.root).expanduser() / "train.csv"
-    raise UserError(f"data.csv is required for source={data.source}: GLDv2's train.csv, a local path or an http(s) URL")
 
 
 def sample_and_split(cfg: DictConfig, csv_path: Path, run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -210,8 +149,6 @@ def process_rows(
         (run_dir / split).mkdir(exist_ok=True)
         for stale in (run_dir / split).glob(".*.tmp"):  # left by a run killed mid-write
             stale.unlink()
-    for stale in run_dir.glob(".shard_*.spool"):
-        stale.unlink()
     arrays: dict[str, np.ndarray] = {}
     skipped = len(rows) - len(todo) - len(failures)
     if skipped or failures:
@@ -314,48 +251,6 @@ def write_split_outputs(rows: pd.DataFrame, run_dir: Path, fresh: dict[str, np.n
     return counts
 
 
-def local_fetch(root: Path) -> Fetch:
-    def fetch(row: Any) -> Path:
-        path = gldv2_image_path(root, row.id)
-        if not path.is_file():
-            raise ImageError("missing", str(path))
-        return path
-
-    return fetch
-
-
-def fetch_results(fetch: Fetch) -> Results:
-    """A Fetch function (one row at a time, synchronous) as a source."""
-
-    def results(todo: list) -> Iterator[tuple[Any, Any]]:
-        for row in todo:
-            try:
-                yield row, fetch(row)
-            except ImageError as exc:
-                yield row, exc
-
-    return results
-
-
-def make_source(cfg: DictConfig, root: Path | None, run_dir: Path) -> tuple[Results, frozenset[str], Any]:
-    """(results, permanent reasons, the tar source or None) for data.source."""
-    data = cfg.data
-    if data.source == "http":
-        from landmark_ae.download import http_results
-
-        settings = OmegaConf.to_object(data.http)
-        return (lambda todo: http_results(todo, settings)), PERMANENT_HTTP, None
-    if data.source == "tar":
-        from landmark_ae.tarsource import TarSource
-
-        t = data.tar
-        tar = TarSource(t.base, None if t.shards is None else list(t.shards), t.retries, t.concurrency,
-                        data.http.max_bytes, data.http.user_agent, data.http.read_timeout, run_dir)
-        return tar.results, PERMANENT_TAR, tar
-    assert root is not None
-    return fetch_results(local_fetch(root)), frozenset(), None
-
-
 def run_prepare(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     check_data_range(cfg)
     previous = run_dir / "dataset.json"
@@ -366,7 +261,7 @@ def run_prepare(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     root, csv_path = resolve_source(cfg, run_dir, cfg.progress)
     results, permanent, tar = make_source(cfg, root, run_dir)  # checks the source's settings first
     rows, rejected = sample_and_split(cfg, csv_path, run_dir)
-    source = getattr(cfg.data.source, "value", cfg.data.source)
+    source = enum_value(cfg.data.source)
     what = {"http": "download images", "tar": "read tar shards"}.get(source, "prepare images")
     fresh, failures = process_rows(rows, run_dir, results, cfg.data.image_size, cfg.jpeg_quality,
                                    cfg.workers, cfg.progress, permanent=permanent, description=what)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from landmark_ae.retrieval import search
+from landmark_ae.retrieval.search import search
 
 __all__ = [
     "rand_index",

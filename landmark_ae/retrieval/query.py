@@ -16,12 +16,13 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, ListConfig
 
-from landmark_ae.checkpoints import fingerprint, load_checkpoint, model_from_checkpoint
+from landmark_ae.model.checkpoints import fingerprint, load_checkpoint, model_from_checkpoint
 from landmark_ae.device import pick_device
-from landmark_ae.embedding import embed_images, resolve_embed_run
+from landmark_ae.retrieval.embed import embed_images
+from landmark_ae.retrieval.embed_run import resolve_embed_run
 from landmark_ae.errors import UserError
-from landmark_ae.images import ImageError, resized_rgb
-from landmark_ae.retrieval import search
+from landmark_ae.data.images import ImageError, resized_rgb
+from landmark_ae.retrieval.search import search
 
 log = logging.getLogger(__name__)
 

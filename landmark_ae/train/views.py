@@ -18,6 +18,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from landmark_ae.config import enum_value
+
 __all__ = ["noisy", "augmented", "masked", "corrupt"]
 
 
@@ -92,7 +94,7 @@ def masked(x: torch.Tensor, generator: torch.Generator, ratio: float = 0.5, patc
 
 def corrupt(x: torch.Tensor, objective, generator: torch.Generator) -> torch.Tensor:
     """The encoder's input under `objective` (an ObjectiveConfig): x itself for `reconstruct`."""
-    name = getattr(objective.name, "value", objective.name)
+    name = enum_value(objective.name)
     if name == "reconstruct":
         return x
     if name == "denoise":

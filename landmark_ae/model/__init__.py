@@ -1,0 +1,1 @@
+"""Autoencoders built from YAML layer lists, and their versioned weights-only checkpoints."""

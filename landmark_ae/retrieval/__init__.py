@@ -1,0 +1,1 @@
+"""Retrieval: embed, post-processing, exact search, metrics, evaluate and query."""

@@ -1,0 +1,62 @@
+"""Reading an embed run: memory-mapped embeddings, the index, how they were made, and the protocol's
+query/database rows. Kept to numpy (no pandas, sklearn or torch): `query` reads it on its fast path.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from landmark_ae.errors import UserError
+from landmark_ae.retrieval.postprocess import Transform
+from landmark_ae.runs import read_json, read_run_record, resolve_run
+
+INDEX_COLUMNS = ["id", "landmark_id", "split", "path"]
+
+
+class EmbedRun:
+    """An embed run: memory-mapped embeddings, the index, and how they were made."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = Path(run_dir)
+        for name in ("embeddings.npy", "index.csv", "embed.json"):
+            if not (self.run_dir / name).is_file():
+                raise UserError(f"{self.run_dir} is not a complete embed run ({name} missing): run `landmark-ae embed`")
+        self.meta = read_json(self.run_dir / "embed.json")
+        self.embeddings = np.load(self.run_dir / "embeddings.npy", mmap_mode="r")
+        with open(self.run_dir / "index.csv", newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f))[1:]
+        self.ids = [r[0] for r in rows]
+        self.labels = np.array([int(r[1]) for r in rows], dtype=np.int64)
+        self.splits = np.array([r[2] for r in rows])
+        self.paths = [r[3] for r in rows]
+        if len(rows) != len(self.embeddings):
+            raise UserError(f"{self.run_dir}: index.csv and embeddings.npy disagree: re-run `landmark-ae embed`")
+
+    def transform(self) -> Transform:
+        """The post-processing the stored rows went through (identity for runs made before it)."""
+        path = self.run_dir / self.meta.get("transform", "transform.npz")
+        return Transform.load(path) if path.is_file() else Transform()
+
+    def rows(self, *splits: str) -> np.ndarray:
+        return np.flatnonzero(np.isin(self.splits, splits))
+
+    def protocol(self, queries: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(clustering rows, query rows, database rows). queries=test: test images query train+val
+        (the seed's protocol, for reporting); queries=val: val images query train (for choosing
+        settings without looking at the test set). Clustering is on train either way."""
+        train = self.rows("train")
+        if queries == "val":
+            return train, self.rows("val"), train
+        return train, self.rows("test"), self.rows("train", "val")
+
+
+def resolve_embed_run(given: str | None, output_dir: str) -> EmbedRun:
+    run = resolve_run(given, output_dir, "embed", "embed_run",
+                      "run `landmark-ae embed` first, or pass embed_run=<embed run dir>")
+    record = read_run_record(run)
+    if record is not None and record.get("status") != "complete":
+        raise UserError(f"{run} is an unfinished embed run: run `landmark-ae embed` again")
+    return EmbedRun(run)
