@@ -1,6 +1,6 @@
 """Benchmark: the aiohttp downloader vs the notebook's sequential loop, and JPEG draft decoding.
 
-Serves /work/shared/data/landmarks10 (10,000 real 128x128 JPEGs) from a local aiohttp server that
+Serves ../shared/data/landmarks10 (or --data DIR) (10,000 real 128x128 JPEGs) from a local aiohttp server that
 adds a fixed latency to every response (like a CDN round trip), then measures, in one run:
   (a) images/s of prepare's http source (aiohttp downloader -> decode + resize + store, the real
       process_rows pipeline) over all rows;

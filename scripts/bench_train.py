@@ -24,7 +24,7 @@ from omegaconf import OmegaConf
 from landmark_ae.config import config_dir
 from landmark_ae.model.builder import build_model
 from landmark_ae.config import ObjectiveConfig
-from landmark_ae.train.loop import contrastive_loss
+from landmark_ae.train.objectives import contrastive_loss
 threads, model_name, batch, steps = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 layout, objective = sys.argv[5], sys.argv[6]
 torch.set_num_threads(threads)

@@ -12,13 +12,13 @@ import shutil
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from landmark_ae.runs import read_run_record
 from landmark_ae.config import config_dir, register_configs, validate
+from landmark_ae.commands import hydra_errors
 from landmark_ae.errors import UserError
 
 CONFIG_DIR = config_dir()
@@ -37,60 +37,7 @@ OmegaConf.register_new_resolver(
 )
 
 
-def _short_message(exc: BaseException) -> str:
-    """Hydra/OmegaConf composition errors span many lines; keep what the user must read."""
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    if any(ln.startswith("Available options in") for ln in lines):
-        start = next(i for i, ln in enumerate(lines) if ln.startswith("Available options in"))
-        options = []
-        for ln in lines[start + 1 :]:
-            if ln.startswith("Config search path"):
-                break
-            if not ln.endswith("_schema"):  # schema nodes are not choices a user makes
-                options.append(ln)
-        return f"{lines[0]}; choose one of: {', '.join(options)}"
-    message = " ".join(lines[:2]) if lines[0].startswith("Could not override") else lines[0]
-    cause = exc.__cause__
-    if cause is not None and str(cause).strip():
-        message += ": " + str(cause).strip().splitlines()[0]
-    return message
-
-
-def _install_concise_errors() -> None:
-    """Report config errors (unknown choice, wrong type, unknown key) in one or two lines.
-
-    Hydra prints them over many lines with a hint about HYDRA_FULL_ERROR; we keep Hydra's own
-    handling for everything else and whenever HYDRA_FULL_ERROR=1 is set.
-    """
-    import hydra._internal.utils as hydra_utils
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    original = hydra_utils.run_and_report
-    if getattr(original, "_landmark_ae", False):
-        return
-
-    def run_and_report(func: Callable[[], Any]) -> Any:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
-            return original(func)
-        try:
-            return func()
-        except (HydraException, OmegaConfBaseException) as exc:
-            print(f"landmark-ae: error: {_short_message(exc)}", file=sys.stderr)
-            sys.exit(2)
-        except Exception as exc:  # noqa: BLE001 - handed to Hydra's reporter unchanged
-            err = exc
-
-            def reraise() -> Any:
-                raise err
-
-            return original(reraise)
-
-    run_and_report._landmark_ae = True  # type: ignore[attr-defined]
-    hydra_utils.run_and_report = run_and_report
-
-
-_install_concise_errors()
+hydra_errors.install()
 
 
 def fail(command: str, message: str, code: int = 2) -> None:

@@ -35,15 +35,15 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from landmark_ae.runs import atomic_path, read_json, write_json_atomic, write_run_record
-from landmark_ae.config import check_data_range, enum_value
+from landmark_ae.config import enum_value
 from landmark_ae.errors import UserError
 from landmark_ae.data.images import ImageError, Prepared, load_array, prepare_image, save_prepared
 from landmark_ae.data.sources import Results, make_source, resolve_source
-from landmark_ae.data.splits import ID_PATTERN, Sample, read_sample, split_rows
+from landmark_ae.data.prepared import SPLITS
+from landmark_ae.data.splits import ID_PATTERN, Sample, check_landmark_range, read_sample, split_rows
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "val", "test")
 MANIFEST_COLUMNS = ["id", "landmark_id", "path", "width", "height"]
 FAILURE_COLUMNS = ["id", "landmark_id", "split", "reason", "detail"]
 
@@ -252,7 +252,7 @@ def write_split_outputs(rows: pd.DataFrame, run_dir: Path, fresh: dict[str, np.n
 
 
 def run_prepare(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    check_data_range(cfg)
+    check_landmark_range(cfg.data.landmark_min, cfg.data.landmark_max)
     previous = run_dir / "dataset.json"
     if previous.is_file() and read_json(previous).get("data", {}).get("name") not in (None, cfg.data.name):
         raise UserError(f"{run_dir} holds a prepared {read_json(previous)['data']['name']} dataset; resume it with data={read_json(previous)['data']['name']}")

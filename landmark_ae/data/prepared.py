@@ -29,6 +29,21 @@ class Split:
     manifest: "pd.DataFrame"  # id, landmark_id, path, width, height; row i describes images[i]
 
 
+def dataset_name(data_dir: Path | str) -> str:
+    """The prepared dataset's name as its prepare run recorded it (dataset.json): the one source of
+    truth for what a train run was trained on, whatever `data=` says on the train command line."""
+    import json
+
+    path = Path(data_dir) / "dataset.json"
+    try:
+        return str(json.loads(path.read_text(encoding="utf-8"))["data"]["name"])
+    except FileNotFoundError:
+        raise UserError(f"{data_dir} is not a complete prepare run (dataset.json missing): "
+                        "run `landmark-ae prepare`, or finish it with resume=<its run dir>") from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"{path} is damaged ({type(exc).__name__}): prepare the dataset again with `landmark-ae prepare`") from None
+
+
 def load_split(data_dir: Path | str, split: str) -> Split:
     import pandas as pd
     data_dir = Path(data_dir)

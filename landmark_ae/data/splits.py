@@ -29,10 +29,17 @@ class Sample:
     counts_all: pd.Series  # images per landmark in the whole CSV (for Figure 1)
 
 
+def check_landmark_range(landmark_min: int, landmark_max: int) -> None:
+    if landmark_min >= landmark_max:
+        raise UserError(
+            f"empty landmark_id range [{landmark_min}, {landmark_max}): "
+            "set data.landmark_min below data.landmark_max"
+        )
+
+
 def read_sample(csv_path: Path | str, landmark_min: int, landmark_max: int, chunksize: int = 200_000) -> Sample:
     """Stream the CSV in chunks (the real one has 4.1M rows) and keep the configured range."""
-    if landmark_min >= landmark_max:
-        raise UserError(f"empty landmark_id range [{landmark_min}, {landmark_max}): landmark_min must be below landmark_max")
+    check_landmark_range(landmark_min, landmark_max)
     path = Path(csv_path)
     if not path.is_file():
         raise UserError(f"CSV {path} not found: point data.csv (or data.root) at GLDv2's train.csv")

@@ -15,7 +15,11 @@ from landmark_ae.runs import atomic_path
 from landmark_ae.errors import UserError
 from landmark_ae.model.builder import ConvAutoencoder, build_model
 
-CHECKPOINT_FORMAT = "landmark-ae/checkpoint/1"
+# Format 2: every checkpoint names its dataset (`data`, from the prepare run's dataset.json), its
+# `objective` and `channels_last`; last.pt also its lr `schedule`. Format 1 files (older runs) are
+# upgraded on load, in `_upgrade_v1` only, with what those runs used when a key was absent.
+CHECKPOINT_FORMAT = "landmark-ae/checkpoint/2"
+_FORMAT_V1 = "landmark-ae/checkpoint/1"
 
 
 def save_checkpoint(path: Path, **payload: Any) -> None:
@@ -33,9 +37,28 @@ def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") 
     except Exception as exc:  # noqa: BLE001 - pickle errors come in many types
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"{path} is not a loadable landmark-ae checkpoint (refused by weights-only loading): {first[:200]}") from None
+    if isinstance(ckpt, dict) and ckpt.get("format") == _FORMAT_V1:
+        ckpt = _upgrade_v1(ckpt)
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise UserError(f"{path} is not a landmark-ae checkpoint")
     return ckpt
+
+
+def _upgrade_v1(ckpt: dict) -> dict:
+    """A format-1 checkpoint as format 2. Runs from before objectives, schedules and channels-last
+    existed trained the seed's way: plain reconstruction, a constant lr, the default memory layout."""
+    from landmark_ae.config import ObjectiveConfig, enum_value
+
+    defaults = {k: enum_value(v) for k, v in vars(ObjectiveConfig()).items()}
+    upgraded = {**ckpt, "format": CHECKPOINT_FORMAT}
+    upgraded.setdefault("objective", defaults)
+    upgraded.setdefault("channels_last", False)
+    upgraded.setdefault("data", "unknown")
+    if "optimizer" in upgraded:  # last.pt
+        history = upgraded.get("history") or []
+        upgraded.setdefault("schedule", {"name": "constant", "epochs": len(history), "batches": 0})
+        upgraded.setdefault("scheduler", None)
+    return upgraded
 
 
 def model_from_checkpoint(ckpt: dict) -> ConvAutoencoder:

@@ -93,10 +93,11 @@ def run_embed(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     except ValueError as exc:
         raise UserError(f"pca_whiten={cfg.pca_whiten}: {exc}") from None
     embeddings = transform.apply(embeddings)
-    transform.save(run_dir / "transform.npz")
 
     with atomic_path(run_dir / "embeddings.npy") as tmp, open(tmp, "wb") as f:
         np.save(f, embeddings)
+    with atomic_path(run_dir / "transform.npz") as tmp:
+        transform.save(tmp)
     with atomic_path(run_dir / "index.csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(INDEX_COLUMNS)
@@ -108,7 +109,7 @@ def run_embed(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "checkpoint_epoch": ckpt["epoch"],
         "model": model_cfg["name"],
         "model_config": model_cfg,
-        "data": ckpt.get("data"),
+        "data": ckpt["data"],
         "data_dir": str(data_dir.resolve()),
         "image_size": image_size,
         "dim": int(embeddings.shape[1]),
@@ -121,7 +122,7 @@ def run_embed(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "counts": {name: len(s.images) for name, s in splits.items()},
     }
     write_json_atomic(run_dir / "embed.json", meta)
-    write_run_record(run_dir, "embed", "complete", train_run=str(train_run), model=model_cfg["name"], data=ckpt.get("data"))
+    write_run_record(run_dir, "embed", "complete", train_run=str(train_run), model=model_cfg["name"], data=ckpt["data"])
     log.info("embedded %d images with %s (dim %d, %s pooling, l2 %s, pca_whiten %s) into %s", total,
              model_cfg["name"], meta["dim"], pooling, cfg.l2, cfg.pca_whiten, run_dir)
     return {"run_dir": run_dir, "model": model_cfg["name"], "images": total, "dim": meta["dim"]}

@@ -5,6 +5,7 @@ query/database rows. Kept to numpy (no pandas, sklearn or torch): `query` reads 
 from __future__ import annotations
 
 import csv
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,9 @@ from landmark_ae.retrieval.postprocess import Transform
 from landmark_ae.runs import read_json, read_run_record, resolve_run
 
 INDEX_COLUMNS = ["id", "landmark_id", "split", "path"]
+# What embed.json must hold for query/evaluate to use the run (embed writes all of them).
+META_KEYS = ("train_run", "checkpoint", "checkpoint_sha256", "model", "model_config", "data", "data_dir",
+             "image_size", "dim", "raw_dim", "pooling", "gem_p", "l2", "pca_whiten", "transform")
 
 
 class EmbedRun:
@@ -24,7 +28,14 @@ class EmbedRun:
         for name in ("embeddings.npy", "index.csv", "embed.json"):
             if not (self.run_dir / name).is_file():
                 raise UserError(f"{self.run_dir} is not a complete embed run ({name} missing): run `landmark-ae embed`")
-        self.meta = read_json(self.run_dir / "embed.json")
+        try:
+            self.meta = read_json(self.run_dir / "embed.json")
+        except (OSError, ValueError) as exc:
+            raise UserError(f"{self.run_dir / 'embed.json'} is damaged ({type(exc).__name__}): re-run `landmark-ae embed`") from None
+        missing = [k for k in META_KEYS if not isinstance(self.meta, dict) or k not in self.meta]
+        if missing:
+            raise UserError(f"{self.run_dir / 'embed.json'} lacks {', '.join(missing)} (damaged, or made by an older "
+                            "landmark-ae): re-run `landmark-ae embed`")
         self.embeddings = np.load(self.run_dir / "embeddings.npy", mmap_mode="r")
         with open(self.run_dir / "index.csv", newline="", encoding="utf-8") as f:
             rows = list(csv.reader(f))[1:]
@@ -36,9 +47,17 @@ class EmbedRun:
             raise UserError(f"{self.run_dir}: index.csv and embeddings.npy disagree: re-run `landmark-ae embed`")
 
     def transform(self) -> Transform:
-        """The post-processing the stored rows went through (identity for runs made before it)."""
-        path = self.run_dir / self.meta.get("transform", "transform.npz")
-        return Transform.load(path) if path.is_file() else Transform()
+        """The post-processing the stored rows went through; query applies it to its images too."""
+        path = self.run_dir / self.meta["transform"]
+        if not path.is_file():
+            if self.meta["l2"] or self.meta["pca_whiten"]:  # never a silent fallback to raw embeddings
+                raise UserError(f"{path} is missing, but embed.json says the rows were post-processed "
+                                f"(l2={self.meta['l2']}, pca_whiten={self.meta['pca_whiten']}): re-run `landmark-ae embed`")
+            return Transform()
+        try:
+            return Transform.load(path)
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+            raise UserError(f"{path} is damaged ({type(exc).__name__}): re-run `landmark-ae embed`") from None
 
     def rows(self, *splits: str) -> np.ndarray:
         return np.flatnonzero(np.isin(self.splits, splits))

@@ -76,10 +76,10 @@ def run_evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "embed_run": str(run.run_dir.resolve()),
         "train_run": run.meta["train_run"],
         "model": run.meta["model"],
-        "data": run.meta.get("data"),
+        "data": run.meta["data"],
         "counts": counts,
         "settings": {"seed": cfg.seed, "n_init": cfg.n_init, "k": cfg.k, "queries": queries},
-        "postprocess": {key: run.meta.get(key) for key in ("pooling", "gem_p", "l2", "pca_whiten", "raw_dim")},
+        "postprocess": {key: run.meta[key] for key in ("pooling", "gem_p", "l2", "pca_whiten", "raw_dim")},
         "results": results,
     }
     write_json_atomic(run_dir / "metrics.json", metrics)

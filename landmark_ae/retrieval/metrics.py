@@ -11,7 +11,6 @@ import numpy as np
 from landmark_ae.retrieval.search import search
 
 __all__ = [
-    "rand_index",
     "clustering_scores",
     "kmeans_labels",
     "average_precision_at_k",
@@ -30,44 +29,14 @@ def _check_labelings(labels_true, labels_pred) -> tuple[np.ndarray, np.ndarray]:
     return t, p
 
 
-def _pairs(x: np.ndarray) -> int:
-    """sum of C(x, 2) as an exact Python int."""
-    x = x.astype(np.int64)
-    return int((x * (x - 1) // 2).sum())
-
-
-def rand_index(labels_true, labels_pred) -> float:
-    """Rand index (TP + TN) / C(n, 2), from the sparse contingency table.
-
-    Counts only the non-empty cells (np.unique), so time is O(n log n) and
-    memory O(n) whatever the number of clusters; never enumerates pairs.
-    Fewer than 2 items: 1.0 (same convention as sklearn's rand_score).
-    """
-    t, p = _check_labelings(labels_true, labels_pred)
-    n = t.size
-    if n < 2:
-        return 1.0
-    _, ti = np.unique(t, return_inverse=True)
-    _, pi = np.unique(p, return_inverse=True)
-    ti = ti.ravel().astype(np.int64)
-    pi = pi.ravel().astype(np.int64)
-    cells = np.unique(ti * (int(pi.max()) + 1) + pi, return_counts=True)[1]
-    tp = _pairs(cells)  # pairs together in both labelings
-    same_true = _pairs(np.bincount(ti))
-    same_pred = _pairs(np.bincount(pi))
-    total = n * (n - 1) // 2
-    tn = total - same_true - same_pred + tp  # pairs apart in both
-    return (tp + tn) / total
-
-
 def clustering_scores(labels_true, labels_pred) -> dict:
-    """NMI (arithmetic), Rand index, ARI and AMI as floats; keys nmi, ri, ari, ami."""
+    """NMI (arithmetic), Rand index, ARI and AMI (scikit-learn's) as floats; keys nmi, ri, ari, ami."""
     from sklearn import metrics as skm
 
     t, p = _check_labelings(labels_true, labels_pred)
     return {
         "nmi": float(skm.normalized_mutual_info_score(t, p)),
-        "ri": float(rand_index(t, p)),
+        "ri": float(skm.rand_score(t, p)),  # the seed's RI: (TP + TN) / all pairs
         "ari": float(skm.adjusted_rand_score(t, p)),
         "ami": float(skm.adjusted_mutual_info_score(t, p)),
     }

@@ -81,7 +81,7 @@ def run_query(cfg: DictConfig, run_dir: Path) -> None:
     paths = collect_images(cfg.image)
     images = load_queries(paths, int(run.meta["image_size"]))
     queries = embed_images(model, images, int(ckpt["model_config"]["input_size"]), cfg.batch_size, device,
-                           pooling=run.meta.get("pooling", "flatten"), gem_p=float(run.meta.get("gem_p", 3.0)))
+                           pooling=run.meta["pooling"], gem_p=float(run.meta["gem_p"]))
     queries = run.transform().apply(queries)  # the embed run's L2 / PCA-whitening, fitted on its database
     if queries.shape[1] != run.embeddings.shape[1]:
         raise UserError(f"query embeddings have {queries.shape[1]} values but {run.run_dir} holds {run.embeddings.shape[1]}: "

@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from landmark_ae.config import enum_value
 from landmark_ae.runs import atomic_path, resolve_run, write_run_record
-from landmark_ae.data.prepared import load_prepared, resize_uint8, to_model_range, to_uint8_hwc
+from landmark_ae.data.prepared import dataset_name, load_prepared, resize_uint8, to_model_range, to_uint8_hwc
 from landmark_ae.errors import UserError
 from landmark_ae.model.checkpoints import load_checkpoint, model_from_checkpoint, save_checkpoint
 from landmark_ae.device import pick_device
@@ -113,8 +113,8 @@ def run_train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 
     torch.manual_seed(cfg.seed)
     model = build_model(model_cfg).to(device)
-    # A resumed run keeps its memory layout (runs from before the option had the default one).
-    channels_last = bool(state.get("channels_last", False)) if state is not None else bool(cfg.channels_last)
+    # A resumed run keeps its memory layout, objective and dataset, whatever the command line says now.
+    channels_last = bool(state["channels_last"]) if state is not None else bool(cfg.channels_last)
     if channels_last:
         # NHWC weights make CPU (oneDNN) convolutions faster on M5 (1.10x images/s, BENCHMARKS.md);
         # numbers differ from NCHW in the last float bits only, and a run is deterministic either way.
@@ -132,8 +132,7 @@ def run_train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         generator.set_state(state["generator"])
         history, best = list(state["history"]), dict(state["best"])
 
-    # A resumed run keeps the objective it started with, whatever the command line says now.
-    objective_cfg = OmegaConf.create(state["objective"]) if state is not None and "objective" in state else cfg.objective
+    objective_cfg = OmegaConf.create(state["objective"]) if state is not None else cfg.objective
     objective = objective_cfg if objective_cfg.name != "reconstruct" else None  # None: the seed's loop
     splits = load_prepared(data_dir, ("train", "val"))
     size = int(model_cfg["input_size"])
@@ -141,7 +140,11 @@ def run_train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     val_images = resize_uint8(splits["val"].images, size)
     if len(train_images) == 0 or len(val_images) == 0:
         raise UserError(f"{data_dir} has {len(train_images)} train and {len(val_images)} val images: both must be non-empty")
-    record = dict(data=cfg.data.name, data_dir=str(data_dir), model=model_cfg["name"],
+    data_name = dataset_name(data_dir)
+    if data_name != cfg.data.name and state is None:
+        log.info("%s holds the prepared %s dataset: recorded as such (data=%s does not apply)", data_dir, data_name,
+                 cfg.data.name)
+    record = dict(data=data_name, data_dir=str(data_dir), model=model_cfg["name"],
                   objective=OmegaConf.to_container(objective_cfg, resolve=True, enum_to_str=True))
     write_run_record(run_dir, "train", "running", **record)
     log.info("training %s (objective %s) on %d images (val %d) from %s on %s", model_cfg["name"],
@@ -154,8 +157,8 @@ def run_train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     # The schedule spans the epochs the run started with; a resumed run keeps it (and may not outrun it).
     if state is None:
         schedule = {"name": enum_value(cfg.lr_schedule), "epochs": cfg.epochs, "batches": batches}
-    else:  # runs from before schedules existed had a constant lr
-        schedule = dict(state.get("schedule") or {"name": "constant", "epochs": cfg.epochs, "batches": batches})
+    else:
+        schedule = dict(state["schedule"])
     if schedule["name"] != "constant" and cfg.epochs > schedule["epochs"]:
         raise UserError(f"this run's {schedule['name']} schedule ends at epoch {schedule['epochs']}: "
                         f"resume it with epochs<={schedule['epochs']}, or start a new run for more epochs")
@@ -183,7 +186,7 @@ def run_train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             history.append(row)
             log.info("epoch %d/%d train %.5f val %.5f (%.1fs, %.0f images/s)", epoch, cfg.epochs,
                      train_loss, val_loss, row["seconds"], row["images_per_s"])
-            common = dict(model_config=model_cfg, data_dir=str(data_dir), data=cfg.data.name,
+            common = dict(model_config=model_cfg, data_dir=str(data_dir), data=data_name,
                           train_run=str(run_dir), objective=record["objective"], channels_last=channels_last)
             if val_loss < best["val_loss"]:
                 best = {"val_loss": val_loss, "epoch": epoch}

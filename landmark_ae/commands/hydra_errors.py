@@ -1,0 +1,73 @@
+"""One-line config errors: the only place that reaches into Hydra's internals.
+
+Hydra reports a composition error (unknown choice, wrong type, unknown key) over many lines with a
+hint about HYDRA_FULL_ERROR. Hydra has no public hook for that report, so `install()` wraps the
+private `hydra._internal.utils.run_and_report` that `@hydra.main` calls. pyproject allows
+hydra-core 1.3.x only, and tests/test_hydra_errors.py pins the function this relies on; if a Hydra
+release moves it, `install()` leaves Hydra's own (longer) reports in place instead of failing.
+HYDRA_FULL_ERROR=1 always gets Hydra's full report.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, Callable
+
+PATCHED = "_landmark_ae_concise"
+
+
+def short_message(exc: BaseException) -> str:
+    """Hydra/OmegaConf composition errors span many lines; keep what the user must read."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    if not lines:
+        return type(exc).__name__
+    if any(ln.startswith("Available options in") for ln in lines):
+        start = next(i for i, ln in enumerate(lines) if ln.startswith("Available options in"))
+        options = []
+        for ln in lines[start + 1 :]:
+            if ln.startswith("Config search path"):
+                break
+            if not ln.endswith("_schema"):  # schema nodes are not choices a user makes
+                options.append(ln)
+        return f"{lines[0]}; choose one of: {', '.join(options)}"
+    message = " ".join(lines[:2]) if lines[0].startswith("Could not override") else lines[0]
+    cause = exc.__cause__
+    if cause is not None and str(cause).strip():
+        message += ": " + str(cause).strip().splitlines()[0]
+    return message
+
+
+def install() -> bool:
+    """Make @hydra.main print config errors as one line with exit code 2; True if installed."""
+    try:
+        import hydra._internal.utils as hydra_utils
+    except ImportError:  # pragma: no cover - a Hydra without the module: keep its own reports
+        return False
+    original = getattr(hydra_utils, "run_and_report", None)
+    if original is None:
+        return False
+    if getattr(original, PATCHED, False):
+        return True
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    def run_and_report(func: Callable[[], Any]) -> Any:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            return original(func)
+        try:
+            return func()
+        except (HydraException, OmegaConfBaseException) as exc:
+            print(f"landmark-ae: error: {short_message(exc)}", file=sys.stderr)
+            sys.exit(2)
+        except Exception as exc:  # anything else is Hydra's to report, unchanged
+            err = exc
+
+            def reraise() -> Any:
+                raise err
+
+            return original(reraise)
+
+    setattr(run_and_report, PATCHED, True)
+    hydra_utils.run_and_report = run_and_report
+    return True
