@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import sys
+from typing import IO
+
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-console = Console(stderr=True)
+# Where output is not a terminal (a log file, a pipe) rich would assume 80 columns and cut table
+# cells to "0.17…"; there, tables get all the width they need instead.
+NON_TERMINAL_WIDTH = 240
+
+
+def make_console(file: IO[str]) -> Console:
+    return Console(file=file, width=None if file.isatty() else NON_TERMINAL_WIDTH)
+
+
+console = make_console(sys.stderr)
 
 
 def progress_bar(enabled: bool = True, *extra_columns) -> Progress:

@@ -54,7 +54,7 @@ def print_table(results: dict[str, dict[str, float]], k: int, retrieval: str = "
         table.add_column(m.format(k=k), justify="right")
     for name, r in results.items():
         table.add_row(name, str(r["dim"]), *(f"{r[m.format(k=k)]:.4f}" for m in METRICS))
-    console.print(table, width=max(console.width, 150))
+    console.print(table)
 
 
 def run_evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:

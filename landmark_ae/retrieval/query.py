@@ -120,8 +120,9 @@ def write_results(results: list[dict], fmt: str) -> None:
         json.dump(results, out, indent=2)
         out.write("\n")
     elif fmt == "table":
-        from rich.console import Console
         from rich.table import Table
+
+        from landmark_ae.ui import make_console
 
         table = Table(*TSV_COLUMNS)
         for r in results:
@@ -129,7 +130,7 @@ def write_results(results: list[dict], fmt: str) -> None:
                 # file names only: a table is for reading; tsv/json carry the full paths
                 table.add_row(str(h["rank"]), f"{h['distance']:.4f}", h["id"], str(h["landmark_id"]),
                               Path(h["path"]).name, Path(r["query"]).name)
-        Console(file=out).print(table, width=max(Console(file=out).width, 120))
+        make_console(out).print(table)
     else:
         out.write("\t".join(TSV_COLUMNS) + "\n")
         for r in results:
