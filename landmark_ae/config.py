@@ -1,5 +1,7 @@
 """Config schemas (dataclasses in Hydra's ConfigStore) and where the YAML configs live.
 
+The schemas hold every key's default, once; the YAML files in conf/ pick config-group options and
+state only what differs from these defaults (`landmark-ae <command> --cfg job` prints the result).
 Types are checked by OmegaConf while Hydra composes (``epochs=abc`` fails there); value ranges
 are declared next to each field (``metadata={"min": ...}``) and checked by :func:`validate`
 before a command does any work.
@@ -52,12 +54,14 @@ class Source(str, enum.Enum):
 
 @dataclass
 class SyntheticConfig:
+    """source=synthetic: the built-in generator.  Its SyntheticSpec takes these defaults and ranges."""
+
     n_landmarks: int = _min(2, 20)
     n_images: int = _min(6, 1500)
     min_per_landmark: int = _min(1, 3)
-    width: int = _min(32, 160)
-    height: int = _min(32, 120)
-    seed: int = 0
+    width: int = _range(32, 1024, 160)
+    height: int = _range(32, 1024, 120)
+    seed: int = _min(0, 0)
 
 
 @dataclass
@@ -88,6 +92,9 @@ class TarConfig:
 
 @dataclass
 class DataConfig:
+    """The seed study's slicing of GLDv2 by default: landmark_id in [1000, 2000), 1% test (at least
+    one image per landmark), the rest 80/20 train/val, stored at 96x96."""
+
     name: str = MISSING
     source: Source = Source.local
     root: Optional[str] = MISSING  # folder holding images/ (and train.csv unless csv is set)
@@ -96,8 +103,8 @@ class DataConfig:
     landmark_max: int = 2000
     test_fraction: float = _range(0.0, 0.5, 0.01)
     val_fraction: float = _range(0.0, 0.9, 0.2)
-    image_size: int = _min(8, 96)
-    seed: int = 0
+    image_size: int = _min(8, 96)  # stored side in pixels (the seed: 96x96)
+    seed: int = 0  # of the split
     csv_chunksize: int = _min(1, 200_000)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
@@ -125,10 +132,10 @@ class PathsConfig:
 class PrepareConfig:
     data: DataConfig = MISSING
     paths: PathsConfig = field(default_factory=PathsConfig)
-    resume: Optional[str] = None
-    workers: int = _min(1, 2)
+    resume: Optional[str] = None  # an interrupted prepare run to finish in place (finished images are skipped)
+    workers: int = _min(1, 2)  # threads decoding and resizing images (Pillow releases the GIL)
     jpeg_quality: int = _range(50, 100, 95)
-    progress: bool = True
+    progress: bool = True  # rich progress bars on stderr
 
 
 class ObjectiveName(str, enum.Enum):
@@ -173,17 +180,21 @@ class TrainConfig:
     data: DataConfig = MISSING
     model: ModelConfig = MISSING
     paths: PathsConfig = field(default_factory=PathsConfig)
+    # The prepared dataset (a prepare run dir); null: the most recent complete prepare run of data.name.
     data_dir: Optional[str] = None
-    resume: Optional[str] = None
+    resume: Optional[str] = None  # an interrupted train run to continue from its last.pt
     epochs: int = _min(1, 20)
     batch_size: int = _min(1, 64)
-    device: str = "auto"
+    device: str = "auto"  # auto picks cuda, then mps, then cpu
     seed: int = 42
     threads: int = _min(0, 0)  # torch intra-op threads; 0 = torch's default
-    optimizer: Dict[str, Any] = field(default_factory=lambda: {"_target_": "torch.optim.Adam"})
+    # The seed study: Adam with default parameters (any torch optimizer via _target_).
+    optimizer: Dict[str, Any] = field(default_factory=lambda: {"_target_": "torch.optim.Adam", "lr": 0.001})
     lr_schedule: LrSchedule = LrSchedule.constant
+    # Conv weights and activations channels-last (NHWC): faster CPU convolutions for small models
+    # such as M5; results differ from the default layout in the last float bits only.
     channels_last: bool = False
-    recon_images: int = _min(1, 8)
+    recon_images: int = _min(1, 8)  # images shown in reconstructions.png
     progress: bool = True
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
 
@@ -197,15 +208,19 @@ class Pooling(str, enum.Enum):
 
 @dataclass
 class EmbedConfig:
+    """Post-processing is fitted on the database (train+val) rows only, stored as transform.npz and
+    applied by `query` too."""
+
     paths: PathsConfig = field(default_factory=PathsConfig)
-    train_run: Optional[str] = None
+    train_run: Optional[str] = None  # a train run dir (its best.pt); null: the most recent complete one
     batch_size: int = _min(1, 256)
     device: str = "auto"
     progress: bool = True
     pooling: Pooling = Pooling.flatten  # of a conv latent (C, H, W); a vector latent is kept
     gem_p: float = _range(0.1, 100.0, 3.0)
-    l2: bool = False
-    pca_whiten: Optional[int] = _min(1, None)  # output dims, fitted on train+val rows only
+    l2: bool = False  # unit-length rows
+    # null, or the number of principal axes kept, each scaled to unit variance (L2 before and after when l2)
+    pca_whiten: Optional[int] = _min(1, None)
 
 
 class QuerySet(str, enum.Enum):
@@ -216,11 +231,11 @@ class QuerySet(str, enum.Enum):
 @dataclass
 class EvaluateConfig:
     paths: PathsConfig = field(default_factory=PathsConfig)
-    embed_run: Optional[str] = None
-    seed: int = 0
+    embed_run: Optional[str] = None  # an embed run dir; null: the most recent complete one
+    seed: int = 0  # k-means on the train embeddings, k = number of landmarks in train
     n_init: int = _min(1, 10)
-    k: int = _min(1, 100)
-    pixel_baseline: bool = True
+    k: int = _min(1, 100)  # retrieval depth (mAP@k, recall@k)
+    pixel_baseline: bool = True  # also score raw pixels, downsampled to about the embedding's dimension
     queries: QuerySet = QuerySet.test
 
 
@@ -235,11 +250,11 @@ class QueryConfig:
     paths: PathsConfig = field(default_factory=PathsConfig)
     image: Any = MISSING  # a path, a list of paths, or a folder
     k: int = _min(1, 10)
-    embed_run: Optional[str] = None
-    checkpoint: Optional[str] = None
-    format: OutputFormat = OutputFormat.tsv
-    save_grid: bool = False
-    device: str = "cpu"
+    embed_run: Optional[str] = None  # an embed run dir; null: the most recent complete one
+    checkpoint: Optional[str] = None  # the checkpoint to embed queries with; null: the embed run's own
+    format: OutputFormat = OutputFormat.tsv  # tsv (rank, distance, id, landmark_id, path, query), json or table
+    save_grid: bool = False  # write retrieval_grid.png (each query and its top k) into the run dir
+    device: str = "cpu"  # a single query is fastest on the CPU (no device start-up)
     batch_size: int = _min(1, 64)
 
 
@@ -271,10 +286,3 @@ def validate(cfg: DictConfig, schema: type, prefix: str = "") -> None:
         if hi is not None and value is not None and value > hi:
             raise UserError(f"{key}={value} is out of range: it must be <= {hi}")
 
-
-def check_data_range(cfg: DictConfig) -> None:
-    if cfg.data.landmark_min >= cfg.data.landmark_max:
-        raise UserError(
-            f"empty landmark_id range [{cfg.data.landmark_min}, {cfg.data.landmark_max}): "
-            "set data.landmark_min below data.landmark_max"
-        )

@@ -18,6 +18,11 @@ from typing import Any, Callable, Iterator
 from landmark_ae.errors import UserError
 
 RUN_RECORD = "run.json"
+# mkstemp creates files 0600; artifacts get the ordinary mode the umask gives (0644 by default).
+# Read once: os.umask can only be read by setting it, which is not thread-safe.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+FILE_MODE = 0o666 & ~_UMASK
 
 
 @contextmanager
@@ -33,6 +38,7 @@ def atomic_path(dest: Path | str) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, FILE_MODE)
         os.replace(tmp_path, dest)
     finally:
         if tmp_path.exists():

@@ -8,6 +8,7 @@ import dataclasses
 import json
 import re
 import shutil
+import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import landmark_ae.data.sources.synthetic as synthetic
+from landmark_ae.data.sources import synthetic
 from landmark_ae.data.sources.synthetic import SyntheticSpec, generate
 
 SMALL = SyntheticSpec(n_landmarks=6, n_images=90)
@@ -143,7 +144,7 @@ def test_deterministic_byte_identical(small, tmp_path):
 
 
 def test_other_seed_gives_other_data(small, tmp_path):
-    out, train, _ = small
+    _, train, _ = small
     other = generate(tmp_path, dataclasses.replace(SMALL, seed=1))
     assert not {r[0] for r in _rows(train)[1:]} & {r[0] for r in _rows(other)[1:]}
 
@@ -278,16 +279,35 @@ def test_default_spec_is_valid():
     SyntheticSpec(n_landmarks=2, n_images=2, min_per_landmark=1, width=32, height=32).validate()
 
 
-def test_module_uses_only_numpy_and_pillow():
-    tree = ast.parse(Path(synthetic.__file__).read_text())
-    roots = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            roots |= {a.name.split(".")[0] for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            roots.add(node.module.split(".")[0])
-    third_party = roots - set(sys.stdlib_module_names) - {"__future__"}
+def test_package_imports_only_numpy_pillow_and_plumbing():
+    """Every module of the generator package imports only the stdlib, numpy, Pillow and the two
+    small landmark_ae modules it needs (atomic writes; the config schema holding its defaults)."""
+    modules = sorted(Path(synthetic.__file__).parent.glob("*.py"))
+    assert len(modules) > 1
+    third_party, own = set(), set()
+    for module in modules:
+        for node in ast.walk(ast.parse(module.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names = {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:  # level > 0: the package
+                names = {node.module}
+            else:
+                continue
+            for name in names:
+                root = name.split(".")[0]
+                if root == "landmark_ae":
+                    own.add(name)
+                elif root not in sys.stdlib_module_names | {"__future__"}:
+                    third_party.add(root)
     assert third_party == {"numpy", "PIL"}, third_party
+    assert own <= {"landmark_ae.runs", "landmark_ae.config"}, own
+
+
+def test_import_loads_no_heavy_libraries():
+    code = "import sys, landmark_ae.data.sources.synthetic; print(*sorted(sys.modules))"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded = {m.split(".")[0] for m in proc.stdout.split()}
+    assert not loaded & {"torch", "torchvision", "pandas", "aiohttp"}, loaded
 
 
 # ---- difficulty -----------------------------------------------------------------------------
