@@ -5,7 +5,9 @@ Kept free of heavy imports so `landmark-ae --help` answers at once.
 
 from __future__ import annotations
 
+import difflib
 import importlib
+import os
 import sys
 
 # name -> (module with a @hydra.main `main`, one line of help)
@@ -46,12 +48,19 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     name = args[0]
     if name not in COMMANDS:
-        print(f"landmark-ae: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
+        close = difflib.get_close_matches(name, COMMANDS, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        print(f"landmark-ae: unknown command {name!r}{hint}\n\n{usage()}", file=sys.stderr)
         return 2
     module = importlib.import_module(COMMANDS[name][0])
     # Hydra reads its overrides and flags from sys.argv.
     sys.argv = [f"{sys.argv[0]}", *args[1:]]
-    module.main()
+    try:
+        module.main()
+    except BrokenPipeError:
+        # Whoever read stdout stopped early (`landmark-ae query ... | head -1`): not an error to report.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     return 0
 
 

@@ -10,6 +10,7 @@ before a command does any work.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import enum
 import typing
 from dataclasses import dataclass, field
@@ -213,6 +214,7 @@ class EmbedConfig:
 
     paths: PathsConfig = field(default_factory=PathsConfig)
     train_run: Optional[str] = None  # a train run dir (its best.pt); null: the most recent complete one
+    resume: Optional[str] = None  # an interrupted embed run to redo in place, with the checkpoint it started with
     batch_size: int = _min(1, 256)
     device: str = "auto"
     progress: bool = True
@@ -265,20 +267,34 @@ def register_configs() -> None:
     cs.store(name="embed_schema", node=EmbedConfig)
     cs.store(name="evaluate_schema", node=EvaluateConfig)
     cs.store(name="query_schema", node=QueryConfig)
-    cs.store(group="data", name="data_schema", node=DataConfig)
-    cs.store(group="model", name="model_schema", node=ModelConfig)
+    # Under schema/, not data/ or model/: a schema is not an option a user can pick (data=...).
+    cs.store(group="schema", name="data", node=DataConfig)
+    cs.store(group="schema", name="model", node=ModelConfig)
 
 
-def validate(cfg: DictConfig, schema: type, prefix: str = "") -> None:
+def unknown_key_message(key: str, known: list[str], command: str = "") -> str:
+    """`train has no key 'epoch'; did you mean 'epochs'?` (difflib over the keys at that level)."""
+    leaf = key.rsplit(".", 1)[-1]
+    close = difflib.get_close_matches(leaf, known, n=1, cutoff=0.6)
+    parent = key.rsplit(".", 1)[0] + "." if "." in key else ""
+    hint = f"; did you mean '{parent}{close[0]}'?" if close else f"; its keys here: {', '.join(sorted(known))}"
+    return f"{command or 'this command'} has no key '{key}'{hint}"
+
+
+def validate(cfg: DictConfig, schema: type, prefix: str = "", command: str = "") -> None:
     """Check the ranges declared in the schema's field metadata; raise UserError naming the key."""
     hints = typing.get_type_hints(schema)
+    known = [f.name for f in dataclasses.fields(schema)]
+    for key in cfg:
+        if key not in known:  # added with +key=...: a typo the schema cannot type-check
+            raise UserError(unknown_key_message(f"{prefix}{key}", known, command))
     for f in dataclasses.fields(schema):
         if f.name not in cfg or OmegaConf.is_missing(cfg, f.name):
             continue  # missing required values are reported where they are first used
         key, value = f"{prefix}{f.name}", cfg[f.name]
         if dataclasses.is_dataclass(hints[f.name]):
             if value is not None:
-                validate(value, hints[f.name], key + ".")
+                validate(value, hints[f.name], key + ".", command)
             continue
         lo, hi = f.metadata.get("min"), f.metadata.get("max")
         if lo is not None and value is not None and value < lo:

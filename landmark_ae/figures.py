@@ -46,10 +46,13 @@ def plot_losses(epochs: Sequence[int], train: Sequence[float], val: Sequence[flo
     """Seed Figures 3/4/7: training and validation loss per epoch."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
+    from matplotlib.ticker import MaxNLocator
+
     ax.plot(epochs, train, marker="o", label="train")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     ax.plot(epochs, val, marker="o", label="validation")
     ax.set_xlabel("epoch")
-    ax.set_ylabel("MSE loss")
+    ax.set_ylabel("loss")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()

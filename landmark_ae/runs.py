@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import tempfile
 import time
 from contextlib import contextmanager
@@ -63,10 +64,11 @@ def read_json(path: Path | str) -> Any:
 
 
 def write_run_record(run_dir: Path, command: str, status: str, **fields: Any) -> dict:
-    """Create or update run.json; `started` is kept from the first write."""
+    """Create or update run.json; `started` is kept from the first write. The pid and host of the
+    process writing it are recorded, so a `running` run whose process is gone reads as interrupted."""
     path = run_dir / RUN_RECORD
-    record = read_json(path) if path.is_file() else {}
-    record.update(command=command, status=status, **fields)
+    record = (read_run_record(run_dir) or {}) if path.is_file() else {}
+    record.update(command=command, status=status, pid=os.getpid(), host=socket.gethostname(), **fields)
     now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     record.setdefault("started", now)
     record["updated"] = now
@@ -111,3 +113,89 @@ def resolve_run(
     if path is None:
         raise UserError(f"no complete {command} run found under {Path(output_dir) / command}: {how}")
     return path
+
+
+def process_alive(pid: int | None, host: str | None) -> bool:
+    """Whether process `pid` still runs; False when unknown. A pid on another host counts as alive
+    (it cannot be checked from here)."""
+    if not pid:
+        return False
+    if host and host != socket.gethostname():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def run_status(record: dict) -> str:
+    """The record's status, with a `running` run whose process is gone shown as `interrupted`."""
+    status = str(record.get("status", "unknown"))
+    if status == "running" and not process_alive(record.get("pid"), record.get("host")):
+        return "interrupted"
+    return status
+
+
+def check_resumable(given: str, command: str) -> Path:
+    """The run dir `resume=` names, if it is an unfinished run of `command` that no process is working
+    on; otherwise a UserError that says what to do. Called before anything is created or written."""
+    path = Path(given).expanduser()
+    if not path.is_dir():
+        raise UserError(f"resume={given}: no such run dir; start a new run without resume=")
+    record_path = path / RUN_RECORD
+    if not record_path.is_file():
+        raise UserError(f"resume={given}: not a landmark-ae run dir (no {RUN_RECORD}); start a new run without resume=")
+    record = read_run_record(path)
+    if record is None:
+        raise UserError(f"resume={given}: its {RUN_RECORD} is damaged; start a new run without resume=")
+    if record.get("command") != command:
+        raise UserError(f"resume={given} is a {record.get('command')} run: resume it with "
+                        f"`landmark-ae {record.get('command')} resume={given}`")
+    status = run_status(record)
+    if status == "complete":
+        raise UserError(f"resume={given}: that {command} run is already complete, so there is nothing to resume; "
+                        f"start a new run (without resume=)")
+    if status == "running":
+        raise UserError(f"resume={given}: that run is in progress (process {record.get('pid')} on "
+                        f"{record.get('host')}); wait for it, or stop it first")
+    if not (path / ".hydra" / "config.yaml").is_file():
+        raise UserError(f"resume={given}: the run's own config (.hydra/config.yaml) is missing; start a new run")
+    return path
+
+
+@contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """One process per run dir: `.lock` holds the owner's pid; a lock whose process is gone is taken over."""
+    path = Path(run_dir) / ".lock"
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, FILE_MODE)
+        except FileExistsError:
+            try:
+                owner = int(path.read_text().strip() or 0)
+            except (OSError, ValueError):
+                owner = 0
+            if owner and process_alive(owner, None):
+                raise UserError(f"{run_dir} is in use by process {owner}: wait for it, or stop it first") from None
+            path.unlink(missing_ok=True)  # left by a killed process
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        break
+    else:  # pragma: no cover - another process took the stale lock between our two tries
+        raise UserError(f"{run_dir} is in use by another process: wait for it, or stop it first")
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def remove_temp_files(run_dir: Path) -> int:
+    """Temp files (`.<name>.<random>.tmp`) a killed run left anywhere in its run dir; returns how many."""
+    stale = [p for p in Path(run_dir).rglob(".*.tmp") if p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return len(stale)

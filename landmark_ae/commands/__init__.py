@@ -9,14 +9,17 @@ import importlib
 import logging
 import os
 import shutil
+import signal
 import sys
+import threading
 from datetime import datetime
 from pathlib import Path
+from typing import Any, Callable
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-from landmark_ae.runs import read_run_record
+from landmark_ae.runs import RUN_RECORD, check_resumable, read_run_record, remove_temp_files, run_lock, write_run_record
 from landmark_ae.config import config_dir, register_configs, validate
 from landmark_ae.commands import hydra_errors
 from landmark_ae.errors import UserError
@@ -37,6 +40,15 @@ OmegaConf.register_new_resolver(
 )
 
 
+
+
+def _config_groups(*groups: str) -> str:
+    """`--help`: the options of each config group a command uses, e.g. `model=m1|m2|m3`."""
+    options = {g: sorted(p.stem for p in (Path(CONFIG_DIR) / g).glob("*.yaml")) for g in groups}
+    return "; ".join(f"{g}={'|'.join(names)}" for g, names in options.items())
+
+
+OmegaConf.register_new_resolver("config_groups", _config_groups, replace=True)
 hydra_errors.install()
 
 
@@ -45,32 +57,148 @@ def fail(command: str, message: str, code: int = 2) -> None:
     sys.exit(code)
 
 
+# Keys a resumed run may change from its own config: they do not change what the run computes.
+SAFE_ON_RESUME: dict[str, frozenset[str]] = {
+    "prepare": frozenset({"resume", "progress", "workers"}),
+    # epochs: more (constant schedule) or as many; the loop refuses what a schedule cannot do.
+    "train": frozenset({"resume", "progress", "threads", "device", "epochs", "recon_images"}),
+    "embed": frozenset({"resume", "progress", "device", "batch_size"}),
+}
+
+
+def _override_key(item: str) -> str:
+    return item.lstrip("+~").split("=", 1)[0]
+
+
+def resume_argv(command: str, argv: list[str]) -> list[str]:
+    """argv with the resumed run's own overrides (.hydra/overrides.yaml) put back in front of the
+    command line's, so Hydra composes the run's config; a key given again on the command line wins
+    here, and `execute` refuses it unless it is safe to change. Nothing is written."""
+    given = next((a.split("=", 1)[1] for a in argv if _override_key(a) == "resume" and "=" in a), None)
+    if not given or given == "null":
+        return argv
+    if command not in SAFE_ON_RESUME:
+        raise UserError(f"{command} has no resume=: it keeps no partial work; run it again")
+    run = check_resumable(given, command)
+    overrides_path = run / ".hydra" / "overrides.yaml"
+    original = OmegaConf.to_container(OmegaConf.load(overrides_path)) if overrides_path.is_file() else []
+    mine = {_override_key(a) for a in argv if "=" in a and not a.startswith("-")}
+    kept = [o for o in original if _override_key(o) not in mine and _override_key(o) != "resume"]
+    at = next(i for i, a in enumerate(argv) if _override_key(a) == "resume")
+    return [*argv[:at], *kept, *argv[at:]]
+
+
+def launch(command: str, hydra_main: Callable[[], Any]) -> None:
+    """Run a command's @hydra.main, after the checks that must come before Hydra creates a run dir."""
+    hydra_errors.COMMAND = command
+    try:
+        sys.argv = [sys.argv[0], *resume_argv(command, sys.argv[1:])]
+    except UserError as exc:
+        fail(command, str(exc))
+    hydra_main()
+
+
+def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict):
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out or {prefix[:-1]: {}}
+    return {prefix[:-1]: node}
+
+
+def resume_conflicts(command: str, cfg: DictConfig, run_dir: Path) -> None:
+    """Refuse a resumed run whose composed config differs from its own in a key not safe to change."""
+    saved = _flatten(OmegaConf.to_container(OmegaConf.load(run_dir / ".hydra" / "config.yaml"), enum_to_str=True))
+    now = _flatten(OmegaConf.to_container(cfg, enum_to_str=True))
+    safe = SAFE_ON_RESUME[command]
+    for key in sorted(saved.keys() | now.keys()):
+        if key.split(".")[0] in safe or key.startswith("paths."):
+            continue
+        if saved.get(key, "<unset>") != now.get(key, "<unset>"):
+            raise UserError(
+                f"resume: {key} is {saved.get(key, '<unset>')} in this run but {now.get(key, '<unset>')} on the command "
+                f"line; a resumed run keeps its own settings (safe to change: {', '.join(sorted(safe - {'resume'}))}). "
+                "Drop the override, or start a new run"
+            )
+
+
+class Terminated(Exception):
+    """SIGTERM (what `kill` and schedulers send), raised in the main thread like KeyboardInterrupt."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
+def _holds_work(run_dir: Path, command: str) -> bool:
+    """Whether a run dir holds anything beyond Hydra's record, the log, run.json and the lock."""
+    if not run_dir.is_dir():
+        return False
+    bookkeeping = {".hydra", f"{command}.log", RUN_RECORD, ".lock"}
+    return any(p.name not in bookkeeping for p in run_dir.iterdir())
+
+
 def execute(command: str, cfg: DictConfig, schema: type, body: str) -> None:
     """Validate cfg, run body(cfg, run_dir) and print its results as `key<TAB>value` lines on stdout.
 
     body is "module:function", imported only after validation: a bad value is reported before
     torch is even imported.
 
-    Expected failures become one line on stderr and exit code 2; a run dir that this call created
-    and that holds nothing yet is removed so a typo leaves no debris.
+    Expected failures become one line on stderr (and in the run's log), exit code 2. A run dir this
+    call created that holds no work yet is removed, so a typo leaves no debris; one with work is
+    kept, recorded as `failed` with the message. SIGINT/SIGTERM keep finished work and say how to
+    continue (exit 130/143).
     """
     from hydra.core.hydra_config import HydraConfig
 
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    resumed = bool(cfg.get("resume"))
     # Only a dir this call created may be removed on error; never one named by resume=.
-    fresh = not cfg.get("resume") and read_run_record(run_dir) is None
+    fresh = not resumed and read_run_record(run_dir) is None
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_terminated)
     try:
-        validate(cfg, schema)
-        module, function = body.split(":")
-        results = getattr(importlib.import_module(module), function)(cfg, run_dir)
+        with run_lock(run_dir):
+            validate(cfg, schema, command=command)
+            if resumed:
+                resume_conflicts(command, cfg, run_dir)
+                removed = remove_temp_files(run_dir)
+                if removed:
+                    log.info("removed %d temp file(s) left by the interrupted run", removed)
+            module, function = body.split(":")
+            results = getattr(importlib.import_module(module), function)(cfg, run_dir)
     except (UserError, MissingMandatoryValue) as exc:
-        if fresh and read_run_record(run_dir) is None:
-            shutil.rmtree(run_dir, ignore_errors=True)
         if isinstance(exc, MissingMandatoryValue):
             key = exc.full_key or "a required value"
-            fail(command, f"{key} is required: set it on the command line ({key}=...)")
-        fail(command, str(exc))
-    except KeyboardInterrupt:
-        fail(command, f"interrupted; finished work is kept: continue with resume={run_dir}", code=130)
+            message = f"{key} is required: set it on the command line ({key}=...)"
+        else:
+            message = str(exc)
+        _record_end(command, run_dir, fresh, resumed, hydra_cfg, "failed", message)
+        fail(command, message)
+    except (KeyboardInterrupt, Terminated) as exc:
+        code = 143 if isinstance(exc, Terminated) else 130
+        hint = f"continue with resume={run_dir}" if command in SAFE_ON_RESUME else "run it again"
+        message = f"interrupted; finished work is kept: {hint}"
+        _record_end(command, run_dir, fresh, resumed, hydra_cfg, "interrupted", message)
+        fail(command, message, code=code)
     for key, value in (results or {}).items():
         print(f"{key}\t{value}", flush=True)
+
+
+def _record_end(command: str, run_dir: Path, fresh: bool, resumed: bool, hydra_cfg: Any, status: str,
+                message: str) -> None:
+    """How a run that did not complete is left: removed if this call created it and it holds no work,
+    else recorded with its status and the one-line message (also in its log)."""
+    if fresh and not _holds_work(run_dir, command):
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return
+    if resumed and status == "failed" and read_run_record(run_dir) is not None:
+        # A refused resume changes nothing: drop the config record this call added.
+        subdir = run_dir / str(hydra_cfg.output_subdir)
+        if subdir.name.startswith("resume-"):
+            shutil.rmtree(subdir, ignore_errors=True)
+    log.error("%s", message)
+    if run_dir.is_dir():
+        write_run_record(run_dir, command, status, error=message)

@@ -14,7 +14,12 @@ import os
 import sys
 from typing import Any, Callable
 
+from omegaconf.errors import ConfigAttributeError
+
+from landmark_ae.config import unknown_key_message
+
 PATCHED = "_landmark_ae_concise"
+COMMAND = ""  # the subcommand being run, for messages ("train has no key ...")
 
 
 def short_message(exc: BaseException) -> str:
@@ -31,8 +36,17 @@ def short_message(exc: BaseException) -> str:
             if not ln.endswith("_schema"):  # schema nodes are not choices a user makes
                 options.append(ln)
         return f"{lines[0]}; choose one of: {', '.join(options)}"
-    message = " ".join(lines[:2]) if lines[0].startswith("Could not override") else lines[0]
     cause = exc.__cause__
+    if lines[0].startswith("Could not override") and isinstance(cause, ConfigAttributeError):
+        parent = getattr(cause, "parent_node", None)
+        key = getattr(cause, "full_key", None)
+        if key and parent is not None and hasattr(parent, "keys"):
+            return unknown_key_message(str(key), [str(k) for k in parent.keys()], COMMAND)
+    if lines[0].startswith("Ambiguous value for argument"):
+        key = lines[0].split("'")[1].split("=", 1)[0] if "'" in lines[0] else "key"
+        return (f"{lines[0]}: a value with a comma is a list ({key}=[a,b]) or a quoted string ({key}='a,b'); "
+                "on the shell, quote the whole override: \"key='a,b'\"")
+    message = " ".join(lines[:2]) if lines[0].startswith("Could not override") else lines[0]
     if cause is not None and str(cause).strip():
         message += ": " + str(cause).strip().splitlines()[0]
     return message

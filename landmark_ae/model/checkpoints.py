@@ -34,9 +34,10 @@ def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") 
         raise UserError(f"checkpoint {path} not found: train a model first (`landmark-ae train`)")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - pickle errors come in many types
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"{path} is not a loadable landmark-ae checkpoint (refused by weights-only loading): {first[:200]}") from None
+    except Exception as exc:  # pickle errors come in many types
+        raise UserError(f"{path} is not a loadable landmark-ae checkpoint: weights-only loading refused it "
+                        f"({type(exc).__name__}; a file that carries code is never run): use a best.pt that "
+                        "`landmark-ae train` wrote") from None
     if isinstance(ckpt, dict) and ckpt.get("format") == _FORMAT_V1:
         ckpt = _upgrade_v1(ckpt)
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:

@@ -23,7 +23,7 @@ from omegaconf import DictConfig
 
 from landmark_ae.config import enum_value
 from landmark_ae.retrieval.embed_run import INDEX_COLUMNS
-from landmark_ae.runs import atomic_path, resolve_run, write_json_atomic, write_run_record
+from landmark_ae.runs import atomic_path, read_run_record, resolve_run, write_json_atomic, write_run_record
 from landmark_ae.model.checkpoints import fingerprint, load_checkpoint, model_from_checkpoint
 from landmark_ae.device import pick_device
 from landmark_ae.data.prepared import SPLITS, load_prepared, resize_uint8, to_model_range
@@ -64,8 +64,14 @@ def resolve_train_run(cfg: DictConfig) -> Path:
 def run_embed(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     from landmark_ae.ui import progress_bar
 
-    train_run = resolve_train_run(cfg)
+    # A resumed embed run embeds with the checkpoint it started with, not the newest train run's.
+    started = (read_run_record(run_dir) or {}) if cfg.resume else {}
+    train_run = Path(started["train_run"]) if started.get("train_run") else resolve_train_run(cfg)
     checkpoint = train_run / "best.pt"
+    sha256 = fingerprint(checkpoint) if checkpoint.is_file() else None
+    if started.get("checkpoint_sha256") and sha256 != started["checkpoint_sha256"]:
+        raise UserError(f"{checkpoint} changed since this embed run started: start a new embed run "
+                        f"(`landmark-ae embed train_run={train_run}`)")
     ckpt = load_checkpoint(checkpoint)
     model_cfg = ckpt["model_config"]
     device = pick_device(cfg.device)
@@ -73,7 +79,8 @@ def run_embed(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     data_dir = Path(ckpt["data_dir"])
     splits = load_prepared(data_dir, SPLITS)
     image_size = int(splits["train"].images.shape[1])
-    write_run_record(run_dir, "embed", "running", train_run=str(train_run), model=model_cfg["name"])
+    write_run_record(run_dir, "embed", "running", train_run=str(train_run), model=model_cfg["name"],
+                     checkpoint_sha256=sha256)
 
     pooling = enum_value(cfg.pooling)
     total = sum(len(s.images) for s in splits.values())
@@ -91,7 +98,7 @@ def run_embed(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     try:
         transform = Transform.fit(embeddings[database], l2=cfg.l2, pca_whiten=cfg.pca_whiten)
     except ValueError as exc:
-        raise UserError(f"pca_whiten={cfg.pca_whiten}: {exc}") from None
+        raise UserError(f"pca_whiten={cfg.pca_whiten} is too large: {exc}") from None
     embeddings = transform.apply(embeddings)
 
     with atomic_path(run_dir / "embeddings.npy") as tmp, open(tmp, "wb") as f:
@@ -105,7 +112,7 @@ def run_embed(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     meta = {
         "train_run": str(train_run.resolve()),
         "checkpoint": str(checkpoint.resolve()),
-        "checkpoint_sha256": fingerprint(checkpoint),
+        "checkpoint_sha256": sha256,
         "checkpoint_epoch": ckpt["epoch"],
         "model": model_cfg["name"],
         "model_config": model_cfg,

@@ -68,7 +68,7 @@ class Transform:
         n, dim = x.shape
         d = int(pca_whiten)
         if d > min(dim, n - 1):
-            raise ValueError(f"pca_whiten={d} is more than the {min(dim, n - 1)} dimensions {n} rows of {dim} values allow")
+            raise ValueError(f"at most {min(dim, n - 1)} axes can be fitted here ({n} database rows of {dim} values)")
         if l2:
             x = _l2(x)
         mean = x.mean(axis=0)

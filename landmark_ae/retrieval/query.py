@@ -23,6 +23,7 @@ from landmark_ae.retrieval.embed_run import resolve_embed_run
 from landmark_ae.errors import UserError
 from landmark_ae.data.images import ImageError, resized_rgb
 from landmark_ae.retrieval.search import search
+from landmark_ae.runs import write_run_record
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ def load_queries(paths: list[Path], image_size: int) -> np.ndarray:
 
 def run_query(cfg: DictConfig, run_dir: Path) -> None:
     run = resolve_embed_run(cfg.embed_run, cfg.paths.output_dir)
+    write_run_record(run_dir, "query", "running", embed_run=str(run.run_dir), model=run.meta["model"])
     checkpoint = Path(cfg.checkpoint or run.meta["checkpoint"]).expanduser()
     if not checkpoint.is_file():
         raise UserError(f"checkpoint {checkpoint} not found: pass checkpoint=<best.pt> or re-run `landmark-ae embed`")
@@ -105,16 +107,21 @@ def run_query(cfg: DictConfig, run_dir: Path) -> None:
             hits.append({"rank": rank, "distance": float(dist), "id": run.ids[row],
                          "landmark_id": int(run.labels[row]), "path": run.paths[row]})
         results.append({"query": str(path), "neighbours": hits})
-    write_results(results, cfg.format)
+    grid = None
     if cfg.save_grid:
         from landmark_ae.figures import plot_retrieval_grid
 
         grid = plot_retrieval_grid(images, results, run_dir / "retrieval_grid.png",
                                    f"{run.meta['model']}: query (left) and nearest images, by Euclidean distance")
         log.info("retrieval grid: %s", grid)
+    write_results(results, cfg.format, grid)
+    write_run_record(run_dir, "query", "complete", embed_run=str(run.run_dir), model=run.meta["model"],
+                     queries=len(paths), k=k, grid=str(grid) if grid else None)
 
 
-def write_results(results: list[dict], fmt: str) -> None:
+def write_results(results: list[dict], fmt: str, grid: Path | None = None) -> None:
+    """The neighbours on stdout; with a grid figure, a last `grid<TAB>path` line (tsv, table; json
+    stays one JSON document, the path is logged on stderr)."""
     out = sys.stdout
     if fmt == "json":
         json.dump(results, out, indent=2)
@@ -136,4 +143,6 @@ def write_results(results: list[dict], fmt: str) -> None:
         for r in results:
             for h in r["neighbours"]:
                 out.write(f"{h['rank']}\t{h['distance']:.6f}\t{h['id']}\t{h['landmark_id']}\t{h['path']}\t{r['query']}\n")
+    if grid is not None and fmt != "json":
+        out.write(f"grid\t{grid}\n")
     out.flush()

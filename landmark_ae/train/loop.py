@@ -22,7 +22,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from landmark_ae.config import enum_value
-from landmark_ae.runs import atomic_path, resolve_run, write_run_record
+from landmark_ae.runs import atomic_path, read_run_record, resolve_run, write_run_record
 from landmark_ae.data.prepared import dataset_name, load_prepared, resize_uint8, to_model_range, to_uint8_hwc
 from landmark_ae.errors import UserError
 from landmark_ae.model.checkpoints import load_checkpoint, model_from_checkpoint, save_checkpoint
@@ -79,10 +79,18 @@ def make_scheduler(name: str, optimizer: torch.optim.Optimizer, epochs: int, bat
     """The learning-rate schedule, stepped once per batch; None for `constant`."""
     if name == "constant":
         return None
+    steps = epochs * batches
+    if steps < 3:
+        raise UserError(f"lr_schedule={name} needs at least 3 batches in all, but epochs={epochs} x {batches} "
+                        f"batch(es) an epoch = {steps}: train more epochs, use a smaller batch_size, or "
+                        "lr_schedule=constant")
     max_lr = [group["lr"] for group in optimizer.param_groups]
     # Cycle momentum (Adam's beta1) only where the optimizer has one: plain SGD has none to cycle.
     cycle = any(group.get("betas") or group.get("momentum") for group in optimizer.param_groups)
-    return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lr, total_steps=epochs * batches, pct_start=0.05,
+    # Warm up over 5% of the steps, but over at least one whole step: OneCycleLR divides by the
+    # warm-up's length in steps minus one, which is <= 0 for short runs (5% of 20 steps = 1).
+    pct_start = 0.05 if 0.05 * steps > 1 else 2 / steps
+    return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lr, total_steps=steps, pct_start=pct_start,
                                                cycle_momentum=cycle)
 
 
@@ -100,16 +108,15 @@ def run_train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     device = pick_device(cfg.device)
     last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
 
-    resumed = last_path.is_file()
-    if cfg.resume and not resumed:
-        raise UserError(f"resume={cfg.resume} has no last.pt to continue from: start a new run without resume")
-    state = load_checkpoint(last_path) if resumed else None
+    state = load_checkpoint(last_path) if last_path.is_file() else None
     if state is not None:
         model_cfg, data_dir = state["model_config"], Path(state["data_dir"])
         log.info("resuming %s from epoch %d of %s", model_cfg["name"], state["epoch"], run_dir)
     else:
         model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
-        data_dir = _resolve_data_dir(cfg)
+        # Killed before its first epoch ended: start again in place, on the dataset it had chosen.
+        started_on = (read_run_record(run_dir) or {}).get("data_dir") if cfg.resume else None
+        data_dir = Path(started_on) if started_on else _resolve_data_dir(cfg)
 
     torch.manual_seed(cfg.seed)
     model = build_model(model_cfg).to(device)
@@ -128,7 +135,6 @@ def run_train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     best = {"val_loss": math.inf, "epoch": 0}
     if state is not None:
         model.load_state_dict(state["state_dict"])
-        optimizer.load_state_dict(state["optimizer"])
         generator.set_state(state["generator"])
         history, best = list(state["history"]), dict(state["best"])
 
@@ -165,9 +171,14 @@ def run_train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     if schedule["name"] != "constant" and batches != schedule["batches"]:
         raise UserError(f"this run's {schedule['name']} schedule counts {schedule['batches']} batches an epoch, "
                         f"batch_size={cfg.batch_size} gives {batches}: resume with the batch_size it started with")
+    # The scheduler is built on the fresh optimizer (its max lr is the configured lr), then both get
+    # their saved state: building it after loading would take the resumed lr as the max and reset the
+    # optimizer's lr and momentum to the schedule's first step.
     scheduler = make_scheduler(schedule["name"], optimizer, schedule["epochs"], schedule["batches"])
-    if scheduler is not None and state is not None:
-        scheduler.load_state_dict(state["scheduler"])
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(state["scheduler"])
     with progress_bar(cfg.progress) as bar:
         task = bar.add_task(f"train {model_cfg['name']}", total=batches * max(cfg.epochs - start_epoch + 1, 0), status="")
         for epoch in range(start_epoch, cfg.epochs + 1):
