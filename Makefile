@@ -10,7 +10,7 @@ MODEL ?= m2
 EPOCHS ?= 20
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo table1 quality test test-all clean
+.PHONY: help install demo table1 quality lint test test-all clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-10s %s\n", $$1, $$2}'
@@ -44,6 +44,9 @@ table1: install ## reproduce the seed's Table 1 (M1/M2/M3, 20 epochs) on DATA; r
 
 quality: install ## seed M1/M2/M3 vs M4 and the contrastive M5 (+objectives, post-processing) on DATA in one table, mean ± std over SEEDS
 	$(BIN)/python scripts/quality.py data=$(DATA) $(if $(DATA_ROOT),data.root=$(DATA_ROOT)) $(if $(DATA_DIR),data_dir=$(DATA_DIR)) epochs=$(EPOCHS) $(if $(SEEDS),seeds=$(SEEDS)) $(if $(REUSE),reuse=$(REUSE)) $(if $(THREADS),threads=$(THREADS))
+
+lint: install ## ruff: pyflakes, pycodestyle, import order, bugbear (config in pyproject.toml)
+	$(BIN)/ruff check landmark_ae scripts tests
 
 test: install ## run the tests (slow ones excluded; see test-all)
 	$(BIN)/python -m pytest

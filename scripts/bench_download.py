@@ -34,10 +34,10 @@ from PIL import Image
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from landmark_ae.config import HttpConfig
-from landmark_ae.data.sources.http import http_results  # noqa: E402
+from landmark_ae.config import HttpConfig  # noqa: E402
 from landmark_ae.data.images import open_rgb, prepare_image  # noqa: E402
 from landmark_ae.data.prepare import process_rows  # noqa: E402
+from landmark_ae.data.sources.http import http_results  # noqa: E402
 
 
 def _server_process(root: str, latency: float, port_q) -> None:

@@ -206,7 +206,8 @@ def main(argv: list[str]) -> None:
             model = metrics["model"]
             results.setdefault(row["name"], []).append({
                 **metrics["results"][model], "best_val_loss": float(train["best_val_loss"]),
-                "train_seconds": train["train_seconds"], "seed": seed, "epochs": row_epochs, "dim": metrics["results"][model]["dim"],
+                "train_seconds": train["train_seconds"], "seed": seed, "epochs": row_epochs,
+                "dim": metrics["results"][model]["dim"],
                 "train_run": train["run_dir"], "evaluate_run": evaluation["run_dir"],
             })
             base = {k: v for k, v in metrics["results"].items() if k.startswith("pixels_")}

@@ -76,7 +76,8 @@ def main(argv: list[str]) -> None:
     def fmt(v: object) -> str:
         return f"{v:.4f}" if isinstance(v, float) else ("–" if v in ("", None) else str(v))
 
-    header = [*(m.upper() for m in models_done), f"raw pixels ({pixels['name'].removeprefix('pixels_')})" if pixels else "raw pixels",
+    pixels_header = f"raw pixels ({pixels['name'].removeprefix('pixels_')})" if pixels else "raw pixels"
+    header = [*(m.upper() for m in models_done), pixels_header,
               *(f"seed {m.upper()}" for m in models_done)]
     lines = [
         f"# Table 1 — {opts.get('data', 'synthetic')}, {epochs} epochs",

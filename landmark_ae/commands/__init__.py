@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import os
 import shutil
 import signal
 import sys
@@ -19,10 +18,10 @@ from typing import Any, Callable
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-from landmark_ae.runs import RUN_RECORD, check_resumable, read_run_record, remove_temp_files, run_lock, write_run_record
-from landmark_ae.config import config_dir, register_configs, validate
 from landmark_ae.commands import hydra_errors
+from landmark_ae.config import config_dir, register_configs, validate
 from landmark_ae.errors import UserError
+from landmark_ae.runs import RUN_RECORD, check_resumable, read_run_record, remove_temp_files, run_lock, write_run_record
 
 CONFIG_DIR = config_dir()
 log = logging.getLogger("landmark_ae")

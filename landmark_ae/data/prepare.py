@@ -34,13 +34,12 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from landmark_ae.runs import atomic_path, read_json, write_json_atomic, write_run_record
 from landmark_ae.config import enum_value
-from landmark_ae.errors import UserError
 from landmark_ae.data.images import ImageError, Prepared, load_array, prepare_image, save_prepared
-from landmark_ae.data.sources import Results, make_source, resolve_source
 from landmark_ae.data.prepared import SPLITS
+from landmark_ae.data.sources import Results, make_source, resolve_source
 from landmark_ae.data.splits import ID_PATTERN, Sample, check_landmark_range, read_sample, split_rows
+from landmark_ae.runs import atomic_path, write_json_atomic, write_run_record
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +56,8 @@ def sample_and_split(cfg: DictConfig, csv_path: Path, run_dir: Path) -> tuple[pd
     rejected_path = run_dir / "rejected.csv"
     if splits_path.is_file():
         rows = pd.read_csv(splits_path, dtype={"id": str, "url": str}, keep_default_na=False)
-        rejected = pd.read_csv(rejected_path, dtype={"id": str}, keep_default_na=False) if rejected_path.is_file() else pd.DataFrame(columns=["id", "landmark_id", "reason"])
+        rejected = (pd.read_csv(rejected_path, dtype={"id": str}, keep_default_na=False) if rejected_path.is_file()
+                    else pd.DataFrame(columns=["id", "landmark_id", "reason"]))
         log.info("resuming: %d sampled rows from %s", len(rows), splits_path)
         return rows, rejected
     d = cfg.data
@@ -253,9 +253,6 @@ def write_split_outputs(rows: pd.DataFrame, run_dir: Path, fresh: dict[str, np.n
 
 def run_prepare(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     check_landmark_range(cfg.data.landmark_min, cfg.data.landmark_max)
-    previous = run_dir / "dataset.json"
-    if previous.is_file() and read_json(previous).get("data", {}).get("name") not in (None, cfg.data.name):
-        raise UserError(f"{run_dir} holds a prepared {read_json(previous)['data']['name']} dataset; resume it with data={read_json(previous)['data']['name']}")
     data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
     write_run_record(run_dir, "prepare", "running", data=cfg.data.name)
     root, csv_path = resolve_source(cfg, run_dir, cfg.progress)

@@ -7,8 +7,8 @@ to the model's input size and kept as uint8, so an epoch costs only the model's 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -41,7 +41,8 @@ def dataset_name(data_dir: Path | str) -> str:
         raise UserError(f"{data_dir} is not a complete prepare run (dataset.json missing): "
                         "run `landmark-ae prepare`, or finish it with resume=<its run dir>") from None
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise UserError(f"{path} is damaged ({type(exc).__name__}): prepare the dataset again with `landmark-ae prepare`") from None
+        raise UserError(f"{path} is damaged ({type(exc).__name__}): prepare the dataset again "
+                        "with `landmark-ae prepare`") from None
 
 
 def load_split(data_dir: Path | str, split: str) -> Split:
@@ -58,7 +59,8 @@ def load_split(data_dir: Path | str, split: str) -> Split:
     images = np.load(array_path, mmap_mode="r")
     manifest = pd.read_csv(manifest_path, dtype={"id": str})
     if images.ndim != 4 or images.shape[0] != len(manifest) or images.shape[-1] != 3:
-        raise UserError(f"{data_dir}: {split}.npy {images.shape} does not match {split}.csv ({len(manifest)} rows): rerun prepare")
+        raise UserError(f"{data_dir}: {split}.npy {images.shape} does not match {split}.csv ({len(manifest)} rows): "
+                        "rerun prepare")
     return Split(split, images, manifest)
 
 

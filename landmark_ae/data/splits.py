@@ -84,7 +84,8 @@ def read_sample(csv_path: Path | str, landmark_min: int, landmark_max: int, chun
             f"no usable rows with landmark_id in [{landmark_min}, {landmark_max}) in {path}: "
             "widen data.landmark_min/data.landmark_max"
         )
-    return Sample(rows=rows, rejected=rejected, counts_all=(counts if counts is not None else pd.Series(dtype=float)).astype(np.int64))
+    counts_all = (counts if counts is not None else pd.Series(dtype=float)).astype(np.int64)
+    return Sample(rows=rows, rejected=rejected, counts_all=counts_all)
 
 
 def _half_up(x: float) -> int:

@@ -15,7 +15,6 @@ from torch import nn
 from landmark_ae.errors import UserError
 
 
-
 class ResBlock(nn.Module):
     """A pre-activation-free basic residual block: x + BN(conv(ReLU(BN(conv(x))))), then ReLU.
 

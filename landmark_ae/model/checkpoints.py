@@ -11,9 +11,9 @@ from typing import Any
 
 import torch
 
-from landmark_ae.runs import atomic_path
 from landmark_ae.errors import UserError
 from landmark_ae.model.builder import ConvAutoencoder, build_model
+from landmark_ae.runs import atomic_path
 
 # Format 2: every checkpoint names its dataset (`data`, from the prepare run's dataset.json), its
 # `objective` and `channels_last`; last.pt also its lr `schedule`. Format 1 files (older runs) are

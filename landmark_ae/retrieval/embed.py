@@ -22,14 +22,14 @@ import torch
 from omegaconf import DictConfig
 
 from landmark_ae.config import enum_value
-from landmark_ae.retrieval.embed_run import INDEX_COLUMNS
-from landmark_ae.runs import atomic_path, read_run_record, resolve_run, write_json_atomic, write_run_record
-from landmark_ae.model.checkpoints import fingerprint, load_checkpoint, model_from_checkpoint
-from landmark_ae.device import pick_device
 from landmark_ae.data.prepared import SPLITS, load_prepared, resize_uint8, to_model_range
+from landmark_ae.device import pick_device
 from landmark_ae.errors import UserError
 from landmark_ae.model.builder import ConvAutoencoder
+from landmark_ae.model.checkpoints import fingerprint, load_checkpoint, model_from_checkpoint
+from landmark_ae.retrieval.embed_run import INDEX_COLUMNS
 from landmark_ae.retrieval.postprocess import Transform, pool
+from landmark_ae.runs import atomic_path, read_run_record, resolve_run, write_json_atomic, write_run_record
 
 log = logging.getLogger(__name__)
 

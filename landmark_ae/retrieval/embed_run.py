@@ -31,7 +31,8 @@ class EmbedRun:
         try:
             self.meta = read_json(self.run_dir / "embed.json")
         except (OSError, ValueError) as exc:
-            raise UserError(f"{self.run_dir / 'embed.json'} is damaged ({type(exc).__name__}): re-run `landmark-ae embed`") from None
+            raise UserError(f"{self.run_dir / 'embed.json'} is damaged ({type(exc).__name__}): "
+                            "re-run `landmark-ae embed`") from None
         missing = [k for k in META_KEYS if not isinstance(self.meta, dict) or k not in self.meta]
         if missing:
             raise UserError(f"{self.run_dir / 'embed.json'} lacks {', '.join(missing)} (damaged, or made by an older "

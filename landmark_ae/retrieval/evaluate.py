@@ -17,13 +17,13 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig
 
-from landmark_ae.runs import write_json_atomic, write_run_record
 from landmark_ae.config import enum_value
 from landmark_ae.data.prepared import SPLITS
+from landmark_ae.errors import UserError
 from landmark_ae.retrieval.baseline import pixel_baseline
 from landmark_ae.retrieval.embed_run import EmbedRun, resolve_embed_run
-from landmark_ae.errors import UserError
 from landmark_ae.retrieval.metrics import evaluate_embeddings
+from landmark_ae.runs import write_json_atomic, write_run_record
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,8 @@ def score(x: np.ndarray, run: EmbedRun, cfg: DictConfig) -> dict[str, float]:
     queries = enum_value(cfg.queries)
     train, query, database = run.protocol(queries)
     if len(train) == 0 or len(query) == 0:
-        raise UserError(f"{run.run_dir}: needs train and {queries} images to evaluate ({len(train)} train, {len(query)} {queries})")
+        raise UserError(f"{run.run_dir}: needs train and {queries} images to evaluate "
+                        f"({len(train)} train, {len(query)} {queries})")
     labels = run.labels
     return evaluate_embeddings(x[train], labels[train], x[query], labels[query], x[database], labels[database],
                                seed=cfg.seed, n_init=cfg.n_init, k=cfg.k)

@@ -16,12 +16,12 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, ListConfig
 
-from landmark_ae.model.checkpoints import fingerprint, load_checkpoint, model_from_checkpoint
+from landmark_ae.data.images import ImageError, resized_rgb
 from landmark_ae.device import pick_device
+from landmark_ae.errors import UserError
+from landmark_ae.model.checkpoints import fingerprint, load_checkpoint, model_from_checkpoint
 from landmark_ae.retrieval.embed import embed_images
 from landmark_ae.retrieval.embed_run import resolve_embed_run
-from landmark_ae.errors import UserError
-from landmark_ae.data.images import ImageError, resized_rgb
 from landmark_ae.retrieval.search import search
 from landmark_ae.runs import write_run_record
 
@@ -60,7 +60,8 @@ def load_queries(paths: list[Path], image_size: int) -> np.ndarray:
         except ImageError as exc:
             what = {"empty": "is empty", "corrupt": "is truncated or corrupt", "not_an_image": "is not an image",
                     "too_large": "is too large", "missing": "does not exist"}.get(exc.reason, exc.reason)
-            raise UserError(f"query image {path} {what}{': ' + exc.detail if exc.detail and exc.reason == 'corrupt' else ''}") from None
+            detail = f": {exc.detail}" if exc.detail and exc.reason == "corrupt" else ""
+            raise UserError(f"query image {path} {what}{detail}") from None
         arrays.append(np.asarray(image, dtype=np.uint8))
     return np.stack(arrays)
 
@@ -102,7 +103,7 @@ def run_query(cfg: DictConfig, run_dir: Path) -> None:
     results = []
     for qi, path in enumerate(paths):
         hits = []
-        for rank, (dist, pos) in enumerate(zip(distances[qi], positions[qi]), start=1):
+        for rank, (dist, pos) in enumerate(zip(distances[qi], positions[qi], strict=True), start=1):
             row = database[pos]
             hits.append({"rank": rank, "distance": float(dist), "id": run.ids[row],
                          "landmark_id": int(run.labels[row]), "path": run.paths[row]})

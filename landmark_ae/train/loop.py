@@ -22,12 +22,12 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from landmark_ae.config import enum_value
-from landmark_ae.runs import atomic_path, read_run_record, resolve_run, write_run_record
 from landmark_ae.data.prepared import dataset_name, load_prepared, resize_uint8, to_model_range, to_uint8_hwc
-from landmark_ae.errors import UserError
-from landmark_ae.model.checkpoints import load_checkpoint, model_from_checkpoint, save_checkpoint
 from landmark_ae.device import pick_device
+from landmark_ae.errors import UserError
 from landmark_ae.model.builder import ConvAutoencoder, build_model
+from landmark_ae.model.checkpoints import load_checkpoint, model_from_checkpoint, save_checkpoint
+from landmark_ae.runs import atomic_path, read_run_record, resolve_run, write_run_record
 from landmark_ae.train.objectives import contrastive_loss, objective_loss
 
 log = logging.getLogger(__name__)
@@ -128,7 +128,7 @@ def run_train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         model = model.to(memory_format=torch.channels_last)
     try:
         optimizer = instantiate(cfg.optimizer, params=model.parameters())
-    except Exception as exc:  # noqa: BLE001 - a bad optimizer override
+    except Exception as exc:
         raise UserError(f"optimizer: cannot build {cfg.optimizer.get('_target_')}: {str(exc).splitlines()[0]}") from None
     generator = torch.Generator().manual_seed(cfg.seed)
     history: list[dict] = []
@@ -184,7 +184,7 @@ def run_train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         for epoch in range(start_epoch, cfg.epochs + 1):
             tick = time.perf_counter()
 
-            def on_batch(loss: float) -> None:
+            def on_batch(loss: float, epoch: int = epoch) -> None:
                 bar.update(task, advance=1, status=f"epoch {epoch}/{cfg.epochs} loss {loss:.4f}")
 
             train_loss = train_one_epoch(model, train_images, optimizer, cfg.batch_size, generator, device, on_batch,

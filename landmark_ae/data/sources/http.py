@@ -34,9 +34,9 @@ from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 
-from landmark_ae.errors import UserError
 from landmark_ae.config import HttpConfig
 from landmark_ae.data.images import ImageError
+from landmark_ae.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +142,7 @@ async def fetch(session: aiohttp.ClientSession, url: str, settings: HttpConfig) 
     while True:
         try:
             return await _get_once(session, url, settings)
-        except Exception as exc:  # noqa: BLE001 - classified, or re-raised by _classify
+        except Exception as exc:
             err = _classify(exc)
         if not err.transient or attempt >= settings.retries:
             raise err
@@ -172,7 +172,7 @@ def threaded_results(produce: Callable[[Callable[[Any, Any], None], threading.Ev
     def target() -> None:
         try:
             produce(emit, stop)
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+        except BaseException as exc:
             failure.append(exc)
         finally:
             while True:
@@ -297,7 +297,7 @@ async def _download_file(url: str, dest: Path, settings: HttpConfig, progress: b
                             f.flush()
                             os.fsync(f.fileno())
                     break
-                except Exception as exc:  # noqa: BLE001
+                except Exception as exc:
                     err = _classify(exc)
                     if not err.transient or attempt >= settings.retries:
                         raise err from None

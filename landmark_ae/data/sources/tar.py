@@ -29,9 +29,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, Callable, Iterable, Iterator
 
+from landmark_ae.data.images import ImageError
 from landmark_ae.data.sources.http import FetchError, is_url, threaded_results
 from landmark_ae.errors import UserError
-from landmark_ae.data.images import ImageError
 
 log = logging.getLogger(__name__)
 
@@ -87,13 +87,14 @@ class TarSource:
             url = f"{self.base}/train/{name}" if kind == "tar" else f"{self.base}/md5sum/train/{name}"
             req = urllib.request.Request(url, headers={"User-Agent": self.user_agent})
             try:
-                return urllib.request.urlopen(req, timeout=self.timeout)  # noqa: S310 - http(s) checked
+                return urllib.request.urlopen(req, timeout=self.timeout)
             except urllib.error.HTTPError as exc:
                 raise ShardError("missing" if exc.code in (403, 404, 410) else f"http_{exc.code}", url,
                                  retry=exc.code not in (403, 404, 410)) from None
             except (urllib.error.URLError, OSError) as exc:
                 raise ShardError("connection", f"{url}: {getattr(exc, 'reason', exc)}") from None
-        dirs = [self.base, self.base / "train"] if kind == "tar" else [self.base, self.base / "md5sum" / "train", self.base / "train"]
+        dirs = ([self.base, self.base / "train"] if kind == "tar"
+                else [self.base, self.base / "md5sum" / "train", self.base / "train"])
         for d in dirs:
             if (d / name).is_file():
                 return open(d / name, "rb")
@@ -107,7 +108,8 @@ class TarSource:
             return None
         for line in text.splitlines():
             parts = line.split()
-            if len(parts) >= 2 and parts[-1].lstrip("*").endswith(f"images_{index:03d}.tar") and re.fullmatch(r"[0-9a-fA-F]{32}", parts[0]):
+            names_shard = len(parts) >= 2 and parts[-1].lstrip("*").endswith(f"images_{index:03d}.tar")
+            if names_shard and re.fullmatch(r"[0-9a-fA-F]{32}", parts[0]):
                 return parts[0].lower()
         return None
 

@@ -50,7 +50,7 @@ def _validate(spec: SyntheticSpec) -> None:
         value = getattr(spec, f.name)
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
             # ValueError, not TypeError: callers catch ValueError for any bad spec
-            raise ValueError(f"synthetic spec: {f.name} must be an integer, got {value!r}")  # noqa: TRY004
+            raise ValueError(f"synthetic spec: {f.name} must be an integer, got {value!r}")
     for f in dataclasses.fields(spec):
         value = getattr(spec, f.name)
         lo, hi = f.metadata.get("min"), f.metadata.get("max")
