@@ -116,7 +116,7 @@ class DataConfig:
 class ModelConfig:
     name: str = MISSING
     description: str = ""
-    input_size: int = _min(8, MISSING)
+    input_size: int = field(default=MISSING, metadata={"min": 8, "max": 4096})
     encoder: List[Dict[str, Any]] = MISSING
     decoder: List[Dict[str, Any]] = MISSING
     # Optional head on the embedding, trained by the contrastive objective only (SimCLR's projector);

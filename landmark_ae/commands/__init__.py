@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import shutil
 import signal
 import sys
@@ -20,7 +21,7 @@ from omegaconf.errors import MissingMandatoryValue
 
 from landmark_ae.commands import hydra_errors
 from landmark_ae.config import config_dir, register_configs, validate
-from landmark_ae.errors import UserError
+from landmark_ae.errors import UserError, describe_os_error
 from landmark_ae.runs import RUN_RECORD, check_resumable, read_run_record, remove_temp_files, run_lock, write_run_record
 
 CONFIG_DIR = config_dir()
@@ -175,15 +176,31 @@ def execute(command: str, cfg: DictConfig, schema: type, body: str) -> None:
         else:
             message = str(exc)
         _record_end(command, run_dir, fresh, resumed, hydra_cfg, "failed", message)
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise  # every traceback, on request
         fail(command, message)
     except (KeyboardInterrupt, Terminated) as exc:
         code = 143 if isinstance(exc, Terminated) else 130
-        hint = f"continue with resume={run_dir}" if command in SAFE_ON_RESUME else "run it again"
-        message = f"interrupted; finished work is kept: {hint}"
+        message = f"interrupted; finished work is kept: {_continue_hint(command, run_dir)}"
         _record_end(command, run_dir, fresh, resumed, hydra_cfg, "interrupted", message)
         fail(command, message, code=code)
+    except OSError as exc:
+        message = describe_os_error(exc, _continue_hint(command, run_dir), run_dir)
+        if message is None:
+            raise  # not the machine's doing: a bug, keep its traceback
+        try:
+            _record_end(command, run_dir, fresh, resumed, hydra_cfg, "failed", message)
+        except OSError:
+            pass  # the same disk or permission problem: the message still reaches the user
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        fail(command, message, code=1)
     for key, value in (results or {}).items():
         print(f"{key}\t{value}", flush=True)
+
+
+def _continue_hint(command: str, run_dir: Path) -> str:
+    return f"continue with resume={run_dir}" if command in SAFE_ON_RESUME else "run it again"
 
 
 def _record_end(command: str, run_dir: Path, fresh: bool, resumed: bool, hydra_cfg: Any, status: str,

@@ -17,6 +17,7 @@ from typing import Any, Callable
 from omegaconf.errors import ConfigAttributeError
 
 from landmark_ae.config import unknown_key_message
+from landmark_ae.errors import describe_os_error
 
 PATCHED = "_landmark_ae_concise"
 COMMAND = ""  # the subcommand being run, for messages ("train has no key ...")
@@ -42,6 +43,12 @@ def short_message(exc: BaseException) -> str:
         key = getattr(cause, "full_key", None)
         if key and parent is not None and hasattr(parent, "keys"):
             return unknown_key_message(str(key), [str(k) for k in parent.keys()], COMMAND)
+    override = getattr(exc, "override", None)  # OverrideParseException: the override that did not parse
+    if isinstance(override, str) and "=" in override:
+        key, value = override.split("=", 1)
+        value = value.strip("'\"").replace("'", "\\'")
+        return (f"cannot parse the value of {key} ({lines[0]}): quote values with spaces, '=', ',', brackets "
+                f"or non-ASCII characters, e.g. \"{key}='{value}'\"")
     if lines[0].startswith("Ambiguous value for argument"):
         key = lines[0].split("'")[1].split("=", 1)[0] if "'" in lines[0] else "key"
         return (f"{lines[0]}: a value with a comma is a list ({key}=[a,b]) or a quoted string ({key}='a,b'); "
@@ -74,8 +81,12 @@ def install() -> bool:
         except (HydraException, OmegaConfBaseException) as exc:
             print(f"landmark-ae: error: {short_message(exc)}", file=sys.stderr)
             sys.exit(2)
-        except Exception as exc:  # anything else is Hydra's to report, unchanged
-            err = exc
+        except Exception as exc:
+            message = describe_os_error(exc)  # e.g. Hydra creating the run dir on a read-only disk
+            if message is not None:
+                print(f"landmark-ae: error: {message}", file=sys.stderr)
+                sys.exit(1)
+            err = exc  # anything else is Hydra's to report, unchanged
 
             def reraise() -> Any:
                 raise err

@@ -36,6 +36,34 @@ class Prepared:
     height: int
 
 
+# Greyscale modes wider than 8 bits: Pillow's convert("RGB") clips them (a 16-bit image turns white).
+WIDE_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+
+
+def _to_8bit(img: Image.Image) -> Image.Image:
+    """A 16-bit, 32-bit integer or float greyscale image scaled to 8 bits ("L").
+
+    Integer images are read on their format's scale: values up to 255 as they are, up to 65535 (a
+    16-bit PNG or TIFF, which Pillow may open as "I") divided by 257; floats in [0, 1] times 255.
+    Anything else (negative values, larger ranges) is stretched from its own minimum to maximum.
+    """
+    a = np.asarray(img, dtype=np.float64)
+    finite = a[np.isfinite(a)]
+    if finite.size == 0:
+        raise ImageError("corrupt", f"mode {img.mode} image holds no finite values")
+    lo, hi = float(finite.min()), float(finite.max())
+    if img.mode == "F" and lo >= 0.0 and hi <= 1.0:
+        scaled = a * 255.0
+    elif img.mode != "F" and lo >= 0 and hi <= 255:
+        scaled = a
+    elif img.mode != "F" and lo >= 0 and hi <= 65535:
+        scaled = a / 257.0
+    else:
+        scaled = (a - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(a)
+    scaled = np.nan_to_num(scaled, nan=0.0, posinf=255.0, neginf=0.0)
+    return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), mode="L")
+
+
 def open_rgb(source: bytes | Path | str, draft_size: int | None = None, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """Decode any readable image to RGB, honouring EXIF orientation.
 
@@ -62,6 +90,8 @@ def open_rgb(source: bytes | Path | str, draft_size: int | None = None, max_pixe
             img.draft("RGB", (draft_size, draft_size))
         img.load()
         img = ImageOps.exif_transpose(img)
+        if img.mode in WIDE_MODES:
+            img = _to_8bit(img)
         if img.mode in ("RGBA", "LA", "P", "PA") and ("A" in img.mode or "transparency" in img.info):
             # Composite transparency on white, as a viewer shows it.
             rgba = img.convert("RGBA")

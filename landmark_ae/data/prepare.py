@@ -57,7 +57,9 @@ def sample_and_split(cfg: DictConfig, csv_path: Path, run_dir: Path) -> tuple[pd
     if splits_path.is_file():
         rows = pd.read_csv(splits_path, dtype={"id": str, "url": str}, keep_default_na=False)
         rejected = (pd.read_csv(rejected_path, dtype={"id": str}, keep_default_na=False) if rejected_path.is_file()
-                    else pd.DataFrame(columns=["id", "landmark_id", "reason"]))
+                    else pd.DataFrame(columns=["id", "landmark_id", "reason", "detail"]))
+        if "detail" not in rejected.columns:  # runs from before the column existed
+            rejected["detail"] = ""
         log.info("resuming: %d sampled rows from %s", len(rows), splits_path)
         return rows, rejected
     d = cfg.data
@@ -266,7 +268,7 @@ def run_prepare(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 
     failed = pd.DataFrame(failures, columns=FAILURE_COLUMNS)
     if len(rejected):
-        failed = pd.concat([failed, rejected.assign(split="", detail="")[FAILURE_COLUMNS]], ignore_index=True)
+        failed = pd.concat([failed, rejected.assign(split="")[FAILURE_COLUMNS]], ignore_index=True)
     with atomic_path(run_dir / "failures.csv") as tmp:
         failed.to_csv(tmp, index=False)
     reasons = dict(sorted(Counter(failed["reason"]).items()))

@@ -56,8 +56,13 @@ def load_split(data_dir: Path | str, split: str) -> Split:
             f"{data_dir} holds no prepared {split} split ({split}.csv/{split}.npy missing): "
             "run `landmark-ae prepare` (or finish it with resume=<its run dir>)"
         )
-    images = np.load(array_path, mmap_mode="r")
-    manifest = pd.read_csv(manifest_path, dtype={"id": str})
+    try:
+        images = np.load(array_path, mmap_mode="r", allow_pickle=False)
+        manifest = pd.read_csv(manifest_path, dtype={"id": str})
+    except (ValueError, OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise UserError(f"{array_path if isinstance(exc, (ValueError, OSError)) else manifest_path} is damaged "
+                        f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}): "
+                        "prepare the dataset again with `landmark-ae prepare`") from None
     if images.ndim != 4 or images.shape[0] != len(manifest) or images.shape[-1] != 3:
         raise UserError(f"{data_dir}: {split}.npy {images.shape} does not match {split}.csv ({len(manifest)} rows): "
                         "rerun prepare")

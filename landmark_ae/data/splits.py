@@ -25,7 +25,7 @@ REQUIRED_COLUMNS = ("id", "landmark_id")
 @dataclass
 class Sample:
     rows: pd.DataFrame  # id, url, landmark_id for the sampled range (valid, unique ids)
-    rejected: pd.DataFrame  # id, landmark_id, reason (invalid_id, duplicate_id)
+    rejected: pd.DataFrame  # id, landmark_id, reason (invalid_id, duplicate_id, bad_landmark_id), detail
     counts_all: pd.Series  # images per landmark in the whole CSV (for Figure 1)
 
 
@@ -43,9 +43,10 @@ def read_sample(csv_path: Path | str, landmark_min: int, landmark_max: int, chun
     path = Path(csv_path)
     if not path.is_file():
         raise UserError(f"CSV {path} not found: point data.csv (or data.root) at GLDv2's train.csv")
-    kept, counts = [], None
+    kept, bad_labels, counts = [], [], None
     try:
-        reader = pd.read_csv(path, chunksize=chunksize, dtype={"id": str, "url": str}, keep_default_na=False)
+        reader = pd.read_csv(path, chunksize=chunksize, dtype={"id": str, "url": str, "landmark_id": str},
+                             keep_default_na=False)
         for i, chunk in enumerate(reader):
             if i == 0:
                 missing = [c for c in REQUIRED_COLUMNS if c not in chunk.columns]
@@ -54,9 +55,14 @@ def read_sample(csv_path: Path | str, landmark_min: int, landmark_max: int, chun
                         f"{path} has no {'/'.join(missing)} column (found: {', '.join(map(str, chunk.columns))}); "
                         "expected GLDv2's train.csv with id,url,landmark_id"
                     )
-            ids = pd.to_numeric(chunk["landmark_id"], errors="coerce")
-            chunk = chunk.assign(landmark_id=ids).dropna(subset=["landmark_id"])
-            chunk["landmark_id"] = chunk["landmark_id"].astype(np.int64)
+            # Only whole numbers are labels: "abc", "1001.5" or "1e3" are reported, never coerced or dropped.
+            text = chunk["landmark_id"].astype(str).str.strip()
+            whole = text.str.fullmatch(r"-?[0-9]{1,18}")
+            if not whole.all():
+                bad = chunk.loc[~whole, ["id"]].assign(landmark_id="", reason="bad_landmark_id",
+                                                       detail="landmark_id=" + text[~whole].str.slice(0, 60))
+                bad_labels.append(bad)
+            chunk = chunk[whole].assign(landmark_id=text[whole].astype(np.int64))
             vc = chunk["landmark_id"].value_counts()
             counts = vc if counts is None else counts.add(vc, fill_value=0)
             inside = chunk[(chunk["landmark_id"] >= landmark_min) & (chunk["landmark_id"] < landmark_max)]
@@ -74,8 +80,9 @@ def read_sample(csv_path: Path | str, landmark_min: int, landmark_max: int, chun
     valid = rows["id"].map(lambda s: bool(ID_PATTERN.match(s))).astype(bool)
     duplicate = rows["id"].duplicated(keep="first") & valid
     rejected = pd.concat(
-        [rows.loc[~valid, ["id", "landmark_id"]].assign(reason="invalid_id"),
-         rows.loc[duplicate, ["id", "landmark_id"]].assign(reason="duplicate_id")],
+        [rows.loc[~valid, ["id", "landmark_id"]].assign(reason="invalid_id", detail=""),
+         rows.loc[duplicate, ["id", "landmark_id"]].assign(reason="duplicate_id", detail=""),
+         *bad_labels],
         ignore_index=True,
     )
     rows = rows[valid & ~duplicate].reset_index(drop=True)

@@ -95,8 +95,8 @@ def build_layers(specs: list[Mapping[str, Any]], model_name: str, part: str) -> 
             )
         try:
             layers.append(LAYER_TYPES[kind](**spec))
-        except TypeError as exc:
-            raise UserError(f"model {model_name}: {part} layer {i} ({kind}): {exc}") from None
+        except (TypeError, ValueError) as exc:  # an unknown or out-of-range argument of the layer
+            raise UserError(f"model {model_name}: {part} layer {i} ({kind}): {str(exc).splitlines()[0]}") from None
     return nn.Sequential(*layers)
 
 
@@ -118,10 +118,10 @@ def check_round_trip(model: ConvAutoencoder, name: str, input_size: int) -> tupl
 
     Returns the latent shape (C, H, W) or (D,).
     """
-    x = torch.zeros(2, 3, input_size, input_size)
     was_training = model.training
     model.eval()
     try:
+        x = torch.zeros(2, 3, input_size, input_size)
         with torch.no_grad():
             latent = model.encoder(x)
             out = model.decoder(latent)

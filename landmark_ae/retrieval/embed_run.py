@@ -37,9 +37,17 @@ class EmbedRun:
         if missing:
             raise UserError(f"{self.run_dir / 'embed.json'} lacks {', '.join(missing)} (damaged, or made by an older "
                             "landmark-ae): re-run `landmark-ae embed`")
-        self.embeddings = np.load(self.run_dir / "embeddings.npy", mmap_mode="r")
+        try:
+            self.embeddings = np.load(self.run_dir / "embeddings.npy", mmap_mode="r", allow_pickle=False)
+        except (ValueError, OSError) as exc:
+            raise UserError(f"{self.run_dir / 'embeddings.npy'} is damaged ({str(exc).splitlines()[0]}): "
+                            "re-run `landmark-ae embed`") from None
         with open(self.run_dir / "index.csv", newline="", encoding="utf-8") as f:
             rows = list(csv.reader(f))[1:]
+        for line, r in enumerate(rows, start=2):
+            if len(r) != len(INDEX_COLUMNS) or not r[1].lstrip("-").isdigit():
+                raise UserError(f"{self.run_dir / 'index.csv'} is damaged (line {line}: {','.join(r)[:60]!r}): "
+                                "re-run `landmark-ae embed`")
         self.ids = [r[0] for r in rows]
         self.labels = np.array([int(r[1]) for r in rows], dtype=np.int64)
         self.splits = np.array([r[2] for r in rows])

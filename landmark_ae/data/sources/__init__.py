@@ -87,11 +87,16 @@ def resolve_csv(cfg: DictConfig, run_dir: Path, progress: bool = True) -> Path:
     raise UserError(f"data.csv is required for source={data.source}: GLDv2's train.csv, a local path or an http(s) URL")
 
 
-def local_fetch(root: Path) -> Fetch:
+def local_fetch(root: Path, max_bytes: int) -> Fetch:
+    """Local files, capped like downloads (data.http.max_bytes), by size before anything is read."""
+
     def fetch(row: Any) -> Path:
         path = gldv2_image_path(root, row.id)
         if not path.is_file():
             raise ImageError("missing", str(path))
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise ImageError("too_big", f"{size} bytes > data.http.max_bytes={max_bytes}")
         return path
 
     return fetch
@@ -126,4 +131,4 @@ def make_source(cfg: DictConfig, root: Path | None, run_dir: Path) -> tuple[Resu
                         data.http.max_bytes, data.http.user_agent, data.http.read_timeout, run_dir)
         return tar.results, PERMANENT_TAR, tar
     assert root is not None
-    return fetch_results(local_fetch(root)), frozenset(), None
+    return fetch_results(local_fetch(root, data.http.max_bytes)), frozenset(), None
