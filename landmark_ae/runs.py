@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import tempfile
 import time
@@ -199,3 +200,13 @@ def remove_temp_files(run_dir: Path) -> int:
     for p in stale:
         p.unlink(missing_ok=True)
     return len(stale)
+
+
+def remove_run_dir(run_dir: Path) -> None:
+    """Remove a run dir that holds no work, and its `<output dir>/<command>/` parent if that is left
+    empty, so a refused run leaves nothing behind."""
+    shutil.rmtree(run_dir, ignore_errors=True)
+    try:
+        Path(run_dir).parent.rmdir()  # only succeeds when empty
+    except OSError:
+        pass

@@ -22,7 +22,15 @@ from omegaconf.errors import MissingMandatoryValue
 from landmark_ae.commands import hydra_errors
 from landmark_ae.config import config_dir, register_configs, validate
 from landmark_ae.errors import UserError, describe_os_error
-from landmark_ae.runs import RUN_RECORD, check_resumable, read_run_record, remove_temp_files, run_lock, write_run_record
+from landmark_ae.runs import (
+    RUN_RECORD,
+    check_resumable,
+    read_run_record,
+    remove_run_dir,
+    remove_temp_files,
+    run_lock,
+    write_run_record,
+)
 
 CONFIG_DIR = config_dir()
 log = logging.getLogger("landmark_ae")
@@ -208,7 +216,7 @@ def _record_end(command: str, run_dir: Path, fresh: bool, resumed: bool, hydra_c
     """How a run that did not complete is left: removed if this call created it and it holds no work,
     else recorded with its status and the one-line message (also in its log)."""
     if fresh and not _holds_work(run_dir, command):
-        shutil.rmtree(run_dir, ignore_errors=True)
+        remove_run_dir(run_dir)
         return
     if resumed and status == "failed" and read_run_record(run_dir) is not None:
         # A refused resume changes nothing: drop the config record this call added.

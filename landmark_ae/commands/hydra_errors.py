@@ -12,15 +12,34 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 from typing import Any, Callable
 
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
 from omegaconf.errors import ConfigAttributeError
 
 from landmark_ae.config import unknown_key_message
 from landmark_ae.errors import describe_os_error
+from landmark_ae.runs import remove_run_dir
 
 PATCHED = "_landmark_ae_concise"
 COMMAND = ""  # the subcommand being run, for messages ("train has no key ...")
+SWEEP_DIR: Path | None = None  # a multirun's sweep dir, once Hydra has resolved it
+
+
+class SweepDirCallback(Callback):
+    """Notes a multirun's sweep dir (conf/hydra/default.yaml lists this callback), so that a sweep
+    whose jobs fail to compose does not leave a sweep dir holding nothing but multirun.yaml."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        global SWEEP_DIR
+        SWEEP_DIR = Path(str(config.hydra.sweep.dir))  # resolves ${now:...} once, as the launcher will
+
+
+def _remove_empty_sweep_dir() -> None:
+    if SWEEP_DIR is not None and SWEEP_DIR.is_dir() and {p.name for p in SWEEP_DIR.iterdir()} <= {"multirun.yaml"}:
+        remove_run_dir(SWEEP_DIR)
 
 
 def short_message(exc: BaseException) -> str:
@@ -79,6 +98,7 @@ def install() -> bool:
         try:
             return func()
         except (HydraException, OmegaConfBaseException) as exc:
+            _remove_empty_sweep_dir()
             print(f"landmark-ae: error: {short_message(exc)}", file=sys.stderr)
             sys.exit(2)
         except Exception as exc:
