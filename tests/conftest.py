@@ -1,19 +1,38 @@
-"""Shared fixtures: small seeded data made on the spot, and a helper to run the real CLI."""
+"""Shared helpers and fixtures, one per need.
+
+Helpers (import them with `from conftest import ...`):
+    run_cli / results / one_line_error   the real `landmark-ae` CLI in a subprocess and its output
+    compose / run_in_process             a command's config composed in-process (Hydra's compose API),
+                                         and a command's body run on it without the CLI around it
+    model_config                         a model YAML from conf/model as a plain dict
+    jpeg / hexid / outcome               small JPEGs, GLDv2-style ids, what a prepare run made of each id
+
+Session fixtures (shared, built once through the real CLI): tiny_source -> tiny_prepared ->
+tiny_trained -> tiny_embedded, the end-to-end pipeline every retrieval test builds on.
+"""
 
 from __future__ import annotations
 
+import importlib
+import io
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("LANDMARK_AE_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
-def run_cli(*args: str, outputs: Path, cwd: Path | None = None, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+# ---- the CLI in a subprocess ----------------------------------------------------------------
+
+
+def run_cli(*args: str, outputs: Path, cwd: Path | None = None, timeout: float = 300,
+            env: dict | None = None) -> subprocess.CompletedProcess:
     """Run `landmark-ae <args>` in a subprocess with runs going to `outputs`."""
     full_env = {**os.environ, "LANDMARK_AE_OUTPUTS": str(outputs), "PYTHONWARNINGS": "ignore", **(env or {})}
     full_env.pop("HYDRA_FULL_ERROR", None)
@@ -26,6 +45,112 @@ def run_cli(*args: str, outputs: Path, cwd: Path | None = None, timeout: float =
 def results(proc: subprocess.CompletedProcess) -> dict[str, str]:
     """The `key<TAB>value` lines a command prints on stdout."""
     return dict(line.split("\t", 1) for line in proc.stdout.splitlines() if "\t" in line)
+
+
+def one_line_error(proc: subprocess.CompletedProcess, *expected: str) -> str:
+    """The CLI's promise for an expected failure: exit 2, one short message on stderr, no traceback,
+    nothing on stdout. Returns stderr."""
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) <= 2, proc.stderr
+    assert proc.stdout == "", proc.stdout
+    for text in expected:
+        assert text in proc.stderr, proc.stderr
+    return proc.stderr
+
+
+# ---- commands in-process -------------------------------------------------------------------
+
+
+def compose(command: str, *overrides: str):
+    """`command`'s config with `overrides`, composed as the CLI composes it (schemas and resolvers
+    registered by importing landmark_ae.commands); raises what Hydra raises on a bad override."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    import landmark_ae.commands  # noqa: F401  (registers the schemas and the resolvers the configs use)
+    from landmark_ae.config import config_dir
+
+    with initialize_config_dir(version_base="1.3", config_dir=config_dir()):
+        return hydra_compose(config_name=command, overrides=list(overrides))
+
+
+def schema_of(command: str) -> type:
+    from landmark_ae import config
+
+    return {"prepare": config.PrepareConfig, "train": config.TrainConfig, "embed": config.EmbedConfig,
+            "evaluate": config.EvaluateConfig, "query": config.QueryConfig}[command]
+
+
+def run_in_process(command: str, *overrides: str, run_dir: Path) -> Any:
+    """compose + validate + the command's body on run_dir, as `execute` runs it minus the CLI's
+    bookkeeping (Hydra's run dir and .hydra/, the lock, resume checks, error printing).
+    Expected failures surface as landmark_ae.errors.UserError. Unless `paths.output_dir=` is given,
+    runs are looked up in <run_dir's parent>/outputs, never in the repo's outputs/."""
+    from landmark_ae.config import validate
+
+    bodies = {
+        "prepare": "landmark_ae.data.prepare:run_prepare",
+        "train": "landmark_ae.train.loop:run_train",
+        "embed": "landmark_ae.retrieval.embed:run_embed",
+        "evaluate": "landmark_ae.retrieval.evaluate:run_evaluate",
+        "query": "landmark_ae.retrieval.query:run_query",
+    }
+    if not any(o.startswith("paths.output_dir=") for o in overrides):
+        overrides = (f"paths.output_dir={run_dir.parent / 'outputs'}", *overrides)
+    cfg = compose(command, *overrides)
+    validate(cfg, schema_of(command))
+    module, function = bodies[command].split(":")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return getattr(importlib.import_module(module), function)(cfg, run_dir)
+
+
+def model_config(name: str) -> dict:
+    """conf/model/<name>.yaml as the plain dict build_model takes."""
+    from omegaconf import OmegaConf
+
+    from landmark_ae.config import config_dir
+
+    cfg = OmegaConf.to_container(OmegaConf.load(Path(config_dir()) / "model" / f"{name}.yaml"))
+    cfg.pop("defaults", None)
+    return cfg
+
+
+# ---- prepare inputs and outcomes (http, tar, local) ----------------------------------------
+
+
+def jpeg(seed: int, size: tuple[int, int] = (200, 150)) -> bytes:
+    """A small smooth JPEG, different per seed."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 255, (6, 8, 3), dtype=np.uint8)
+    img = Image.fromarray(base).resize(size, Image.Resampling.BILINEAR)
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+def hexid(i: int) -> str:
+    """A valid GLDv2 image id (16 lowercase hex digits), distinct per i."""
+    return f"{0xa1b2c3d4e5f60000 + i:016x}"
+
+
+def outcome(run_dir: Path) -> dict[str, str | None]:
+    """id -> failure reason, or None for an id prepared into a split (ids rejected before fetching
+    are left out); an id both prepared and failed fails the test."""
+    import pandas as pd
+
+    failures = pd.read_csv(run_dir / "failures.csv", dtype={"id": str}, keep_default_na=False)
+    failures = failures[~failures["reason"].isin(["invalid_id", "duplicate_id"])]
+    got: dict[str, str | None] = dict(zip(failures["id"], failures["reason"], strict=True))
+    for split in ("train", "val", "test"):
+        for image_id in pd.read_csv(run_dir / f"{split}.csv", dtype={"id": str})["id"]:
+            assert image_id not in got, f"{image_id} both prepared and failed"
+            got[image_id] = None
+    return got
+
+
+# ---- fixtures --------------------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -46,26 +171,48 @@ def tiny_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_prepared(tiny_source: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """tiny_source prepared at 96x96 through the real CLI; returns the prepare run dir."""
-    out = tmp_path_factory.mktemp("prepared_outputs")
+def tiny_prepare_cli(tiny_source: Path, tmp_path_factory: pytest.TempPathFactory) -> subprocess.CompletedProcess:
+    """`landmark-ae prepare` of tiny_source at 96x96 (the process, for its output)."""
+    out = tmp_path_factory.mktemp("pipeline_outputs")
     proc = run_cli("prepare", "data=gldv2", f"data.root={tiny_source}", "progress=false", outputs=out)
     assert proc.returncode == 0, proc.stderr
-    return Path(results(proc)["run_dir"])
+    return proc
 
 
 @pytest.fixture(scope="session")
-def tiny_trained(tiny_prepared: Path) -> Path:
-    """M1 trained 2 epochs on tiny_prepared; returns the train run dir."""
-    proc = run_cli("train", "data=gldv2", f"data_dir={tiny_prepared}", "model=m1", "epochs=2", "batch_size=32",
-                   "progress=false", outputs=tiny_prepared.parent.parent)
+def tiny_prepared(tiny_prepare_cli: subprocess.CompletedProcess) -> Path:
+    """The prepare run dir of tiny_source (its parent's parent is the pipeline's outputs dir)."""
+    return Path(results(tiny_prepare_cli)["run_dir"])
+
+
+@pytest.fixture(scope="session")
+def tiny_train_cli(tiny_prepared: Path) -> subprocess.CompletedProcess:
+    """`landmark-ae train` of M1 for 2 epochs with the default data_dir (the latest complete
+    prepare run of data=gldv2 in the outputs dir, i.e. tiny_prepared)."""
+    proc = run_cli("train", "data=gldv2", "model=m1", "epochs=2", "batch_size=32", "progress=false",
+                   outputs=tiny_prepared.parent.parent)
     assert proc.returncode == 0, proc.stderr
-    return Path(results(proc)["run_dir"])
+    return proc
+
+
+@pytest.fixture(scope="session")
+def tiny_trained(tiny_train_cli: subprocess.CompletedProcess) -> Path:
+    """The train run dir of M1 on tiny_prepared."""
+    return Path(results(tiny_train_cli)["run_dir"])
 
 
 @pytest.fixture(scope="session")
 def tiny_embedded(tiny_trained: Path) -> Path:
-    """Embeddings of tiny_prepared by tiny_trained; returns the embed run dir."""
+    """Embeddings of tiny_prepared by tiny_trained (`landmark-ae embed`); returns the embed run dir."""
     proc = run_cli("embed", f"train_run={tiny_trained}", "progress=false", outputs=tiny_trained.parent.parent)
     assert proc.returncode == 0, proc.stderr
     return Path(results(proc)["run_dir"])
+
+
+@pytest.fixture(scope="session")
+def tiny_contrastive(tiny_prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """M5 trained 1 epoch with `experiment=contrastive` on tiny_prepared (in-process); the train run dir."""
+    run_dir = tmp_path_factory.mktemp("contrastive") / "train"
+    run_in_process("train", "data=gldv2", f"data_dir={tiny_prepared}", "experiment=contrastive", "epochs=1",
+                   "batch_size=32", "progress=false", run_dir=run_dir)
+    return run_dir

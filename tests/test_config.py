@@ -1,29 +1,26 @@
-"""Every config group composes; schemas reject wrong types at compose time."""
+"""Schemas and validation (landmark_ae/config.py), in-process with Hydra's compose API: every config
+group composes; a wrong type, an unknown choice or key fails while composing, with the one line the
+CLI prints (hydra_errors.short_message); a value out of range fails validate() with a UserError."""
 
 from __future__ import annotations
 
 import pytest
-from hydra import compose, initialize_config_dir
+from conftest import compose, schema_of
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-import landmark_ae.commands  # noqa: F401  (registers schemas and resolvers)
-from landmark_ae.config import PrepareConfig, TrainConfig, config_dir, validate
+from landmark_ae.commands.hydra_errors import short_message
+from landmark_ae.config import PrepareConfig, TrainConfig, validate
 from landmark_ae.errors import UserError
 
 DATA = ["synthetic", "gldv2", "landmarks10"]
 MODELS = ["m1", "m2", "m3"]
 
 
-def _compose(name: str, overrides: list[str] = ()):
-    with initialize_config_dir(version_base="1.3", config_dir=config_dir()):
-        return compose(config_name=name, overrides=list(overrides))
-
-
 @pytest.mark.parametrize("data", DATA)
 @pytest.mark.parametrize("model", MODELS)
 def test_train_composes_every_data_and_model(data, model):
-    cfg = _compose("train", [f"data={data}", f"model={model}"])
+    cfg = compose("train", f"data={data}", f"model={model}")
     assert cfg.model.name == model and cfg.data.name == data
     assert cfg.model.input_size == 92
     assert cfg.epochs == 20 and cfg.optimizer._target_ == "torch.optim.Adam"
@@ -32,7 +29,7 @@ def test_train_composes_every_data_and_model(data, model):
 
 @pytest.mark.parametrize("data", DATA)
 def test_prepare_composes_every_data(data):
-    cfg = _compose("prepare", [f"data={data}"])
+    cfg = compose("prepare", f"data={data}")
     validate(cfg, PrepareConfig)
     assert cfg.data.image_size == 96
     if data == "synthetic":
@@ -41,42 +38,89 @@ def test_prepare_composes_every_data(data):
         assert OmegaConf.is_missing(cfg.data, "root")  # required: the user points it at their files
 
 
+@pytest.mark.parametrize("command", ["embed", "evaluate", "query"])
+def test_retrieval_commands_compose_and_validate(command):
+    validate(compose(command), schema_of(command))
+
+
 def test_seed_protocol_defaults():
-    d = _compose("prepare", ["data=gldv2"]).data
+    d = compose("prepare", "data=gldv2").data
     assert (d.landmark_min, d.landmark_max, d.test_fraction, d.val_fraction, d.image_size) == (1000, 2000, 0.01, 0.2, 96)
-    assert (_compose("prepare", ["data=landmarks10"]).data.landmark_max) == 10
-
-
-@pytest.mark.parametrize("override", ["epochs=abc", "batch_size=1.5", "data.image_size=big", "data.source=ftp", "model=m9"])
-def test_wrong_values_fail_at_compose_time(override):
-    with pytest.raises(ConfigCompositionException):
-        _compose("train", [override])
-
-
-@pytest.mark.parametrize("override", ["batch_size=-1", "epochs=0", "data.val_fraction=1.5", "data.synthetic.n_landmarks=1"])
-def test_ranges_are_validated(override):
-    cfg = _compose("train", [override])
-    with pytest.raises(UserError, match="out of range"):
-        validate(cfg, TrainConfig)
+    assert compose("prepare", "data=landmarks10").data.landmark_max == 10
 
 
 def test_experiment_preset_sets_model_objective_and_schedule_and_yields_to_the_command_line():
-    cfg = _compose("train", ["experiment=contrastive"])
+    cfg = compose("train", "experiment=contrastive")
     validate(cfg, TrainConfig)
     assert cfg.model.name == "m5" and cfg.model.input_size == 48 and len(cfg.model.projector) == 4
     assert cfg.objective.name == "contrastive" and cfg.lr_schedule == "onecycle" and cfg.batch_size == 256
     assert cfg.optimizer.lr == 0.002
     # The preset is the base; the command line still overrides anything in it.
-    cfg = _compose("train", ["experiment=contrastive", "epochs=3", "objective.temperature=0.5", "model=m4"])
+    cfg = compose("train", "experiment=contrastive", "epochs=3", "objective.temperature=0.5", "model=m4")
     assert (cfg.epochs, cfg.objective.temperature, cfg.model.name) == (3, 0.5, "m4")
     # No preset: the seed's recipe.
-    plain = _compose("train")
+    plain = compose("train")
     assert plain.objective.name == "reconstruct" and plain.lr_schedule == "constant" and not plain.model.projector
 
 
-def test_new_training_settings_are_checked():
-    with pytest.raises(ConfigCompositionException):
-        _compose("train", ["lr_schedule=cosine"])  # not one of constant|onecycle
-    for override in ("objective.temperature=0", "objective.greyscale=2", "objective.reconstruction=-1"):
-        with pytest.raises(UserError, match="out of range"):
-            validate(_compose("train", [override]), TrainConfig)
+# (command, override, text of the one line the CLI prints)
+COMPOSITION_ERRORS = [
+    ("train", "epochs=abc", "could not be converted to Integer"),
+    ("train", "batch_size=1.5", "batch_size=1.5: Value '1.5' of type 'float' could not be converted to Integer"),
+    ("train", "data.image_size=big", "data.image_size=big: Value 'big' of type 'str' could not be converted to Integer"),
+    ("train", "model=m9", "Could not find 'model/m9'; choose one of: m1, m2, m3"),
+    ("train", "data=nope", "Could not find 'data/nope'"),
+    ("train", "nosuchkey=1", "has no key 'nosuchkey'"),
+    ("train", "data.source=ftp", "Invalid value 'ftp'"),
+    ("prepare", "data.source=ftp", "Invalid value 'ftp'"),
+    ("train", "lr_schedule=cosine", "Invalid value 'cosine'"),  # not one of constant|onecycle
+    ("train", "objective.name=blur", "Invalid value 'blur'"),
+    ("embed", "pooling=median", "Invalid value 'median'"),
+    ("evaluate", "queries=train", "Invalid value 'train'"),
+    ("query", "format=xml", "Invalid value 'xml'"),
+]
+
+
+@pytest.mark.parametrize(("command", "override", "expected"), COMPOSITION_ERRORS)
+def test_wrong_values_fail_at_compose_time_with_one_line(command, override, expected):
+    with pytest.raises(ConfigCompositionException) as info:
+        compose(command, override)
+    message = short_message(info.value)
+    assert expected in message
+    assert "\n" not in message and "Traceback" not in message
+
+
+# (command, overrides, the UserError's message)
+RANGE_ERRORS = [
+    ("train", ["batch_size=-4"], "batch_size=-4 is out of range: it must be >= 1"),
+    ("train", ["batch_size=-1"], "batch_size=-1 is out of range"),
+    ("train", ["epochs=0"], "epochs=0 is out of range: it must be >= 1"),
+    ("train", ["data.val_fraction=1.5"], "data.val_fraction=1.5 is out of range: it must be <= 0.9"),
+    ("train", ["data.synthetic.n_landmarks=1"], "data.synthetic.n_landmarks=1 is out of range: it must be >= 2"),
+    ("train", ["objective.mask_ratio=1.5"], "objective.mask_ratio=1.5 is out of range"),
+    ("train", ["objective.invariance=-1"], "objective.invariance=-1.0 is out of range"),
+    ("train", ["objective.temperature=0"], "objective.temperature=0.0 is out of range"),
+    ("train", ["objective.greyscale=2"], "objective.greyscale=2.0 is out of range"),
+    ("train", ["objective.reconstruction=-1"], "objective.reconstruction=-1.0 is out of range"),
+    ("prepare", ["data.test_fraction=2"], "data.test_fraction=2.0 is out of range"),
+    ("prepare", ["data=gldv2_http", "data.http.concurrency=0"], "data.http.concurrency=0 is out of range"),
+    ("embed", ["pca_whiten=0"], "pca_whiten=0 is out of range"),
+    ("embed", ["gem_p=0"], "gem_p=0.0 is out of range"),
+    ("evaluate", ["k=0"], "k=0 is out of range"),
+    ("query", ["k=0"], "k=0 is out of range"),
+]
+
+
+@pytest.mark.parametrize(("command", "overrides", "expected"), RANGE_ERRORS)
+def test_ranges_are_validated(command, overrides, expected):
+    cfg = compose(command, *overrides)  # composes: the type is right
+    with pytest.raises(UserError) as info:
+        validate(cfg, schema_of(command))
+    assert expected in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("command", ["train", "prepare"])
+def test_the_range_bounds_themselves_are_allowed(command):
+    edge = {"train": ["batch_size=1", "epochs=1", "data.val_fraction=0.9", "objective.greyscale=1"],
+            "prepare": ["data.test_fraction=0.5", "data.val_fraction=0"]}[command]
+    validate(compose(command, *edge), schema_of(command))

@@ -4,23 +4,20 @@ import itertools
 import math
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import REPO
 
 from landmark_ae.retrieval.metrics import (
     average_precision_at_k,
     clustering_scores,
     evaluate_embeddings,
     kmeans_labels,
-    rand_index,
     retrieval_scores,
 )
 
-REPO = Path(__file__).resolve().parents[1]
-
-# --- Rand index -------------------------------------------------------------
+# --- Rand index (scikit-learn's rand_score: the seed's RI) -------------------------------------
 
 # 6 items, C(6,2) = 15 pairs.
 TRUE6 = [0, 0, 0, 1, 1, 1]
@@ -30,32 +27,36 @@ PRED6 = [0, 0, 1, 1, 2, 2]
 # FP = 3-2 = 1, FN = 6-2 = 4, TN = 15-2-1-4 = 8  =>  RI = (2+8)/15 = 2/3.
 
 
+def ri(t, p) -> float:
+    return clustering_scores(t, p)["ri"]
+
+
 def brute_force_ri(t, p):
     agree = sum((t[i] == t[j]) == (p[i] == p[j]) for i, j in itertools.combinations(range(len(t)), 2))
     return agree / math.comb(len(t), 2)
 
 
 def test_rand_index_hand_example():
-    assert rand_index(TRUE6, PRED6) == pytest.approx(2 / 3, abs=1e-12)
+    assert ri(TRUE6, PRED6) == pytest.approx(2 / 3, abs=1e-12)
 
 
 def test_rand_index_permuted_ids_and_symmetry():
     # Renaming clusters 0->5, 1->3, 2->9 changes no pair: still 2/3.
-    assert rand_index(TRUE6, [5, 5, 3, 3, 9, 9]) == pytest.approx(2 / 3, abs=1e-12)
-    assert rand_index(PRED6, TRUE6) == pytest.approx(2 / 3, abs=1e-12)
+    assert ri(TRUE6, [5, 5, 3, 3, 9, 9]) == pytest.approx(2 / 3, abs=1e-12)
+    assert ri(PRED6, TRUE6) == pytest.approx(2 / 3, abs=1e-12)
     # String labels work too.
-    assert rand_index(list("aaabbb"), list("xxyyzz")) == pytest.approx(2 / 3, abs=1e-12)
+    assert ri(list("aaabbb"), list("xxyyzz")) == pytest.approx(2 / 3, abs=1e-12)
 
 
 def test_rand_index_perfect_and_trivial():
     # Perfect agreement under different ids: every pair agrees -> 1.
-    assert rand_index(TRUE6, [7, 7, 7, 2, 2, 2]) == 1.0
+    assert ri(TRUE6, [7, 7, 7, 2, 2, 2]) == 1.0
     # One cluster for all: TP = 6 (same-true pairs), FP = 15-6 = 9, TN = 0 -> 6/15.
-    assert rand_index(TRUE6, [0] * 6) == pytest.approx(6 / 15, abs=1e-12)
+    assert ri(TRUE6, [0] * 6) == pytest.approx(6 / 15, abs=1e-12)
     # All singletons: TP = 0, TN = 15 - 6 = 9 -> 9/15.
-    assert rand_index(TRUE6, range(6)) == pytest.approx(9 / 15, abs=1e-12)
+    assert ri(TRUE6, list(range(6))) == pytest.approx(9 / 15, abs=1e-12)
     # Fewer than two items: no pairs, defined as 1.
-    assert rand_index([3], [4]) == 1.0
+    assert ri([3], [4]) == 1.0
 
 
 def test_rand_index_matches_pair_loop():
@@ -63,21 +64,23 @@ def test_rand_index_matches_pair_loop():
     for n, kt, kp in [(30, 3, 4), (57, 5, 2), (80, 10, 12), (40, 1, 6)]:
         t = rng.integers(0, kt, n)
         p = rng.integers(0, kp, n)
-        assert rand_index(t, p) == pytest.approx(brute_force_ri(t, p), abs=1e-12)
+        assert ri(t, p) == pytest.approx(brute_force_ri(t, p), abs=1e-12)
 
 
 def test_rand_index_large_n_no_pairs():
-    # n = 200000 would be 2e10 pairs if enumerated; must finish instantly.
+    # n = 200000 would be 2e10 pairs if enumerated; must finish quickly.
     # Two equal halves vs all-one-cluster: TP = 2*C(1e5,2), RI = TP / C(2e5,2).
     n = 200_000
     t = np.repeat([0, 1], n // 2)
     expected = 2 * math.comb(n // 2, 2) / math.comb(n, 2)
-    assert rand_index(t, np.zeros(n, int)) == pytest.approx(expected, rel=1e-12)
+    assert ri(t, np.zeros(n, int)) == pytest.approx(expected, rel=1e-12)
 
 
-def test_rand_index_length_mismatch():
+def test_labelings_of_different_lengths_are_refused():
     with pytest.raises(ValueError):
-        rand_index([0, 1], [0, 1, 1])
+        clustering_scores([0, 1], [0, 1, 1])
+    with pytest.raises(ValueError):
+        clustering_scores([[0, 1]], [[0, 1]])  # not 1-D
 
 
 # --- NMI / ARI / AMI --------------------------------------------------------
@@ -101,6 +104,28 @@ def test_clustering_scores_hand_example():
     # H(true) = ln 2, H(pred) = ln 3; arithmetic NMI = MI / ((ln2 + ln3)/2) = (4/3) ln2 / ln6.
     assert s["nmi"] == pytest.approx((4 / 3) * math.log(2) / math.log(6), abs=1e-12)
     assert s["ri"] == pytest.approx(2 / 3, abs=1e-12)
+    # AMI: E[MI] over the hypergeometric cell counts (rows a = 3, 3; columns b = 2, 2, 2; N = 6).
+    # A cell (a=3, b=2) holds n in {0, 1, 2} with P = C(3,n)C(3,2-n)/C(6,2) = (3, 9, 3)/15 and adds
+    # (n/6) ln(6n/6) = (n/6) ln n: only n = 2 counts, (3/15)(2/6) ln 2 = (1/15) ln 2 per cell;
+    # 6 cells -> E[MI] = (2/5) ln 2. AMI = (MI - E[MI]) / (mean(H) - E[MI])
+    # = ((2/3) ln 2 - (2/5) ln 2) / ((ln 2 + ln 3)/2 - (2/5) ln 2) = (4/15) ln 2 / (ln 3 / 2 + ln 2 / 10).
+    emi = 0.4 * math.log(2)
+    assert s["ami"] == pytest.approx((2 / 3 * math.log(2) - emi) / ((math.log(2) + math.log(3)) / 2 - emi), abs=1e-12)
+    assert s["ami"] == pytest.approx((4 / 15) * math.log(2) / (math.log(3) / 2 + math.log(2) / 10), abs=1e-12)
+
+
+def test_ari_and_ami_of_a_four_item_crossed_labelling():
+    # true 0011, pred 0101: every contingency cell holds 1; C(4,2) = 6 pairs.
+    s = clustering_scores([0, 0, 1, 1], [0, 1, 0, 1])
+    # ARI: sum C(1,2) = 0; rows 2*C(2,2) = 2, cols 2; expected = 2*2/6 = 2/3; max = 2;
+    # ARI = (0 - 2/3) / (2 - 2/3) = -1/2.
+    assert s["ari"] == pytest.approx(-0.5, abs=1e-12)
+    # MI = 0 (p_ij = 1/4 = p_i p_j). E[MI]: a cell (a=2, b=2, N=4) holds n in {0, 1, 2} with
+    # P = (1, 4, 1)/6, adding (n/4) ln(4n/4): only n = 2 counts, (1/6)(1/2) ln 2; 4 cells -> (1/3) ln 2.
+    # AMI = (0 - ln2/3) / (ln 2 - ln2/3) = -1/2.
+    assert s["ami"] == pytest.approx(-0.5, abs=1e-12)
+    assert s["nmi"] == pytest.approx(0.0, abs=1e-12)
+    assert s["ri"] == pytest.approx(2 / 6, abs=1e-12)  # agreeing pairs: {0,3} and {1,2} (apart in both)
 
 
 def test_clustering_scores_independent_balanced():
@@ -152,7 +177,7 @@ def test_kmeans_labels_recovers_blobs_and_is_seeded():
     x, y = blobs(rng, [(0, 0), (10, 0), (0, 10)], 20)
     lab = kmeans_labels(x, 3, seed=0, n_init=3)
     assert lab.dtype == np.int64 and lab.shape == (60,)
-    assert rand_index(y, lab) == 1.0
+    assert clustering_scores(y, lab)["ri"] == 1.0
     np.testing.assert_array_equal(lab, kmeans_labels(x, 3, seed=0, n_init=3))
     with pytest.raises(ValueError):
         kmeans_labels(x, 61, seed=0)

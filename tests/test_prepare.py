@@ -1,23 +1,26 @@
-"""prepare on a small generated GLDv2-layout source: failures dropped and counted, resumable, atomic."""
+"""prepare (landmark_ae/data/prepare.py) on small generated GLDv2-layout sources: failures dropped and
+counted, arrays equal to the stored files, resumable after kill -9, two runs never collide."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
-import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import REPO, results, run_cli, run_in_process
 from PIL import Image
 
-from conftest import REPO, results, run_cli
 from landmark_ae.data.sources import gldv2_image_path
+from landmark_ae.data.sources.synthetic import SyntheticSpec, generate
+from landmark_ae.errors import UserError
 
 
 @pytest.fixture
@@ -34,17 +37,27 @@ def damaged_source(tiny_source: Path, tmp_path: Path) -> tuple[Path, dict[str, s
     return root, {missing: "missing", truncated: "corrupt", garbage: "not_an_image"}
 
 
-def test_prepare_drops_and_counts_bad_images_and_writes_dataset(damaged_source, outputs):
+def test_prepare_cli_prints_results_and_records_the_run(tiny_prepare_cli, tiny_prepared):
+    res = results(tiny_prepare_cli)
+    assert all("\t" in line for line in tiny_prepare_cli.stdout.splitlines())  # stdout: results only
+    assert {"run_dir", "train", "val", "test", "failed"} <= set(res) and res["failed"] == "0"
+    assert tiny_prepared.parent.name == "prepare"
+    for split in ("train", "val", "test"):
+        assert int(res[split]) == len(pd.read_csv(tiny_prepared / f"{split}.csv"))
+    assert sum(int(res[s]) for s in ("train", "val", "test")) == 120
+    assert json.loads((tiny_prepared / "run.json").read_text())["status"] == "complete"
+    assert (tiny_prepared / ".hydra" / "config.yaml").is_file() and (tiny_prepared / "prepare.log").is_file()
+
+
+def test_prepare_drops_and_counts_bad_images_and_writes_dataset(damaged_source, tmp_path):
     root, bad = damaged_source
-    proc = run_cli("prepare", "data=gldv2", f"data.root={root}", "progress=false", outputs=outputs)
-    assert proc.returncode == 0, proc.stderr
-    res = results(proc)
-    run_dir = Path(res["run_dir"])
-    assert run_dir.parent == outputs / "prepare"
-    assert int(res["failed"]) == 3
-    assert res["failed_missing"] == "1" and res["failed_corrupt"] == "1" and res["failed_not_an_image"] == "1"
+    run_dir = tmp_path / "run"
+    args = ["data=gldv2", f"data.root={root}", "progress=false"]
+    res = run_in_process("prepare", *args, run_dir=run_dir)
+    assert res["failed"] == 3
+    assert res["failed_missing"] == 1 and res["failed_corrupt"] == 1 and res["failed_not_an_image"] == 1
     failures = pd.read_csv(run_dir / "failures.csv", dtype={"id": str})
-    assert dict(zip(failures["id"], failures["reason"])) == bad
+    assert dict(zip(failures["id"], failures["reason"], strict=True)) == bad
 
     total = 0
     for split in ("train", "val", "test"):
@@ -56,41 +69,40 @@ def test_prepare_drops_and_counts_bad_images_and_writes_dataset(damaged_source, 
         # the array row is the stored file, decoded
         first = np.asarray(Image.open(run_dir / manifest["path"][0]).convert("RGB"))
         assert np.array_equal(first, array[0])
-        assert int(res[split]) == len(manifest)
+        assert res[split] == len(manifest)
         total += len(manifest)
     assert total == 120 - 3
     summary = json.loads((run_dir / "dataset.json").read_text())
     assert summary["counts"]["test"] >= 6  # at least one test image per landmark
+    assert summary["failed"] == 3 and summary["failure_reasons"] == {"corrupt": 1, "missing": 1, "not_an_image": 1}
     assert (run_dir / "figure1_distribution.png").read_bytes()[:4] == b"\x89PNG"
     assert json.loads((run_dir / "run.json").read_text())["status"] == "complete"
-    assert (run_dir / ".hydra" / "config.yaml").is_file() and (run_dir / "prepare.log").is_file()
 
-    # resume: nothing finished is redone, the failures are retried (and fail again)
+    # a rerun in the same dir redoes nothing finished; the failures are tried again (and fail again)
     before = {p: p.stat().st_mtime_ns for p in run_dir.glob("train/*.jpg")}
-    proc = run_cli("prepare", "data=gldv2", f"data.root={root}", f"resume={run_dir}", "progress=false", outputs=outputs)
-    assert proc.returncode == 0, proc.stderr
-    assert results(proc)["run_dir"] == str(run_dir) and results(proc)["failed"] == "3"
+    again = run_in_process("prepare", *args, f"resume={run_dir}", run_dir=run_dir)
+    assert again["failed"] == 3 and again["train"] == res["train"]
     assert {p: p.stat().st_mtime_ns for p in run_dir.glob("train/*.jpg")} == before
-    assert len(list((outputs / "prepare").iterdir())) == 1
 
 
-def test_two_runs_never_collide(tiny_source, outputs):
-    procs = [subprocess.Popen([sys.executable, "-m", "landmark_ae", "prepare", "data=gldv2", f"data.root={tiny_source}",
+def test_two_runs_never_collide(tmp_path, outputs):
+    root = tmp_path / "src"
+    generate(root, SyntheticSpec(n_landmarks=2, n_images=12, min_per_landmark=4, seed=5))
+    procs = [subprocess.Popen([sys.executable, "-m", "landmark_ae", "prepare", "data=gldv2", f"data.root={root}",
                                "progress=false"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO, text=True)
              for _ in range(2)]
     outs = [p.communicate(timeout=300) for p in procs]
     assert all(p.returncode == 0 for p in procs), outs
     dirs = {dict(line.split("\t") for line in o[0].splitlines())["run_dir"] for o in outs}
-    assert len(dirs) == 2
+    assert len(dirs) == 2 and all(Path(d).parent == outputs / "prepare" for d in dirs)
 
 
 def test_killed_prepare_resumes_without_half_written_images(tmp_path, outputs):
-    from landmark_ae.data.sources.synthetic import SyntheticSpec, generate
-
     root = tmp_path / "src"
     generate(root, SyntheticSpec(n_landmarks=5, n_images=400, min_per_landmark=5, seed=9))
-    args = [sys.executable, "-m", "landmark_ae", "prepare", "data=gldv2", f"data.root={root}", "progress=false", "workers=1"]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=REPO, text=True)
+    args = ["prepare", "data=gldv2", f"data.root={root}", "progress=false", "workers=1"]
+    proc = subprocess.Popen([sys.executable, "-m", "landmark_ae", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, cwd=REPO, text=True)
     deadline = time.time() + 120
     journal = None
     while time.time() < deadline and proc.poll() is None:
@@ -107,26 +119,29 @@ def test_killed_prepare_resumes_without_half_written_images(tmp_path, outputs):
     for jpg in run_dir.glob("*/*.jpg"):  # whatever exists is whole
         Image.open(jpg).load()
 
-    resumed = run_cli("prepare", "data=gldv2", f"data.root={root}", f"resume={run_dir}", "progress=false", outputs=outputs)
+    resumed = run_cli(*args, f"resume={run_dir}", outputs=outputs)
     assert resumed.returncode == 0, resumed.stderr
-    fresh = run_cli("prepare", "data=gldv2", f"data.root={root}", "progress=false", outputs=outputs)
-    fresh_dir = Path(results(fresh)["run_dir"])
-    assert not list(run_dir.glob("*/.*.tmp"))
+    assert results(resumed)["run_dir"] == str(run_dir)
+    assert not list(run_dir.rglob("*.tmp"))  # no partial file of the killed run is left
+    # the same as a run that was never interrupted
+    fresh_dir = tmp_path / "fresh"
+    run_in_process("prepare", *args[1:], run_dir=fresh_dir)
     for split in ("train", "val", "test"):
         assert np.array_equal(np.load(run_dir / f"{split}.npy"), np.load(fresh_dir / f"{split}.npy"))
         assert (run_dir / f"{split}.csv").read_text() == (fresh_dir / f"{split}.csv").read_text()
 
 
-def test_prepare_bad_inputs(tmp_path, outputs, tiny_source):
-    def err(*args):
-        proc = run_cli("prepare", "progress=false", *args, outputs=outputs)
-        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
-        assert len(proc.stderr.strip().splitlines()) <= 2, proc.stderr
-        return proc.stderr
+def test_prepare_bad_inputs(tmp_path, tiny_source):
+    def err(*args: str) -> str:
+        with pytest.raises(UserError) as info:
+            run_in_process("prepare", "progress=false", *args, run_dir=tmp_path / "run")
+        assert "\n" not in str(info.value)
+        return str(info.value)
 
     assert "does not exist" in err("data=gldv2", f"data.root={tmp_path / 'nowhere'}")
-    assert "empty landmark_id range" in err("data=gldv2", f"data.root={tiny_source}", "data.landmark_min=5", "data.landmark_max=5")
+    assert "empty landmark_id range" in err("data=gldv2", f"data.root={tiny_source}", "data.landmark_min=5",
+                                            "data.landmark_max=5")
     assert "no usable rows" in err("data=gldv2", f"data.root={tiny_source}", "data.landmark_min=0", "data.landmark_max=5")
     (tmp_path / "bad.csv").write_text("image,landmark\na,1\n")
     assert "no id/landmark_id column" in err("data=gldv2", f"data.root={tiny_source}", f"data.csv={tmp_path / 'bad.csv'}")
-    assert not outputs.exists() or not any(outputs.rglob("*.npy"))
+    assert not list(tmp_path.rglob("*.npy"))

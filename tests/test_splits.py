@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import SHARED_DATA
-from landmark_ae.errors import UserError
+
 from landmark_ae.data.splits import read_sample, split_rows
+from landmark_ae.errors import UserError
 
 SAMPLES = SHARED_DATA / "gldv2-csv-samples"
 

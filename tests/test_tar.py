@@ -1,4 +1,5 @@
-"""source=tar: official-layout shards served by a real aiohttp server on 127.0.0.1 (and a local folder)."""
+"""source=tar (landmark_ae/data/sources/tar.py): official-layout shards served by a real aiohttp server on
+127.0.0.1, and from a local folder."""
 
 from __future__ import annotations
 
@@ -9,9 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
+from conftest import hexid, jpeg, outcome, run_in_process
 from fake_gldv2_server import FakeServer
-from test_download import hexid, jpeg, outcome, prepare
 
 
 def add(tf: tarfile.TarFile, name: str, data: bytes) -> None:
@@ -71,19 +71,19 @@ def test_tar_over_http_md5_mismatch_is_retried_reported_then_completed(shards, t
         server.file_faults["gldv2/train/images_001.tar"] = (bytes(bad), 1e9)
         run_dir = tmp_path / "run"
         args = ["data=gldv2_tar", f"data.csv={csv}", f"data.tar.base={server.base}/files/gldv2", *ARGS]
-        res = prepare(args, run_dir)
+        res = run_in_process("prepare", *args, run_dir=run_dir)
         first = {**expected, **{i: "md5_mismatch" for i in where[1]}}
         assert {k: v for k, v in outcome(run_dir).items() if k in first} == first
         assert res["failed_md5_mismatch"] == len(where[1])
         assert server.hits["/files/gldv2/train/images_001.tar"] == 2  # read, retried once, then reported
         summary = pd.read_json(run_dir / "dataset.json", typ="series")
         assert "001" in summary["tar_shards"]["failed"]
-        assert not list(tmp_path.rglob("escape.jpg")) and not list(run_dir.glob(".shard_*"))
+        assert not list(tmp_path.rglob("escape.jpg")) and not list(run_dir.rglob("*.tmp"))
 
         # rerun with the shard fixed: only shard 1 is read again
         del server.file_faults["gldv2/train/images_001.tar"]
         server.reset_hits()
-        res2 = prepare(args + [f"resume={run_dir}"], run_dir)
+        res2 = run_in_process("prepare", *args, f"resume={run_dir}", run_dir=run_dir)
         assert {k: v for k, v in outcome(run_dir).items() if k in expected} == expected
         tars = {p for p in server.hits if p.endswith(".tar")}
         assert tars == {"/files/gldv2/train/images_001.tar"}, server.hits
@@ -96,7 +96,7 @@ def test_tar_from_a_local_folder(shards, tmp_path):
     flat.mkdir()
     for p in list((base / "train").iterdir()) + list((base / "md5sum" / "train").iterdir()):
         (flat / p.name).write_bytes(p.read_bytes())
-    res = prepare(["data=gldv2_tar", f"data.csv={csv}", f"data.tar.base={flat}", *ARGS], tmp_path / "run")
+    res = run_in_process("prepare", "data=gldv2_tar", f"data.csv={csv}", f"data.tar.base={flat}", *ARGS, run_dir=tmp_path / "run")
     assert {k: v for k, v in outcome(tmp_path / "run").items() if k in expected} == expected
     assert res["train"] + res["val"] + res["test"] == 30
 
@@ -106,6 +106,8 @@ def test_tar_bad_settings_are_user_errors(shards, tmp_path):
 
     _, csv, _, _ = shards
     with pytest.raises(UserError, match="neither"):
-        prepare(["data=gldv2_tar", f"data.csv={csv}", f"data.tar.base={tmp_path / 'nowhere'}", *ARGS], tmp_path / "r1")
+        run_in_process("prepare", "data=gldv2_tar", f"data.csv={csv}", f"data.tar.base={tmp_path / 'nowhere'}", *ARGS,
+                       run_dir=tmp_path / "r1")
     with pytest.raises(UserError, match="0..499"):
-        prepare(["data=gldv2_tar", f"data.csv={csv}", f"data.tar.base={tmp_path}", "data.tar.shards=[500]"], tmp_path / "r2")
+        run_in_process("prepare", "data=gldv2_tar", f"data.csv={csv}", f"data.tar.base={tmp_path}", "data.tar.shards=[500]",
+                       run_dir=tmp_path / "r2")

@@ -2,14 +2,12 @@
 
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import REPO
 
 from landmark_ae.retrieval.search import search
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def brute_force(queries, database, k, exclude=None):
@@ -112,7 +110,7 @@ def test_exclude_self():
     for dbc in (None, 4, 16):
         _, idx = check(db[rows], db, 4, exclude=exclude, chunk_size=2, db_chunk_size=dbc)
         assert idx[3, 0] == 20
-        for r, e in zip(idx, exclude):
+        for r, e in zip(idx, exclude, strict=True):
             assert e not in r or e == -1
 
 

@@ -1,0 +1,227 @@
+"""Training (landmark_ae/train/loop.py): the CLI run's checkpoints, history and figures, resume after
+kill -9 to the same result, determinism, the one-cycle schedule and its resume guards, bad inputs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from conftest import REPO, model_config, results, run_cli, run_in_process
+from omegaconf import OmegaConf
+
+from landmark_ae.config import ObjectiveConfig
+from landmark_ae.errors import UserError
+from landmark_ae.model.builder import build_model
+from landmark_ae.model.checkpoints import load_checkpoint, model_from_checkpoint, save_checkpoint
+from landmark_ae.runs import check_resumable
+from landmark_ae.train.loop import make_scheduler, train_one_epoch, validation_loss
+
+CPU = torch.device("cpu")
+
+
+def images(n: int, size: int, seed: int = 1) -> torch.Tensor:
+    return torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
+
+
+def objective(**kw) -> object:
+    return OmegaConf.merge(OmegaConf.structured(ObjectiveConfig), kw)
+
+
+def test_train_writes_checkpoints_history_and_figures(tiny_train_cli, tiny_trained, tiny_prepared, tmp_path):
+    # tiny_train_cli: `train data=gldv2 model=m1 epochs=2` with no data_dir, in tiny_prepared's outputs dir
+    res = results(tiny_train_cli)
+    assert set(res) == {"run_dir", "model", "epochs", "best_epoch", "best_val_loss", "train_images_per_s"}
+    assert all("\t" in line for line in tiny_train_cli.stdout.splitlines())  # stdout: results only
+    assert res["model"] == "m1" and res["epochs"] == "2"
+    assert tiny_trained.parent == tiny_prepared.parent.parent / "train"
+    history = pd.read_csv(tiny_trained / "history.csv")
+    assert list(history.columns) == ["epoch", "train_loss", "val_loss", "seconds", "images_per_s"]
+    assert list(history["epoch"]) == [1, 2]
+    assert float(res["best_val_loss"]) == pytest.approx(history["val_loss"].min(), abs=1e-6)
+    assert int(res["best_epoch"]) == int(history.loc[history["val_loss"].idxmin(), "epoch"])
+    for png in ("loss_curve.png", "reconstructions.png"):
+        assert (tiny_trained / png).read_bytes()[:4] == b"\x89PNG"
+    assert (tiny_trained / ".hydra" / "config.yaml").is_file() and (tiny_trained / "train.log").is_file()
+
+    # best.pt alone rebuilds the model (weights-only loading, config inside)
+    alone = tmp_path / "alone.pt"
+    shutil.copy(tiny_trained / "best.pt", alone)
+    raw = torch.load(alone, weights_only=True)
+    assert raw["model_config"]["name"] == "m1" and raw["epoch"] == int(res["best_epoch"])
+    # no data_dir given: the latest complete prepare run of data=gldv2 was used
+    assert Path(raw["data_dir"]).resolve() == tiny_prepared.resolve()
+    model = model_from_checkpoint(load_checkpoint(alone)).eval()
+    x = torch.zeros(1, 3, 92, 92)
+    assert model(x).shape == x.shape and model.embed(x).shape == (1, 392)
+
+
+def test_killed_training_resumes_to_the_same_result(tiny_prepared, tmp_path):
+    outputs = tmp_path / "outputs"
+    args = ["train", "data=gldv2", f"data_dir={tiny_prepared}", "model=m3", "epochs=4", "batch_size=16",
+            "progress=false", "device=cpu"]
+    env = {**os.environ, "LANDMARK_AE_OUTPUTS": str(outputs)}
+    proc = subprocess.Popen([sys.executable, "-m", "landmark_ae", *args], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    deadline, last = time.time() + 180, None
+    while time.time() < deadline and proc.poll() is None:
+        found = list(outputs.glob("train/*/last.pt"))
+        if found:
+            last = found[0]
+            break
+        time.sleep(0.01)
+    assert last is not None and proc.poll() is None, "training finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    run_dir = last.parent
+    done_before = len(pd.read_csv(run_dir / "history.csv"))
+    assert 1 <= done_before < 4
+
+    resumed = run_cli(*args, f"resume={run_dir}", outputs=outputs)
+    assert resumed.returncode == 0, resumed.stderr
+    assert results(resumed)["run_dir"] == str(run_dir) and results(resumed)["epochs"] == "4"
+    straight = run_cli(*args, outputs=outputs)
+    assert straight.returncode == 0, straight.stderr
+    a = pd.read_csv(run_dir / "history.csv")
+    b = pd.read_csv(Path(results(straight)["run_dir"]) / "history.csv")
+    assert list(a["epoch"]) == [1, 2, 3, 4]
+    assert a[["train_loss", "val_loss"]].equals(b[["train_loss", "val_loss"]])
+    assert (run_dir / ".hydra" / "config.yaml").is_file() and list((run_dir / ".hydra").glob("resume-*"))
+    assert not list(run_dir.rglob("*.tmp"))  # nothing half-written left behind
+
+
+@pytest.mark.slow
+def test_training_is_deterministic_on_cpu_through_the_cli(tiny_prepared, tmp_path):
+    runs = [run_cli("train", "data=gldv2", f"data_dir={tiny_prepared}", "model=m2", "epochs=1", "batch_size=32",
+                    "device=cpu", "progress=false", outputs=tmp_path / "outputs") for _ in range(2)]
+    assert all(r.returncode == 0 for r in runs), runs[0].stderr
+    a, b = (pd.read_csv(Path(results(r)["run_dir"]) / "history.csv") for r in runs)
+    assert a[["train_loss", "val_loss"]].equals(b[["train_loss", "val_loss"]])
+
+
+def test_train_one_epoch_is_deterministic_for_a_seed():
+    """In-process twin of the slow CLI test above: same seed, same losses and weights, bit for bit."""
+    x = images(40, 92)
+
+    def run(seed: int) -> tuple[float, float, torch.Tensor]:
+        torch.manual_seed(seed)
+        model = build_model(model_config("m2"))
+        optimizer = torch.optim.Adam(model.parameters())
+        generator = torch.Generator().manual_seed(seed)
+        loss = train_one_epoch(model, x, optimizer, 16, generator, CPU)
+        return loss, validation_loss(model, x, 16, CPU), model.encoder[0].weight.detach().clone()
+
+    a, b, c = run(0), run(0), run(1)
+    assert a[0] == b[0] and a[1] == b[1] and torch.equal(a[2], b[2])
+    assert a[0] != c[0]
+
+
+def test_training_with_views_is_deterministic_and_resumable_from_the_generator():
+    x = images(24, 92, seed=2)
+    obj = objective(name="augment", invariance=1.0)
+
+    def run(epochs: int, state=None):
+        torch.manual_seed(0)
+        model = build_model(model_config("m1"))
+        opt = torch.optim.Adam(model.parameters())
+        gen = torch.Generator().manual_seed(0)
+        if state is not None:
+            model.load_state_dict(state[0])
+            opt.load_state_dict(state[1])
+            gen.set_state(state[2])
+        losses = [train_one_epoch(model, x, opt, 8, gen, CPU, objective=obj) for _ in range(epochs)]
+        return losses, (model.state_dict(), opt.state_dict(), gen.get_state())
+
+    straight, _ = run(2)
+    assert straight == run(2)[0]
+    first, state = run(1)
+    second, _ = run(1, state)
+    assert first + second == straight
+
+
+def test_one_cycle_schedule_resumes_exactly_through_a_checkpoint(tmp_path):
+    x = images(24, 48)
+    obj = objective(name="contrastive", crop_scale=0.2, greyscale=0.2)
+
+    def fresh():
+        torch.manual_seed(0)
+        model = build_model(model_config("m5"))
+        opt = torch.optim.Adam(model.parameters(), lr=0.002)
+        return model, opt, make_scheduler("onecycle", opt, epochs=3, batches=3), torch.Generator().manual_seed(0)
+
+    model, opt, sched, gen = fresh()
+    straight = [train_one_epoch(model, x, opt, 8, gen, CPU, objective=obj, scheduler=sched) for _ in range(3)]
+    assert sched.get_last_lr()[0] < 0.05 * 0.002  # annealed to ~0 by the end of the planned steps
+
+    model2, opt2, sched2, gen2 = fresh()
+    first = train_one_epoch(model2, x, opt2, 8, gen2, CPU, objective=obj, scheduler=sched2)
+    save_checkpoint(tmp_path / "last.pt", state_dict=model2.state_dict(), optimizer=opt2.state_dict(),
+                    scheduler=sched2.state_dict(), generator=gen2.get_state())
+    state = load_checkpoint(tmp_path / "last.pt")  # weights-only, as train's resume loads it
+    model3, opt3, sched3, gen3 = fresh()
+    model3.load_state_dict(state["state_dict"])
+    opt3.load_state_dict(state["optimizer"])
+    sched3.load_state_dict(state["scheduler"])
+    gen3.set_state(state["generator"])
+    rest = [train_one_epoch(model3, x, opt3, 8, gen3, CPU, objective=obj, scheduler=sched3) for _ in range(2)]
+    assert [first, *rest] == straight
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), model3.state_dict().values(), strict=True))
+    assert make_scheduler("constant", opt, 3, 3) is None
+    # An optimizer without momentum gets the lr cycle alone (torch would refuse to cycle momentum).
+    sgd = torch.optim.SGD(model.parameters(), lr=0.1)
+    plain = make_scheduler("onecycle", sgd, 1, 4)
+    sgd.step()
+    plain.step()
+    assert 0 < sgd.param_groups[0]["lr"] <= 0.1
+
+
+def test_contrastive_experiment_trains_m5_and_its_schedule_guards_resume(tiny_contrastive, tiny_prepared, tmp_path):
+    ckpt = load_checkpoint(tiny_contrastive / "best.pt")
+    assert ckpt["model_config"]["name"] == "m5" and ckpt["objective"]["name"] == "contrastive"
+    assert model_from_checkpoint(ckpt).embed(torch.zeros(1, 3, 48, 48)).shape == (1, 192)
+    assert (tiny_contrastive / "reconstructions.png").read_bytes()[:4] == b"\x89PNG"
+
+    # The one-cycle schedule was planned for 1 epoch of 3 batches: the loop refuses to resume it for
+    # more epochs or with another batch_size (a copy: the guards run on the run's own dir).
+    run = tmp_path / "run"
+    shutil.copytree(tiny_contrastive, run)
+    args = ["data=gldv2", f"data_dir={tiny_prepared}", "experiment=contrastive", "progress=false", f"resume={run}"]
+    with pytest.raises(UserError, match="schedule ends at epoch 1"):
+        run_in_process("train", *args, "epochs=2", "batch_size=32", run_dir=run)
+    with pytest.raises(UserError, match="resume with the batch_size it started with"):
+        run_in_process("train", *args, "epochs=1", "batch_size=16", run_dir=run)
+    assert pd.read_csv(run / "history.csv").equals(pd.read_csv(tiny_contrastive / "history.csv"))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message for a machine without CUDA")
+def test_device_cuda_without_cuda_is_a_user_error(tiny_prepared, tmp_path):
+    with pytest.raises(UserError, match="device=cuda but CUDA is not available"):
+        run_in_process("train", "data=gldv2", f"data_dir={tiny_prepared}", "device=cuda", "epochs=1",
+                       "progress=false", run_dir=tmp_path / "run")
+
+
+def test_train_bad_inputs(tmp_path, tiny_prepared):
+    empty = tmp_path / "empty_outputs"
+
+    def err(*args: str) -> str:
+        with pytest.raises(UserError) as info:
+            run_in_process("train", "data=gldv2", "epochs=1", "progress=false", f"paths.output_dir={empty}", *args,
+                           run_dir=tmp_path / "run")
+        assert "\n" not in str(info.value)
+        return str(info.value)
+
+    message = err()
+    assert "no complete prepare run found" in message and "landmark-ae prepare data=gldv2" in message
+    assert "does not exist" in err(f"data_dir={tmp_path / 'nope'}")
+    (tmp_path / "hollow").mkdir()
+    assert "holds no prepared train split" in err(f"data_dir={tmp_path / 'hollow'}")
+    # resume= must name a run: checked before Hydra makes or reuses a run dir
+    with pytest.raises(UserError, match="not a landmark-ae run dir"):
+        check_resumable(str(tmp_path / "hollow"), "train")

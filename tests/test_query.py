@@ -1,0 +1,130 @@
+"""`query` (landmark_ae/retrieval/query.py): nearest database images of any readable image, as TSV,
+JSON or a table; the pipeline's last step through the CLI, the rest in-process."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import run_cli, run_in_process
+from PIL import Image
+
+from landmark_ae.errors import UserError
+
+
+def near_duplicate(src: Path, dest: Path, **save: object) -> Path:
+    """The same photo, slightly brighter and re-encoded."""
+    img = Image.open(src).convert("RGB")
+    arr = np.clip(np.asarray(img).astype(int) + 4, 0, 255).astype(np.uint8)
+    Image.fromarray(arr).save(dest, **save)
+    return dest
+
+
+def test_query_tsv_ranks_the_near_duplicate_first(tiny_embedded, tiny_prepared, tmp_path):
+    manifest = pd.read_csv(tiny_prepared / "train.csv", dtype={"id": str})
+    target = manifest.iloc[7]
+    query = near_duplicate(tiny_prepared / target["path"], tmp_path / "dup.jpg", quality=90)
+    proc = run_cli("query", f"image={query}", "k=5", f"embed_run={tiny_embedded}", outputs=tiny_embedded.parent.parent)
+    assert proc.returncode == 0, proc.stderr
+    rows = list(csv.DictReader(io.StringIO(proc.stdout), delimiter="\t"))
+    assert list(rows[0]) == ["rank", "distance", "id", "landmark_id", "path", "query"]
+    assert [int(r["rank"]) for r in rows] == [1, 2, 3, 4, 5]
+    distances = [float(r["distance"]) for r in rows]
+    assert distances == sorted(distances)
+    assert rows[0]["id"] == target["id"] and int(rows[0]["landmark_id"]) == target["landmark_id"]
+    assert [line.split("\t")[2] for line in proc.stdout.splitlines()][1] == target["id"]  # `cut -f3`
+    assert all(r["query"] == str(query) for r in rows)
+
+
+def query(capsys, embed_run: Path, run_dir: Path, *args: str) -> str:
+    """Run query in-process; its stdout."""
+    capsys.readouterr()
+    run_in_process("query", f"embed_run={embed_run}", *args, run_dir=run_dir)
+    return capsys.readouterr().out
+
+
+def test_query_accepts_any_readable_image_and_lists_folders(tiny_embedded, tiny_prepared, tmp_path, capsys):
+    manifest = pd.read_csv(tiny_prepared / "train.csv", dtype={"id": str})
+    src = Image.open(tiny_prepared / manifest["path"][3]).convert("RGB").resize((300, 220))
+    folder = tmp_path / "queries"
+    folder.mkdir()
+    src.convert("L").save(folder / "gray.png")
+    src.convert("RGBA").save(folder / "rgba.png")
+    src.convert("P").save(folder / "palette.png")
+    rotated = src.transpose(Image.Transpose.ROTATE_90)  # stored sideways, EXIF says rotate back
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    rotated.save(folder / "exif.jpg", exif=exif.tobytes())
+    (folder / "notes.txt").write_text("not an image, ignored by folder listing")
+    out = json.loads(query(capsys, tiny_embedded, tmp_path / "q1", f"image={folder}", "k=3", "format=json",
+                           "save_grid=true"))
+    assert [Path(r["query"]).name for r in out] == ["exif.jpg", "gray.png", "palette.png", "rgba.png"]
+    assert all(len(r["neighbours"]) == 3 for r in out)
+    by_name = {Path(r["query"]).name: r["neighbours"][0]["id"] for r in out}
+    assert by_name["exif.jpg"] == by_name["rgba.png"] == manifest["id"][3]  # EXIF rotation undone
+    assert (tmp_path / "q1" / "retrieval_grid.png").read_bytes()[:4] == b"\x89PNG"
+
+    table = query(capsys, tiny_embedded, tmp_path / "q2", f"image=[{folder / 'gray.png'},{folder / 'rgba.png'}]",
+                  "k=2", "format=table")
+    assert "gray.png" in table and "rgba.png" in table
+
+
+def test_query_k_larger_than_database_returns_all(tiny_embedded, tiny_prepared, tmp_path, capsys, caplog):
+    n_db = sum(len(pd.read_csv(tiny_prepared / f"{s}.csv")) for s in ("train", "val"))
+    image = next((tiny_prepared / "test").glob("*.jpg"))
+    with caplog.at_level(logging.WARNING):
+        out = query(capsys, tiny_embedded, tmp_path / "q", f"image={image}", "k=100000")
+    assert len(out.splitlines()) == 1 + n_db
+    assert "larger than the database" in caplog.text
+
+
+def test_query_bad_images(tiny_embedded, tmp_path):
+    good = Image.new("RGB", (64, 64), (120, 30, 30))
+    good.save(tmp_path / "good.jpg")
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "truncated.jpg").write_bytes((tmp_path / "good.jpg").read_bytes()[:200])
+    (tmp_path / "text.jpg").write_text("hello")
+    (tmp_path / "no_images").mkdir()
+    cases = {"missing.jpg": "does not exist", "empty.jpg": "is empty", "truncated.jpg": "truncated or corrupt",
+             "text.jpg": "is not an image", "no_images": "holds no images"}
+    for name, expected in cases.items():
+        with pytest.raises(UserError) as info:
+            run_in_process("query", f"image={tmp_path / name}", f"embed_run={tiny_embedded}", run_dir=tmp_path / "run")
+        assert expected in str(info.value) and name in str(info.value) and "\n" not in str(info.value)
+
+
+def test_query_refuses_what_is_not_its_embed_runs(tiny_embedded, tiny_trained, tiny_prepared, tmp_path):
+    image = next((tiny_prepared / "test").glob("*.jpg"))
+    hollow = tmp_path / "hollow"
+    hollow.mkdir()
+    with pytest.raises(UserError, match="not a complete embed run"):
+        run_in_process("query", "image=x.jpg", f"embed_run={hollow}", run_dir=tmp_path / "r1")
+    # the same architecture with other weights: dimensions match, but these embeddings are not its own
+    ckpt = torch.load(tiny_trained / "best.pt", weights_only=True)
+    first = next(iter(ckpt["state_dict"]))
+    ckpt["state_dict"][first] = ckpt["state_dict"][first] + 0.01
+    other = tmp_path / "other" / "best.pt"
+    other.parent.mkdir()
+    torch.save(ckpt, other)
+    with pytest.raises(UserError, match="were made by another checkpoint"):
+        run_in_process("query", f"image={image}", f"embed_run={tiny_embedded}", f"checkpoint={other}",
+                       run_dir=tmp_path / "r2")
+
+
+def test_m5_query_through_its_48px_input_and_stored_whitening_finds_itself(tiny_contrastive, tiny_prepared,
+                                                                            tmp_path, capsys):
+    # The headline post-processing, then a query: a database image finds itself first (distance ~0).
+    embed = run_in_process("embed", f"train_run={tiny_contrastive}", "l2=true", "pca_whiten=8", "progress=false",
+                           run_dir=tmp_path / "embed")
+    assert embed["dim"] == 8
+    target = pd.read_csv(tiny_prepared / "train.csv", dtype={"id": str}).iloc[3]
+    out = query(capsys, embed["run_dir"], tmp_path / "q", f"image={tiny_prepared / target['path']}", "k=3")
+    first = out.splitlines()[1].split("\t")
+    assert first[2] == target["id"] and float(first[1]) < 1e-3
