@@ -155,15 +155,17 @@ def check_resumable(given: str, command: str) -> Path:
     if record.get("command") != command:
         raise UserError(f"resume={given} is a {record.get('command')} run: resume it with "
                         f"`landmark-ae {record.get('command')} resume={given}`")
+    if not (path / ".hydra" / "config.yaml").is_file():
+        raise UserError(f"resume={given}: the run's own config (.hydra/config.yaml) is missing; start a new run")
     status = run_status(record)
+    if status == "complete" and command == "prepare" and record.get("retryable"):
+        return path  # a finished dataset with failures worth retrying: prepare fetches only those
     if status == "complete":
         raise UserError(f"resume={given}: that {command} run is already complete, so there is nothing to resume; "
                         f"start a new run (without resume=)")
     if status == "running":
         raise UserError(f"resume={given}: that run is in progress (process {record.get('pid')} on "
                         f"{record.get('host')}); wait for it, or stop it first")
-    if not (path / ".hydra" / "config.yaml").is_file():
-        raise UserError(f"resume={given}: the run's own config (.hydra/config.yaml) is missing; start a new run")
     return path
 
 

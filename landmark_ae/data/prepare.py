@@ -272,6 +272,9 @@ def run_prepare(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     with atomic_path(run_dir / "failures.csv") as tmp:
         failed.to_csv(tmp, index=False)
     reasons = dict(sorted(Counter(failed["reason"]).items()))
+    # Failures a rerun may fix (timeouts, 5xx, a missing local file): `resume=` retries just these,
+    # even once the run is complete. Permanent ones (404, not an image, bad rows) stay as they are.
+    retryable = sum(1 for f in failures if f["reason"] not in permanent)
     summary = {
         "data": data_cfg,
         "source": source,
@@ -282,19 +285,23 @@ def run_prepare(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "counts": counts,
         "failed": int(len(failed)),
         "failure_reasons": reasons,
+        "retryable": retryable,
     }
     if tar is not None:
         summary["tar_shards"] = {k: v for k, v in tar.report.items() if k != "skipped"}
         if tar.report["failed"]:
             log.warning("tar shards that failed (their rows are retried by a rerun): %s", tar.report["failed"])
     write_json_atomic(run_dir / "dataset.json", summary)
-    write_run_record(run_dir, "prepare", "complete", data=cfg.data.name, counts=counts)
+    write_run_record(run_dir, "prepare", "complete", data=cfg.data.name, counts=counts, retryable=retryable)
     log.info("prepared dataset in %s: %s; %d dropped %s", run_dir, counts, len(failed), reasons or "")
+    if retryable:
+        log.info("%d of them may succeed on a retry: landmark-ae prepare resume=%s", retryable, run_dir)
     return {
         "run_dir": run_dir,
         "train": counts["train"],
         "val": counts["val"],
         "test": counts["test"],
         "failed": len(failed),
+        "retryable": retryable,
         **{f"failed_{k}": v for k, v in reasons.items()},
     }
