@@ -3,6 +3,7 @@ kill -9 to the same result, determinism, the one-cycle schedule and its resume g
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -14,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from conftest import REPO, model_config, results, run_cli, run_in_process
+from conftest import REPO, model_config, one_line_error, results, run_cli, run_in_process
 from omegaconf import OmegaConf
 
 from landmark_ae.config import ObjectiveConfig
@@ -63,10 +64,13 @@ def test_train_writes_checkpoints_history_and_figures(tiny_train_cli, tiny_train
     assert model(x).shape == x.shape and model.embed(x).shape == (1, 392)
 
 
-def test_killed_training_resumes_to_the_same_result(tiny_prepared, tmp_path):
+@pytest.mark.parametrize("settings", [
+    ("model=m3", "batch_size=16"),  # the seed's loop: constant lr, plain reconstruction
+    ("experiment=contrastive", "batch_size=32"),  # one-cycle schedule, contrastive objective (M5)
+], ids=["constant-reconstruct", "onecycle-contrastive"])
+def test_killed_training_resumes_with_no_overrides_to_the_same_result(settings, tiny_prepared, tmp_path):
     outputs = tmp_path / "outputs"
-    args = ["train", "data=gldv2", f"data_dir={tiny_prepared}", "model=m3", "epochs=4", "batch_size=16",
-            "progress=false", "device=cpu"]
+    args = ["train", "data=gldv2", f"data_dir={tiny_prepared}", *settings, "epochs=4", "progress=false", "device=cpu"]
     env = {**os.environ, "LANDMARK_AE_OUTPUTS": str(outputs)}
     proc = subprocess.Popen([sys.executable, "-m", "landmark_ae", *args], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
@@ -84,17 +88,32 @@ def test_killed_training_resumes_to_the_same_result(tiny_prepared, tmp_path):
     done_before = len(pd.read_csv(run_dir / "history.csv"))
     assert 1 <= done_before < 4
 
-    resumed = run_cli(*args, f"resume={run_dir}", outputs=outputs)
+    # The run's own config is the truth: `resume=<dir>` alone, nothing else on the command line.
+    shown = run_cli("train", f"resume={run_dir}", "--cfg", "job", outputs=outputs)
+    assert shown.returncode == 0 and "epochs: 4" in shown.stdout, shown.stderr
+    assert ("name: m3" if "model=m3" in settings else "name: m5") in shown.stdout
+    resumed = run_cli("train", f"resume={run_dir}", outputs=outputs)
     assert resumed.returncode == 0, resumed.stderr
     assert results(resumed)["run_dir"] == str(run_dir) and results(resumed)["epochs"] == "4"
-    straight = run_cli(*args, outputs=outputs)
-    assert straight.returncode == 0, straight.stderr
+    straight_dir = tmp_path / "straight"
+    run_in_process(*args, f"paths.output_dir={outputs}", run_dir=straight_dir)
     a = pd.read_csv(run_dir / "history.csv")
-    b = pd.read_csv(Path(results(straight)["run_dir"]) / "history.csv")
+    b = pd.read_csv(straight_dir / "history.csv")
     assert list(a["epoch"]) == [1, 2, 3, 4]
-    assert a[["train_loss", "val_loss"]].equals(b[["train_loss", "val_loss"]])
+    assert a[["train_loss", "val_loss"]].equals(b[["train_loss", "val_loss"]])  # bit-identical losses
+    best_a, best_b = (load_checkpoint(d / "best.pt") for d in (run_dir, straight_dir))
+    assert best_a["epoch"] == best_b["epoch"]
+    assert all(torch.equal(x, y) for x, y in zip(best_a["state_dict"].values(), best_b["state_dict"].values(), strict=True))
     assert (run_dir / ".hydra" / "config.yaml").is_file() and list((run_dir / ".hydra").glob("resume-*"))
     assert not list(run_dir.rglob("*.tmp"))  # nothing half-written left behind
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["status"] == "complete" and record["pid"] > 0 and record["host"]
+
+    # Finished: a second resume= is refused and overwrites nothing.
+    before = (run_dir / "best.pt").stat().st_mtime_ns
+    again = run_cli("train", f"resume={run_dir}", "epochs=6", outputs=outputs)
+    one_line_error(again, "already complete", "start a new run")
+    assert (run_dir / "best.pt").stat().st_mtime_ns == before
 
 
 @pytest.mark.slow

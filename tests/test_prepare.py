@@ -97,35 +97,55 @@ def test_two_runs_never_collide(tmp_path, outputs):
     assert len(dirs) == 2 and all(Path(d).parent == outputs / "prepare" for d in dirs)
 
 
-def test_killed_prepare_resumes_without_half_written_images(tmp_path, outputs):
-    root = tmp_path / "src"
-    generate(root, SyntheticSpec(n_landmarks=5, n_images=400, min_per_landmark=5, seed=9))
-    args = ["prepare", "data=gldv2", f"data.root={root}", "progress=false", "workers=1"]
+def _start_and_stop(args: list[str], outputs: Path, sig: int, after_lines: int) -> tuple[int, str, Path]:
+    """Start `landmark-ae <args>`, send `sig` once its journal holds more than `after_lines` images."""
     proc = subprocess.Popen([sys.executable, "-m", "landmark_ae", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, cwd=REPO, text=True)
+                            stderr=subprocess.PIPE, cwd=REPO, text=True)
     deadline = time.time() + 120
     journal = None
     while time.time() < deadline and proc.poll() is None:
         found = list((outputs / "prepare").glob("*/done.log")) if (outputs / "prepare").exists() else []
-        if found and len(found[0].read_text().splitlines()) > 40:
+        if found and len(found[0].read_text().splitlines()) > after_lines:
             journal = found[0]
             break
         time.sleep(0.01)
-    assert journal is not None and proc.poll() is None, "prepare finished before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    run_dir = journal.parent
-    assert not (run_dir / "run.json").read_text().count('"complete"')
+    assert journal is not None and proc.poll() is None, "prepare finished before it could be stopped"
+    os.kill(proc.pid, sig)
+    _, stderr = proc.communicate(timeout=60)
+    return proc.returncode, stderr, journal.parent
+
+
+def test_stopped_prepare_resumes_from_its_own_config_without_half_written_images(tmp_path, outputs):
+    root = tmp_path / "src"
+    generate(root, SyntheticSpec(n_landmarks=5, n_images=400, min_per_landmark=5, seed=9))
+    args = ["prepare", "data=gldv2", f"data.root={root}", "progress=false", "workers=1"]
+
+    # SIGTERM (kill, schedulers): handled like Ctrl-C, one line with the resume hint, exit 143.
+    code, stderr, run_dir = _start_and_stop(args, outputs, signal.SIGTERM, 40)
+    assert code == 143, stderr
+    assert stderr.strip().splitlines()[-1] == (
+        f"landmark-ae prepare: error: interrupted; finished work is kept: continue with resume={run_dir}")
+    assert "Traceback" not in stderr
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "interrupted"
+    assert not list(run_dir.rglob("*.tmp"))
+
+    # kill -9 of the resumed run: nothing can be cleaned up then; the next resume does it.
+    _, _, again = _start_and_stop(["prepare", f"resume={run_dir}", "progress=false"], outputs, signal.SIGKILL, 120)
+    assert again == run_dir and json.loads((run_dir / "run.json").read_text())["status"] == "running"
     for jpg in run_dir.glob("*/*.jpg"):  # whatever exists is whole
         Image.open(jpg).load()
+    (run_dir / "train" / ".left.jpg.abc.tmp").write_bytes(b"partial")  # as a kill mid-write leaves it
 
-    resumed = run_cli(*args, f"resume={run_dir}", outputs=outputs)
+    # `resume=` alone: the run's own data config (data=gldv2, its root), not the default synthetic data.
+    resumed = run_cli("prepare", f"resume={run_dir}", "progress=false", outputs=outputs)
     assert resumed.returncode == 0, resumed.stderr
-    assert results(resumed)["run_dir"] == str(run_dir)
+    assert results(resumed)["run_dir"] == str(run_dir) and results(resumed)["failed"] == "0"
+    assert json.loads((run_dir / "run.json").read_text())["data"] == "gldv2"
+    assert not (run_dir / "source").exists()  # no synthetic data generated into it
     assert not list(run_dir.rglob("*.tmp"))  # no partial file of the killed run is left
     # the same as a run that was never interrupted
     fresh_dir = tmp_path / "fresh"
-    run_in_process("prepare", *args[1:], run_dir=fresh_dir)
+    run_in_process(*args, run_dir=fresh_dir)
     for split in ("train", "val", "test"):
         assert np.array_equal(np.load(run_dir / f"{split}.npy"), np.load(fresh_dir / f"{split}.npy"))
         assert (run_dir / f"{split}.csv").read_text() == (fresh_dir / f"{split}.csv").read_text()

@@ -12,6 +12,7 @@ import shutil
 import signal
 import sys
 import threading
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
@@ -33,6 +34,7 @@ from landmark_ae.runs import (
 )
 
 CONFIG_DIR = config_dir()
+_STARTED = time.time()
 log = logging.getLogger("landmark_ae")
 
 register_configs()
@@ -115,20 +117,36 @@ def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: node}
 
 
-def resume_conflicts(command: str, cfg: DictConfig, run_dir: Path) -> None:
-    """Refuse a resumed run whose composed config differs from its own in a key not safe to change."""
+def _short(value: Any) -> str:
+    text = str(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def resume_conflicts(command: str, cfg: DictConfig, run_dir: Path, choices: dict[str, Any]) -> None:
+    """Refuse a resumed run whose composed config differs from its own in a key not safe to change:
+    first a config group chosen differently (model=..., data=...), then any single key."""
+    safe = SAFE_ON_RESUME[command]
+
+    def refuse(key: str, was: Any, now: Any) -> None:
+        raise UserError(
+            f"resume: {key} is {_short(was)} in this run but {_short(now)} on the command line; a resumed run keeps "
+            f"its own settings (safe to change: {', '.join(sorted(safe - {'resume'}))}): drop the override, "
+            "or start a new run"
+        )
+
+    hydra_record = run_dir / ".hydra" / "hydra.yaml"
+    if hydra_record.is_file():
+        saved_choices = OmegaConf.load(hydra_record).hydra.runtime.choices
+        for group in sorted(k for k in choices if not str(k).startswith("hydra") and k != "paths"):
+            if saved_choices.get(group) != choices[group]:
+                refuse(group, saved_choices.get(group), choices[group])
     saved = _flatten(OmegaConf.to_container(OmegaConf.load(run_dir / ".hydra" / "config.yaml"), enum_to_str=True))
     now = _flatten(OmegaConf.to_container(cfg, enum_to_str=True))
-    safe = SAFE_ON_RESUME[command]
     for key in sorted(saved.keys() | now.keys()):
         if key.split(".")[0] in safe or key.startswith("paths."):
             continue
         if saved.get(key, "<unset>") != now.get(key, "<unset>"):
-            raise UserError(
-                f"resume: {key} is {saved.get(key, '<unset>')} in this run but {now.get(key, '<unset>')} on the command "
-                f"line; a resumed run keeps its own settings (safe to change: {', '.join(sorted(safe - {'resume'}))}). "
-                "Drop the override, or start a new run"
-            )
+            refuse(key, saved.get(key, "<unset>"), now.get(key, "<unset>"))
 
 
 class Terminated(Exception):
@@ -167,15 +185,17 @@ def execute(command: str, cfg: DictConfig, schema: type, body: str) -> None:
     fresh = not resumed and read_run_record(run_dir) is None
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _raise_terminated)
+    working = False  # set once the checks have passed: a refused resume leaves its run as it was
     try:
         with run_lock(run_dir):
             validate(cfg, schema, command=command)
             if resumed:
-                resume_conflicts(command, cfg, run_dir)
+                resume_conflicts(command, cfg, run_dir, dict(hydra_cfg.runtime.choices))
                 removed = remove_temp_files(run_dir)
                 if removed:
                     log.info("removed %d temp file(s) left by the interrupted run", removed)
             module, function = body.split(":")
+            working = True
             results = getattr(importlib.import_module(module), function)(cfg, run_dir)
     except (UserError, MissingMandatoryValue) as exc:
         if isinstance(exc, MissingMandatoryValue):
@@ -183,21 +203,24 @@ def execute(command: str, cfg: DictConfig, schema: type, body: str) -> None:
             message = f"{key} is required: set it on the command line ({key}=...)"
         else:
             message = str(exc)
-        _record_end(command, run_dir, fresh, resumed, hydra_cfg, "failed", message)
+        if resumed and not working:
+            _undo_resume_record(run_dir)
+        else:
+            _record_end(command, run_dir, fresh, "failed", message)
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise  # every traceback, on request
         fail(command, message)
     except (KeyboardInterrupt, Terminated) as exc:
         code = 143 if isinstance(exc, Terminated) else 130
         message = f"interrupted; finished work is kept: {_continue_hint(command, run_dir)}"
-        _record_end(command, run_dir, fresh, resumed, hydra_cfg, "interrupted", message)
+        _record_end(command, run_dir, fresh, "interrupted", message)
         fail(command, message, code=code)
     except OSError as exc:
         message = describe_os_error(exc, _continue_hint(command, run_dir), run_dir)
         if message is None:
             raise  # not the machine's doing: a bug, keep its traceback
         try:
-            _record_end(command, run_dir, fresh, resumed, hydra_cfg, "failed", message)
+            _record_end(command, run_dir, fresh, "failed", message)
         except OSError:
             pass  # the same disk or permission problem: the message still reaches the user
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
@@ -211,18 +234,20 @@ def _continue_hint(command: str, run_dir: Path) -> str:
     return f"continue with resume={run_dir}" if command in SAFE_ON_RESUME else "run it again"
 
 
-def _record_end(command: str, run_dir: Path, fresh: bool, resumed: bool, hydra_cfg: Any, status: str,
-                message: str) -> None:
+def _undo_resume_record(run_dir: Path) -> None:
+    """A refused resume changes nothing: drop the config record Hydra added for it (the resume-*
+    record made since this process started; its name cannot be asked for again: it holds a time)."""
+    for subdir in (run_dir / ".hydra").glob("resume-*"):
+        if subdir.stat().st_mtime >= _STARTED - 1:
+            shutil.rmtree(subdir, ignore_errors=True)
+
+
+def _record_end(command: str, run_dir: Path, fresh: bool, status: str, message: str) -> None:
     """How a run that did not complete is left: removed if this call created it and it holds no work,
     else recorded with its status and the one-line message (also in its log)."""
     if fresh and not _holds_work(run_dir, command):
         remove_run_dir(run_dir)
         return
-    if resumed and status == "failed" and read_run_record(run_dir) is not None:
-        # A refused resume changes nothing: drop the config record this call added.
-        subdir = run_dir / str(hydra_cfg.output_subdir)
-        if subdir.name.startswith("resume-"):
-            shutil.rmtree(subdir, ignore_errors=True)
     log.error("%s", message)
     if run_dir.is_dir():
         write_run_record(run_dir, command, status, error=message)
