@@ -74,6 +74,17 @@ def test_unknown_layer_type_and_bad_argument():
         build_model(cfg)
 
 
+@pytest.mark.parametrize(("key", "value", "expected"), [
+    ("groups", 2, "in_channels must be divisible by groups"),  # torch raises ValueError for these
+    ("padding_mode", "bogus", "padding_mode must be one of"),
+])
+def test_out_of_range_layer_arguments_name_the_layer(key, value, expected):
+    cfg = model_config("m1")
+    cfg["encoder"][0][key] = value
+    with pytest.raises(UserError, match=rf"model m1: encoder layer 0 \(Conv2d\): {expected}"):
+        build_model(cfg)
+
+
 # ---- M4: residual blocks, a compact linear bottleneck ----------------------------------------
 
 

@@ -59,3 +59,14 @@ def test_missing_and_malicious_checkpoints_are_refused_not_executed(tmp_path):
     torch.save({"state_dict": {}}, tmp_path / "other.pt")
     with pytest.raises(UserError, match="is not a landmark-ae checkpoint"):
         load_checkpoint(tmp_path / "other.pt")
+
+
+def test_a_format_1_checkpoint_is_upgraded_in_one_place(tmp_path):
+    """Runs from before objectives, schedules and channels-last: read as the seed's training was."""
+    model = build_model(model_config("m1"))
+    torch.save({"format": "landmark-ae/checkpoint/1", "state_dict": model.state_dict(), "model_config": model_config("m1"),
+                "epoch": 3, "optimizer": {}, "history": [{"epoch": 1}, {"epoch": 2}, {"epoch": 3}]}, tmp_path / "last.pt")
+    ckpt = load_checkpoint(tmp_path / "last.pt")
+    assert ckpt["format"] == CHECKPOINT_FORMAT and ckpt["data"] == "unknown" and ckpt["channels_last"] is False
+    assert ckpt["objective"]["name"] == "reconstruct" and ckpt["scheduler"] is None
+    assert ckpt["schedule"] == {"name": "constant", "epochs": 3, "batches": 0}

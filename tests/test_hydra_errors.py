@@ -44,3 +44,38 @@ def test_wrong_type_keeps_the_cause_on_the_same_line():
 @pytest.mark.parametrize("text", ["", "\n\n"])
 def test_an_empty_message_still_says_something(text):
     assert hydra_errors.short_message(ConfigCompositionException(text)) == "ConfigCompositionException"
+
+
+@pytest.mark.parametrize(("override", "quoted"), [
+    ("data_dir=/data/a=b", "\"data_dir='/data/a=b'\""),
+    ("data_dir=/data/café", "\"data_dir='/data/café'\""),
+])
+def test_values_that_need_quoting_are_answered_with_the_quoted_form(override, quoted):
+    from conftest import compose
+
+    with pytest.raises(Exception) as info:
+        compose("train", override)
+    message = hydra_errors.short_message(info.value)
+    assert message.startswith("cannot parse the value of data_dir") and quoted in message
+    assert compose("train", quoted.strip('"')).data_dir == override.split("=", 1)[1]  # and that form works
+
+
+def test_a_comma_in_a_value_gets_the_list_and_quoted_forms():
+    from conftest import compose
+
+    with pytest.raises(Exception) as info:
+        compose("query", "image=a.jpg,b.png")
+    message = hydra_errors.short_message(info.value)
+    assert "image=[a,b]" in message and "image='a,b'" in message and "\n" not in message
+
+
+def test_unknown_keys_get_the_closest_key_or_the_keys_there():
+    from conftest import compose
+
+    for override, expected in [("epoch=3", "train has no key 'epoch'; did you mean 'epochs'?"),
+                               ("objective.temprature=1", "did you mean 'objective.temperature'?"),
+                               ("model.bogus=1", "its keys here: decoder, description, encoder")]:
+        hydra_errors.COMMAND = "train"
+        with pytest.raises(Exception) as info:
+            compose("train", override)
+        assert expected in hydra_errors.short_message(info.value)

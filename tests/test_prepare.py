@@ -165,3 +165,15 @@ def test_prepare_bad_inputs(tmp_path, tiny_source):
     (tmp_path / "bad.csv").write_text("image,landmark\na,1\n")
     assert "no id/landmark_id column" in err("data=gldv2", f"data.root={tiny_source}", f"data.csv={tmp_path / 'bad.csv'}")
     assert not list(tmp_path.rglob("*.npy"))
+
+
+def test_local_images_are_capped_by_size_before_they_are_read(tiny_source, tmp_path):
+    from landmark_ae.data.images import ImageError
+    from landmark_ae.data.sources import local_fetch
+
+    row = pd.read_csv(tiny_source / "train.csv", dtype={"id": str}).iloc[0]
+    path = gldv2_image_path(tiny_source, row["id"])
+    assert local_fetch(tiny_source, path.stat().st_size)(row) == path
+    with pytest.raises(ImageError) as info:
+        local_fetch(tiny_source, path.stat().st_size - 1)(row)
+    assert info.value.reason == "too_big" and "data.http.max_bytes" in info.value.detail

@@ -100,3 +100,15 @@ def test_real_micro_metadata_in_gldv2_format_sampled_like_the_seed(tmp_path):
     assert (per["test"] == 1).all()  # 8-10 images per landmark: 1% rounds to 0, the minimum of 1 applies
     assert set(out["split"]) == {"train", "val", "test"}
     assert abs(per["val"].sum() / (per["val"].sum() + per["train"].sum()) - 0.2) < 0.03
+
+
+def test_labels_that_are_not_whole_numbers_are_reported_never_coerced_or_dropped(tmp_path):
+    rows = make_rows({1000: 3, 1001: 2})
+    bad = pd.DataFrame([["a" * 16, "u", "abc"], ["b" * 16, "u", "1001.5"], ["c" * 16, "u", "1e3"], ["d" * 16, "u", ""]],
+                       columns=["id", "url", "landmark_id"])
+    sample = read_sample(write_csv(tmp_path / "train.csv", pd.concat([rows, bad])), 1000, 2000)
+    assert sorted(sample.rows["id"]) == sorted(rows["id"])  # 1001.5 is not landmark 1001, 1e3 not 1000
+    rejected = sample.rejected.set_index("id")
+    assert list(rejected["reason"]) == ["bad_landmark_id"] * 4
+    assert rejected.loc["b" * 16, "detail"] == "landmark_id=1001.5" and rejected.loc["a" * 16, "landmark_id"] == ""
+    assert sample.counts_all.to_dict() == {1000: 3, 1001: 2}
