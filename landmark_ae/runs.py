@@ -7,6 +7,7 @@ whose record says `complete`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -212,3 +213,65 @@ def remove_run_dir(run_dir: Path) -> None:
         Path(run_dir).parent.rmdir()  # only succeeds when empty
     except OSError:
         pass
+
+
+# ---- manifests: what a run wrote, checked by the runs that read it ----------------------------
+
+MANIFEST = "manifest.json"
+# Files up to this size are fingerprinted whole (sha256); larger arrays by their size and the sha256
+# of their first and last MiB, which catches truncation and rewrites at a cost independent of size.
+_WHOLE_HASH_LIMIT = 64 * 2**20
+_END = 2**20
+
+
+def sha256_file(path: Path | str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def file_fingerprint(path: Path) -> str:
+    size = path.stat().st_size
+    if size <= _WHOLE_HASH_LIMIT:
+        return f"sha256:{sha256_file(path)}"
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        digest.update(f.read(_END))
+        f.seek(size - _END)
+        digest.update(f.read(_END))
+    return f"sha256-ends:{digest.hexdigest()}"
+
+
+def write_manifest(run_dir: Path, names: list[str]) -> None:
+    """Record each artifact's size and fingerprint; written last, atomically, when the run completes."""
+    artifacts = {}
+    for name in names:
+        path = Path(run_dir) / name
+        if path.is_file():
+            artifacts[name] = {"size": path.stat().st_size, "fingerprint": file_fingerprint(path)}
+    write_json_atomic(Path(run_dir) / MANIFEST, {"artifacts": artifacts})
+
+
+def check_artifacts(run_dir: Path, names: list[str], remake: str) -> None:
+    """Refuse, in one line naming the file and how to remake it, an artifact that is missing or
+    differs from what its run recorded. Runs without a manifest (older ones) are checked for presence."""
+    run_dir = Path(run_dir)
+    try:
+        recorded = read_json(run_dir / MANIFEST)["artifacts"] if (run_dir / MANIFEST).is_file() else {}
+    except (OSError, ValueError, KeyError, TypeError):
+        raise UserError(f"{run_dir / MANIFEST} is damaged: {remake}") from None
+    for name in names:
+        path = run_dir / name
+        if not path.is_file():
+            raise UserError(f"{path} is missing: {remake}")
+        entry = recorded.get(name)
+        if entry is None:
+            continue
+        size = path.stat().st_size
+        if size != entry["size"]:
+            raise UserError(f"{path} is truncated or was changed ({size} bytes; {entry['size']} when its run wrote it): "
+                            f"{remake}")
+        if file_fingerprint(path) != entry["fingerprint"]:
+            raise UserError(f"{path} was changed after its run wrote it: {remake}")

@@ -23,9 +23,13 @@ def whitened(tiny_trained: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     return run_dir
 
 
-def damaged(run: Path, tmp_path: Path, name: str, content: bytes | None) -> Path:
+def damaged(run: Path, tmp_path: Path, name: str, content: bytes | None, manifest: bool = True) -> Path:
+    """A copy of `run` with `name` replaced by `content` (None: deleted); manifest=False drops the
+    run's manifest too, as in runs from before manifests, so the file's own reader meets the damage."""
     copy = tmp_path / "copy"
     shutil.copytree(run, copy)
+    if not manifest:
+        (copy / "manifest.json").unlink()
     if content is None:
         (copy / name).unlink()
     else:
@@ -60,13 +64,23 @@ def test_a_missing_transform_of_raw_rows_is_the_identity(tiny_embedded, tmp_path
     ("embed.json", json.dumps({"model": "m1"}).encode(), "embed.json lacks train_run, checkpoint"),
     ("index.csv", b"id,landmark_id,split,path\ngarbage\n", "index.csv is damaged (line 2: 'garbage')"),
 ])
-def test_damaged_artifacts_are_named(whitened, tmp_path, name, content, expected):
-    assert expected in refusal(damaged(whitened, tmp_path, name, content))
+def test_damaged_artifacts_are_named_even_without_a_manifest(whitened, tmp_path, name, content, expected):
+    assert expected in refusal(damaged(whitened, tmp_path, name, content, manifest=False))
+
+
+@pytest.mark.parametrize("name", ["embeddings.npy", "index.csv", "embed.json", "transform.npz"])
+def test_the_manifest_catches_truncated_and_changed_artifacts(whitened, tmp_path, name):
+    data = (whitened / name).read_bytes()
+    message = refusal(damaged(whitened, tmp_path, name, data[:-7]))
+    assert f"{name} is truncated or was changed ({len(data) - 7} bytes; {len(data)} when its run wrote it)" in message
+    same_size = data[:-1] + bytes([data[-1] ^ 1])
+    assert f"{name} was changed after its run wrote it" in refusal(damaged(whitened, tmp_path / "b", name, same_size))
 
 
 def test_truncated_embeddings_are_named(whitened, tmp_path):
     data = (whitened / "embeddings.npy").read_bytes()
-    assert "embeddings.npy is damaged" in refusal(damaged(whitened, tmp_path, "embeddings.npy", data[: len(data) // 2]))
-    text = b"this is not an array"
-    assert "embeddings.npy is damaged" in refusal(damaged(whitened, tmp_path / "b", "embeddings.npy", text))
+    half = damaged(whitened, tmp_path, "embeddings.npy", data[: len(data) // 2], manifest=False)
+    assert "embeddings.npy is damaged" in refusal(half)
+    text = damaged(whitened, tmp_path / "b", "embeddings.npy", b"this is not an array", manifest=False)
+    assert "embeddings.npy is damaged" in refusal(text)
     assert np.load(whitened / "embeddings.npy").shape[1] == 16

@@ -39,7 +39,7 @@ from landmark_ae.data.images import ImageError, Prepared, load_array, prepare_im
 from landmark_ae.data.prepared import SPLITS
 from landmark_ae.data.sources import Results, make_source, resolve_source
 from landmark_ae.data.splits import ID_PATTERN, Sample, check_landmark_range, read_sample, split_rows
-from landmark_ae.runs import atomic_path, write_json_atomic, write_run_record
+from landmark_ae.runs import atomic_path, write_json_atomic, write_manifest, write_run_record
 
 log = logging.getLogger(__name__)
 
@@ -292,6 +292,7 @@ def run_prepare(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         if tar.report["failed"]:
             log.warning("tar shards that failed (their rows are retried by a rerun): %s", tar.report["failed"])
     write_json_atomic(run_dir / "dataset.json", summary)
+    write_manifest(run_dir, [*(f"{s}.{ext}" for s in SPLITS for ext in ("npy", "csv")), "dataset.json", "failures.csv"])
     write_run_record(run_dir, "prepare", "complete", data=cfg.data.name, counts=counts, retryable=retryable)
     log.info("prepared dataset in %s: %s; %d dropped %s", run_dir, counts, len(failed), reasons or "")
     if retryable:

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from landmark_ae.errors import UserError
+from landmark_ae.runs import check_artifacts
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -56,6 +57,7 @@ def load_split(data_dir: Path | str, split: str) -> Split:
             f"{data_dir} holds no prepared {split} split ({split}.csv/{split}.npy missing): "
             "run `landmark-ae prepare` (or finish it with resume=<its run dir>)"
         )
+    check_artifacts(data_dir, [f"{split}.npy", f"{split}.csv"], "prepare the dataset again with `landmark-ae prepare`")
     try:
         images = np.load(array_path, mmap_mode="r", allow_pickle=False)
         manifest = pd.read_csv(manifest_path, dtype={"id": str})

@@ -5,7 +5,8 @@ Kept free of pandas/hydra imports: `query` loads a checkpoint on its fast path.
 
 from __future__ import annotations
 
-import hashlib
+import errno
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ import torch
 
 from landmark_ae.errors import UserError
 from landmark_ae.model.builder import ConvAutoencoder, build_model
-from landmark_ae.runs import atomic_path
+from landmark_ae.runs import atomic_path, sha256_file
 
 # Format 2: every checkpoint names its dataset (`data`, from the prepare run's dataset.json), its
 # `objective` and `channels_last`; last.pt also its lr `schedule`. Format 1 files (older runs) are
@@ -24,7 +25,15 @@ _FORMAT_V1 = "landmark-ae/checkpoint/1"
 
 def save_checkpoint(path: Path, **payload: Any) -> None:
     with atomic_path(path) as tmp:
-        torch.save({"format": CHECKPOINT_FORMAT, **payload}, tmp)
+        try:
+            torch.save({"format": CHECKPOINT_FORMAT, **payload}, tmp)
+        except RuntimeError as exc:
+            # torch's zip writer reports a failed write (e.g. a full disk) as a RuntimeError
+            # ("[enforce fail at inline_container.cc] . unexpected pos"); say what it is.
+            full = shutil.disk_usage(tmp.parent).free < 64 * 2**20
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise OSError(errno.ENOSPC if full else errno.EIO, f"could not write the checkpoint: {first}",
+                          str(path)) from exc
 
 
 def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") -> dict:
@@ -75,8 +84,4 @@ def model_from_checkpoint(ckpt: dict) -> ConvAutoencoder:
 
 def fingerprint(path: Path | str) -> str:
     """sha256 of a checkpoint file: ties embeddings to the exact weights that made them."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return sha256_file(path)

@@ -27,9 +27,17 @@ from landmark_ae.device import pick_device
 from landmark_ae.errors import UserError
 from landmark_ae.model.builder import ConvAutoencoder
 from landmark_ae.model.checkpoints import fingerprint, load_checkpoint, model_from_checkpoint
-from landmark_ae.retrieval.embed_run import INDEX_COLUMNS
+from landmark_ae.retrieval.embed_run import ARTIFACTS, INDEX_COLUMNS
 from landmark_ae.retrieval.postprocess import Transform, pool
-from landmark_ae.runs import atomic_path, read_run_record, resolve_run, write_json_atomic, write_run_record
+from landmark_ae.runs import (
+    atomic_path,
+    check_artifacts,
+    read_run_record,
+    resolve_run,
+    write_json_atomic,
+    write_manifest,
+    write_run_record,
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +66,7 @@ def resolve_train_run(cfg: DictConfig) -> Path:
                       "run `landmark-ae train` first, or pass train_run=<train run dir>")
     if not (run / "best.pt").is_file():
         raise UserError(f"{run} has no best.pt: it is not a finished train run (train it, or resume it with resume={run})")
+    check_artifacts(run, ["best.pt"], "train the model again with `landmark-ae train`")
     return run
 
 
@@ -129,6 +138,7 @@ def run_embed(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "counts": {name: len(s.images) for name, s in splits.items()},
     }
     write_json_atomic(run_dir / "embed.json", meta)
+    write_manifest(run_dir, [*ARTIFACTS, "transform.npz"])
     write_run_record(run_dir, "embed", "complete", train_run=str(train_run), model=model_cfg["name"], data=ckpt["data"])
     log.info("embedded %d images with %s (dim %d, %s pooling, l2 %s, pca_whiten %s) into %s", total,
              model_cfg["name"], meta["dim"], pooling, cfg.l2, cfg.pca_whiten, run_dir)

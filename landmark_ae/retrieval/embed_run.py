@@ -12,9 +12,11 @@ import numpy as np
 
 from landmark_ae.errors import UserError
 from landmark_ae.retrieval.postprocess import Transform
-from landmark_ae.runs import read_json, read_run_record, resolve_run
+from landmark_ae.runs import check_artifacts, read_json, read_run_record, resolve_run
 
 INDEX_COLUMNS = ["id", "landmark_id", "split", "path"]
+ARTIFACTS = ("embeddings.npy", "index.csv", "embed.json")  # and transform.npz, where used
+REMAKE = "re-run `landmark-ae embed`"
 # What embed.json must hold for query/evaluate to use the run (embed writes all of them).
 META_KEYS = ("train_run", "checkpoint", "checkpoint_sha256", "model", "model_config", "data", "data_dir",
              "image_size", "dim", "raw_dim", "pooling", "gem_p", "l2", "pca_whiten", "transform")
@@ -25,9 +27,11 @@ class EmbedRun:
 
     def __init__(self, run_dir: Path):
         self.run_dir = Path(run_dir)
-        for name in ("embeddings.npy", "index.csv", "embed.json"):
+        for name in ARTIFACTS:
             if not (self.run_dir / name).is_file():
                 raise UserError(f"{self.run_dir} is not a complete embed run ({name} missing): run `landmark-ae embed`")
+        needed = [*ARTIFACTS, *(["transform.npz"] if (self.run_dir / "transform.npz").is_file() else [])]
+        check_artifacts(self.run_dir, needed, REMAKE)
         try:
             self.meta = read_json(self.run_dir / "embed.json")
         except (OSError, ValueError) as exc:

@@ -27,7 +27,7 @@ from landmark_ae.device import pick_device
 from landmark_ae.errors import UserError
 from landmark_ae.model.builder import ConvAutoencoder, build_model
 from landmark_ae.model.checkpoints import load_checkpoint, model_from_checkpoint, save_checkpoint
-from landmark_ae.runs import atomic_path, read_run_record, resolve_run, write_run_record
+from landmark_ae.runs import atomic_path, read_run_record, resolve_run, write_manifest, write_run_record
 from landmark_ae.train.objectives import contrastive_loss, objective_loss
 
 log = logging.getLogger(__name__)
@@ -212,6 +212,7 @@ def run_train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 
     loss_name = "NT-Xent + MSE" if record["objective"]["name"] == "contrastive" else "MSE"
     write_figures(run_dir, history, best_path, val_images, cfg.recon_images, model_cfg["name"], device, loss_name)
+    write_manifest(run_dir, ["best.pt", "last.pt", "history.csv"])
     write_run_record(run_dir, "train", "complete", best_val_loss=best["val_loss"], best_epoch=best["epoch"], **record)
     speeds = sorted(h["images_per_s"] for h in history)
     return {
