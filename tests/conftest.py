@@ -2,6 +2,7 @@
 
 Helpers (import them with `from conftest import ...`):
     run_cli / results / one_line_error   the real `landmark-ae` CLI in a subprocess and its output
+    modules_loaded_by                    what importing a module pulls in (torch, sklearn, ...)
     compose / run_in_process             a command's config composed in-process (Hydra's compose API),
                                          and a command's body run on it without the CLI around it
     model_config                         a model YAML from conf/model as a plain dict
@@ -56,6 +57,13 @@ def one_line_error(proc: subprocess.CompletedProcess, *expected: str) -> str:
     for text in expected:
         assert text in proc.stderr, proc.stderr
     return proc.stderr
+
+
+def modules_loaded_by(module: str, candidates: tuple[str, ...] = ("torch", "sklearn", "pandas")) -> set[str]:
+    """Which of `candidates` a fresh interpreter has imported after `import module` (import cost)."""
+    code = f"import sys, {module}; print(','.join(m for m in {candidates!r} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    return set(filter(None, out.stdout.strip().split(",")))
 
 
 # ---- commands in-process -------------------------------------------------------------------
