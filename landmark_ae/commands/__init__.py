@@ -8,11 +8,9 @@ from __future__ import annotations
 import importlib
 import logging
 import os
-import shutil
 import signal
 import sys
 import threading
-import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
@@ -21,11 +19,11 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from landmark_ae.commands import hydra_errors
+from landmark_ae.commands.resume import SAFE_ON_RESUME, resume_argv, resume_conflicts, undo_resume_record
 from landmark_ae.config import config_dir, register_configs, validate
 from landmark_ae.errors import UserError, describe_os_error
 from landmark_ae.runs import (
     RUN_RECORD,
-    check_resumable,
     read_run_record,
     remove_run_dir,
     remove_temp_files,
@@ -34,7 +32,6 @@ from landmark_ae.runs import (
 )
 
 CONFIG_DIR = config_dir()
-_STARTED = time.time()
 log = logging.getLogger("landmark_ae")
 
 register_configs()
@@ -48,8 +45,6 @@ OmegaConf.register_new_resolver(
     lambda resume: f".hydra/resume-{datetime.now():%Y-%m-%d_%H-%M-%S-%f}" if resume else ".hydra",
     replace=True,
 )
-
-
 
 
 def _config_groups(*groups: str) -> str:
@@ -67,37 +62,6 @@ def fail(command: str, message: str, code: int = 2) -> None:
     sys.exit(code)
 
 
-# Keys a resumed run may change from its own config: they do not change what the run computes.
-SAFE_ON_RESUME: dict[str, frozenset[str]] = {
-    "prepare": frozenset({"resume", "progress", "workers"}),
-    # epochs: more (constant schedule) or as many; the loop refuses what a schedule cannot do.
-    "train": frozenset({"resume", "progress", "threads", "device", "epochs", "recon_images"}),
-    "embed": frozenset({"resume", "progress", "device", "batch_size"}),
-}
-
-
-def _override_key(item: str) -> str:
-    return item.lstrip("+~").split("=", 1)[0]
-
-
-def resume_argv(command: str, argv: list[str]) -> list[str]:
-    """argv with the resumed run's own overrides (.hydra/overrides.yaml) put back in front of the
-    command line's, so Hydra composes the run's config; a key given again on the command line wins
-    here, and `execute` refuses it unless it is safe to change. Nothing is written."""
-    given = next((a.split("=", 1)[1] for a in argv if _override_key(a) == "resume" and "=" in a), None)
-    if not given or given == "null":
-        return argv
-    if command not in SAFE_ON_RESUME:
-        raise UserError(f"{command} has no resume=: it keeps no partial work; run it again")
-    run = check_resumable(given, command)
-    overrides_path = run / ".hydra" / "overrides.yaml"
-    original = OmegaConf.to_container(OmegaConf.load(overrides_path)) if overrides_path.is_file() else []
-    mine = {_override_key(a) for a in argv if "=" in a and not a.startswith("-")}
-    kept = [o for o in original if _override_key(o) not in mine and _override_key(o) != "resume"]
-    at = next(i for i, a in enumerate(argv) if _override_key(a) == "resume")
-    return [*argv[:at], *kept, *argv[at:]]
-
-
 def launch(command: str, hydra_main: Callable[[], Any]) -> None:
     """Run a command's @hydra.main, after the checks that must come before Hydra creates a run dir."""
     hydra_errors.COMMAND = command
@@ -106,47 +70,6 @@ def launch(command: str, hydra_main: Callable[[], Any]) -> None:
     except UserError as exc:
         fail(command, str(exc))
     hydra_main()
-
-
-def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(node, dict):
-        out: dict[str, Any] = {}
-        for key, value in node.items():
-            out.update(_flatten(value, f"{prefix}{key}."))
-        return out or {prefix[:-1]: {}}
-    return {prefix[:-1]: node}
-
-
-def _short(value: Any) -> str:
-    text = str(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def resume_conflicts(command: str, cfg: DictConfig, run_dir: Path, choices: dict[str, Any]) -> None:
-    """Refuse a resumed run whose composed config differs from its own in a key not safe to change:
-    first a config group chosen differently (model=..., data=...), then any single key."""
-    safe = SAFE_ON_RESUME[command]
-
-    def refuse(key: str, was: Any, now: Any) -> None:
-        raise UserError(
-            f"resume: {key} is {_short(was)} in this run but {_short(now)} on the command line; a resumed run keeps "
-            f"its own settings (safe to change: {', '.join(sorted(safe - {'resume'}))}): drop the override, "
-            "or start a new run"
-        )
-
-    hydra_record = run_dir / ".hydra" / "hydra.yaml"
-    if hydra_record.is_file():
-        saved_choices = OmegaConf.load(hydra_record).hydra.runtime.choices
-        for group in sorted(k for k in choices if not str(k).startswith("hydra") and k != "paths"):
-            if saved_choices.get(group) != choices[group]:
-                refuse(group, saved_choices.get(group), choices[group])
-    saved = _flatten(OmegaConf.to_container(OmegaConf.load(run_dir / ".hydra" / "config.yaml"), enum_to_str=True))
-    now = _flatten(OmegaConf.to_container(cfg, enum_to_str=True))
-    for key in sorted(saved.keys() | now.keys()):
-        if key.split(".")[0] in safe or key.startswith("paths."):
-            continue
-        if saved.get(key, "<unset>") != now.get(key, "<unset>"):
-            refuse(key, saved.get(key, "<unset>"), now.get(key, "<unset>"))
 
 
 class Terminated(Exception):
@@ -204,7 +127,7 @@ def execute(command: str, cfg: DictConfig, schema: type, body: str) -> None:
         else:
             message = str(exc)
         if resumed and not working:
-            _undo_resume_record(run_dir)
+            undo_resume_record(run_dir)
         else:
             _record_end(command, run_dir, fresh, "failed", message)
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
@@ -232,14 +155,6 @@ def execute(command: str, cfg: DictConfig, schema: type, body: str) -> None:
 
 def _continue_hint(command: str, run_dir: Path) -> str:
     return f"continue with resume={run_dir}" if command in SAFE_ON_RESUME else "run it again"
-
-
-def _undo_resume_record(run_dir: Path) -> None:
-    """A refused resume changes nothing: drop the config record Hydra added for it (the resume-*
-    record made since this process started; its name cannot be asked for again: it holds a time)."""
-    for subdir in (run_dir / ".hydra").glob("resume-*"):
-        if subdir.stat().st_mtime >= _STARTED - 1:
-            shutil.rmtree(subdir, ignore_errors=True)
 
 
 def _record_end(command: str, run_dir: Path, fresh: bool, status: str, message: str) -> None:
