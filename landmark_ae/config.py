@@ -244,17 +244,19 @@ class EvaluateConfig:
 class OutputFormat(str, enum.Enum):
     tsv = "tsv"
     json = "json"
+    jsonl = "jsonl"  # one JSON object per query per line, written as each batch is answered
     table = "table"
 
 
 @dataclass
 class QueryConfig:
     paths: PathsConfig = field(default_factory=PathsConfig)
-    image: Any = MISSING  # a path, a list of paths, or a folder
+    image: Any = MISSING  # a path, a list of paths, a folder, or - (paths from stdin, one per line)
     k: int = _min(1, 10)
     embed_run: Optional[str] = None  # an embed run dir; null: the most recent complete one
     checkpoint: Optional[str] = None  # the checkpoint to embed queries with; null: the embed run's own
-    format: OutputFormat = OutputFormat.tsv  # tsv (rank, distance, id, landmark_id, path, query), json or table
+    # tsv (rank, distance, id, landmark_id, path, query), jsonl, json or table
+    format: OutputFormat = OutputFormat.tsv
     save_grid: bool = False  # write retrieval_grid.png (each query and its top k) into the run dir
     device: str = "cpu"  # a single query is fastest on the CPU (no device start-up)
     batch_size: int = _min(1, 64)

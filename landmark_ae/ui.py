@@ -17,7 +17,8 @@ def make_console(file: IO[str]) -> Console:
     return Console(file=file, width=None if file.isatty() else NON_TERMINAL_WIDTH)
 
 
-console = make_console(sys.stderr)
+# stderr=True: rich looks sys.stderr up when it writes (it may be replaced, e.g. by pytest).
+console = Console(stderr=True, width=None if sys.stderr.isatty() else NON_TERMINAL_WIDTH)
 
 
 def progress_bar(enabled: bool = True, *extra_columns) -> Progress:

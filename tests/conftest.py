@@ -33,13 +33,13 @@ SHARED_DATA = Path(os.environ.get("LANDMARK_AE_SHARED_DATA", REPO.parent / "shar
 
 
 def run_cli(*args: str, outputs: Path, cwd: Path | None = None, timeout: float = 300,
-            env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run `landmark-ae <args>` in a subprocess with runs going to `outputs`."""
+            env: dict | None = None, stdin: str | None = None) -> subprocess.CompletedProcess:
+    """Run `landmark-ae <args>` in a subprocess with runs going to `outputs` (and `stdin` as its input)."""
     full_env = {**os.environ, "LANDMARK_AE_OUTPUTS": str(outputs), "PYTHONWARNINGS": "ignore", **(env or {})}
     full_env.pop("HYDRA_FULL_ERROR", None)
     return subprocess.run(
         [sys.executable, "-m", "landmark_ae", *args], capture_output=True, text=True,
-        cwd=cwd or REPO, env=full_env, timeout=timeout,
+        cwd=cwd or REPO, env=full_env, timeout=timeout, input=stdin,
     )
 
 

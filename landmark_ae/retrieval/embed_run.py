@@ -75,6 +75,11 @@ class EmbedRun:
     def rows(self, *splits: str) -> np.ndarray:
         return np.flatnonzero(np.isin(self.splits, splits))
 
+    def database(self) -> np.ndarray:
+        """The rows queries search: train+val of a prepared dataset, or every row of an embedded
+        collection (split `database`)."""
+        return self.rows("train", "val", "database")
+
     def protocol(self, queries: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(clustering rows, query rows, database rows). queries=test: test images query train+val
         (the seed's protocol, for reporting); queries=val: val images query train (for choosing

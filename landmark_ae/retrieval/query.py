@@ -1,8 +1,10 @@
-"""`landmark-ae query`: the nearest train+val images of one or more query images.
+"""`landmark-ae query`: the nearest database images of one or more query images.
 
 Results go to stdout (TSV with a header by default: rank, distance, id, landmark_id, path, query),
-so `landmark-ae query image=x.jpg | cut -f3` lists ids. Kept off pandas, sklearn and torchvision:
-a query in a shell loop should cost little more than importing torch.
+so `landmark-ae query image=x.jpg | cut -f3` lists ids. `image=-` reads paths from stdin, one per
+line, and answers them batch by batch as they come (`find photos -name '*.jpg' | landmark-ae query
+image=-`). Kept off pandas, sklearn and torchvision: a query in a shell loop should cost little more
+than importing torch.
 """
 
 from __future__ import annotations
@@ -11,18 +13,16 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 from omegaconf import DictConfig, ListConfig
 
-from landmark_ae.data.images import ImageError, resized_rgb
-from landmark_ae.device import pick_device
+from landmark_ae.config import enum_value
+from landmark_ae.data.images import ImageError
 from landmark_ae.errors import UserError
-from landmark_ae.model.checkpoints import fingerprint, load_checkpoint, model_from_checkpoint
-from landmark_ae.retrieval.embed import embed_images
 from landmark_ae.retrieval.embed_run import resolve_embed_run
-from landmark_ae.retrieval.search import search
+from landmark_ae.retrieval.retriever import Retriever
 from landmark_ae.runs import write_run_record
 
 log = logging.getLogger(__name__)
@@ -51,99 +51,135 @@ def collect_images(spec: Any) -> list[Path]:
     return paths
 
 
-def load_queries(paths: list[Path], image_size: int) -> np.ndarray:
-    """Each query through the training preprocessing: decode (any mode, EXIF-rotated), resize."""
+def describe_image_error(path: Path | str, exc: ImageError) -> str:
+    what = {"empty": "is empty", "corrupt": "is truncated or corrupt", "not_an_image": "is not an image",
+            "too_large": "is too large", "missing": "does not exist"}.get(exc.reason, exc.reason)
+    detail = f": {exc.detail}" if exc.detail and exc.reason == "corrupt" else ""
+    return f"query image {path} {what}{detail}"
+
+
+def load_queries(retriever: Retriever, paths: list[Path]) -> np.ndarray:
+    """Every query image, or a UserError naming the first one that cannot be used."""
     arrays = []
     for path in paths:
         try:
-            image, _ = resized_rgb(path, image_size)
+            arrays.append(retriever.load_image(path))
         except ImageError as exc:
-            what = {"empty": "is empty", "corrupt": "is truncated or corrupt", "not_an_image": "is not an image",
-                    "too_large": "is too large", "missing": "does not exist"}.get(exc.reason, exc.reason)
-            detail = f": {exc.detail}" if exc.detail and exc.reason == "corrupt" else ""
-            raise UserError(f"query image {path} {what}{detail}") from None
-        arrays.append(np.asarray(image, dtype=np.uint8))
+            raise UserError(describe_image_error(path, exc)) from None
     return np.stack(arrays)
+
+
+def stdin_batches(retriever: Retriever, batch_size: int) -> Iterator[tuple[list[Path], np.ndarray]]:
+    """`image=-`: paths from stdin in batches; an unreadable one is skipped with a line on stderr, so
+    one bad file does not stop a pipeline over thousands."""
+    paths: list[Path] = []
+    arrays: list[np.ndarray] = []
+    for line in sys.stdin:
+        name = line.rstrip("\r\n")
+        if not name.strip():
+            continue
+        path = Path(name).expanduser()
+        try:
+            arrays.append(retriever.load_image(path))
+        except ImageError as exc:
+            log.warning("skipped: %s", describe_image_error(path, exc))
+            continue
+        paths.append(path)
+        if len(paths) == batch_size:
+            yield paths, np.stack(arrays)
+            paths, arrays = [], []
+    if paths:
+        yield paths, np.stack(arrays)
 
 
 def run_query(cfg: DictConfig, run_dir: Path) -> None:
     run = resolve_embed_run(cfg.embed_run, cfg.paths.output_dir)
     write_run_record(run_dir, "query", "running", embed_run=str(run.run_dir), model=run.meta["model"])
-    checkpoint = Path(cfg.checkpoint or run.meta["checkpoint"]).expanduser()
-    if not checkpoint.is_file():
-        raise UserError(f"checkpoint {checkpoint} not found: pass checkpoint=<best.pt> or re-run `landmark-ae embed`")
-    if fingerprint(checkpoint) != run.meta["checkpoint_sha256"]:
-        raise UserError(
-            f"the embeddings in {run.run_dir} were made by another checkpoint than {checkpoint}: "
-            f"re-run `landmark-ae embed train_run={checkpoint.parent}` or query that embed run"
-        )
-    ckpt = load_checkpoint(checkpoint)
-    device = pick_device(cfg.device)
-    model = model_from_checkpoint(ckpt).to(device)
-
-    paths = collect_images(cfg.image)
-    images = load_queries(paths, int(run.meta["image_size"]))
-    queries = embed_images(model, images, int(ckpt["model_config"]["input_size"]), cfg.batch_size, device,
-                           pooling=run.meta["pooling"], gem_p=float(run.meta["gem_p"]))
-    queries = run.transform().apply(queries)  # the embed run's L2 / PCA-whitening, fitted on its database
-    if queries.shape[1] != run.embeddings.shape[1]:
-        raise UserError(f"query embeddings have {queries.shape[1]} values but {run.run_dir} holds {run.embeddings.shape[1]}: "
-                        "embed with the same model")
-
-    database = run.rows("train", "val")
-    if len(database) == 0:
-        raise UserError(f"{run.run_dir} has no train/val images to search")
-    contiguous = database[-1] - database[0] + 1 == len(database)
-    db = run.embeddings[database[0] : database[-1] + 1] if contiguous else run.embeddings[database]
-    k = min(cfg.k, len(database))
-    if cfg.k > len(database):
-        log.warning("k=%d is larger than the database (%d images): returning all of them", cfg.k, len(database))
-    distances, positions = search(queries, db, k)
-
-    results = []
-    for qi, path in enumerate(paths):
-        hits = []
-        for rank, (dist, pos) in enumerate(zip(distances[qi], positions[qi], strict=True), start=1):
-            row = database[pos]
-            hits.append({"rank": rank, "distance": float(dist), "id": run.ids[row],
-                         "landmark_id": int(run.labels[row]), "path": run.paths[row]})
-        results.append({"query": str(path), "neighbours": hits})
+    retriever = Retriever(run, cfg.checkpoint, cfg.device, cfg.batch_size)
+    if cfg.k > retriever.size:
+        log.warning("k=%d is larger than the database (%d images): returning all of them", cfg.k, retriever.size)
+    fmt = enum_value(cfg.format)
+    if str(cfg.image) == "-":
+        batches: Iterable[tuple[list[Path], np.ndarray]] = stdin_batches(retriever, cfg.batch_size)
+    else:
+        paths = collect_images(cfg.image)
+        batches = [(paths, load_queries(retriever, paths))]
+    writer = ResultWriter(fmt)
+    shown: list[np.ndarray] = []  # the images the grid figure shows (its first rows)
+    count = 0
+    for paths, images in batches:
+        results = [{"query": str(p), "neighbours": hits} for p, hits in zip(paths, retriever.neighbours(images, cfg.k),
+                                                                               strict=True)]
+        writer.write(results)
+        count += len(paths)
+        if cfg.save_grid and len(shown) < GRID_ROWS:
+            shown.extend(images[: GRID_ROWS - len(shown)])
+            writer.keep_for_grid(results)
     grid = None
-    if cfg.save_grid:
+    if cfg.save_grid and shown:
         from landmark_ae.figures import plot_retrieval_grid
 
-        grid = plot_retrieval_grid(images, results, run_dir / "retrieval_grid.png",
+        grid = plot_retrieval_grid(np.stack(shown), writer.grid_results[:GRID_ROWS], run_dir / "retrieval_grid.png",
                                    f"{run.meta['model']}: query (left) and nearest images, by Euclidean distance")
         log.info("retrieval grid: %s", grid)
-    write_results(results, cfg.format, grid)
+    writer.close(grid)
     write_run_record(run_dir, "query", "complete", embed_run=str(run.run_dir), model=run.meta["model"],
-                     queries=len(paths), k=k, grid=str(grid) if grid else None)
+                     queries=count, k=min(cfg.k, retriever.size), grid=str(grid) if grid else None)
 
 
-def write_results(results: list[dict], fmt: str, grid: Path | None = None) -> None:
-    """The neighbours on stdout; with a grid figure, a last `grid<TAB>path` line (tsv, table; json
-    stays one JSON document, the path is logged on stderr)."""
-    out = sys.stdout
-    if fmt == "json":
-        json.dump(results, out, indent=2)
-        out.write("\n")
-    elif fmt == "table":
-        from rich.table import Table
+GRID_ROWS = 8
 
-        from landmark_ae.ui import make_console
 
-        table = Table(*TSV_COLUMNS)
-        for r in results:
-            for h in r["neighbours"]:
-                # file names only: a table is for reading; tsv/json carry the full paths
-                table.add_row(str(h["rank"]), f"{h['distance']:.4f}", h["id"], str(h["landmark_id"]),
-                              Path(h["path"]).name, Path(r["query"]).name)
-        make_console(out).print(table)
-    else:
-        out.write("\t".join(TSV_COLUMNS) + "\n")
-        for r in results:
-            for h in r["neighbours"]:
-                out.write(f"{h['rank']}\t{h['distance']:.6f}\t{h['id']}\t{h['landmark_id']}\t{h['path']}\t{r['query']}\n")
-    if grid is not None and fmt != "json":
-        out.write(f"grid\t{grid}\n")
-    out.flush()
+class ResultWriter:
+    """The neighbours on stdout as they come: tsv (a header, then one line per neighbour), jsonl (one
+    object per query), json (one list, written at the end) or table (at the end). With a grid figure,
+    a last `grid<TAB>path` line (tsv, table; json/jsonl log the path on stderr instead)."""
+
+    def __init__(self, fmt: str):
+        self.fmt = fmt
+        self.held: list[dict] = []  # json and table are written whole, at the end
+        self.grid_results: list[dict] = []
+        if fmt == "tsv":
+            sys.stdout.write("\t".join(TSV_COLUMNS) + "\n")
+
+    def keep_for_grid(self, results: list[dict]) -> None:
+        self.grid_results.extend(results)
+
+    def write(self, results: list[dict]) -> None:
+        out = sys.stdout
+        if self.fmt == "tsv":
+            for r in results:
+                for h in r["neighbours"]:
+                    label = "" if h["landmark_id"] is None else h["landmark_id"]
+                    out.write(f"{h['rank']}\t{h['distance']:.6f}\t{h['id']}\t{label}\t{h['path']}\t{r['query']}\n")
+        elif self.fmt == "jsonl":
+            for r in results:
+                out.write(json.dumps(r) + "\n")
+        else:
+            self.held.extend(results)
+        out.flush()
+
+    def close(self, grid: Path | None = None) -> None:
+        out = sys.stdout
+        if self.fmt == "json":
+            json.dump(self.held, out, indent=2)
+            out.write("\n")
+        elif self.fmt == "table":
+            write_table(self.held)
+        if grid is not None and self.fmt in ("tsv", "table"):
+            out.write(f"grid\t{grid}\n")
+        out.flush()
+
+
+def write_table(results: list[dict]) -> None:
+    from rich.table import Table
+
+    from landmark_ae.ui import make_console
+
+    table = Table(*TSV_COLUMNS)
+    for r in results:
+        for h in r["neighbours"]:
+            # file names only: a table is for reading; tsv/json carry the full paths
+            table.add_row(str(h["rank"]), f"{h['distance']:.4f}", h["id"], str(h["landmark_id"] or ""),
+                          Path(h["path"]).name, Path(r["query"]).name)
+    make_console(sys.stdout).print(table)
