@@ -215,6 +215,11 @@ class EmbedConfig:
     paths: PathsConfig = field(default_factory=PathsConfig)
     train_run: Optional[str] = None  # a train run dir (its best.pt); null: the most recent complete one
     resume: Optional[str] = None  # an interrupted embed run to redo in place, with the checkpoint it started with
+    # What to embed (at most one; null: the train run's own prepared dataset). data_dir: another
+    # prepare run (labelled, its splits kept); images: any folder (recursively) or a text file of
+    # paths, embedded as one unlabelled database.
+    data_dir: Optional[str] = None
+    images: Optional[str] = None
     batch_size: int = _min(1, 256)
     device: str = "auto"
     progress: bool = True
@@ -262,6 +267,29 @@ class QueryConfig:
     batch_size: int = _min(1, 64)
 
 
+@dataclass
+class ServeConfig:
+    """`landmark-ae serve`: one aiohttp process answering queries against one embed run."""
+
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    embed_run: Optional[str] = None  # an embed run dir; null: the most recent complete one
+    checkpoint: Optional[str] = None  # the checkpoint to embed queries with; null: the embed run's own
+    host: str = "127.0.0.1"  # anything but a loopback address needs a token
+    port: int = _range(0, 65535, 8080)  # 0: a free port (the url line on stdout says which)
+    # Every request must carry `Authorization: Bearer <token>`; also read from LANDMARK_AE_TOKEN.
+    token: Optional[str] = None
+    k: int = _min(1, 10)  # neighbours when a request does not say ?k=
+    max_k: int = _min(1, 1000)
+    max_batch: int = _min(1, 32)  # queries embedded in one forward pass
+    max_wait_ms: float = _range(0.0, 1000.0, 5.0)  # how long the first waiting query waits for others
+    max_queue: int = _min(0, 256)  # waiting queries beyond this are answered 503
+    max_body_mb: float = _min(0.001, 20.0)  # larger bodies are answered 413 without being read
+    timeout_s: float = _min(0.1, 30.0)  # a request waiting longer is answered 503
+    device: str = "cpu"
+    threads: int = _min(0, 0)  # torch intra-op threads; 0 = torch's default
+    batch_size: int = _min(1, 64)
+
+
 def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="prepare_schema", node=PrepareConfig)
@@ -269,6 +297,7 @@ def register_configs() -> None:
     cs.store(name="embed_schema", node=EmbedConfig)
     cs.store(name="evaluate_schema", node=EvaluateConfig)
     cs.store(name="query_schema", node=QueryConfig)
+    cs.store(name="serve_schema", node=ServeConfig)
     # Under schema/, not data/ or model/: a schema is not an option a user can pick (data=...).
     cs.store(group="schema", name="data", node=DataConfig)
     cs.store(group="schema", name="model", node=ModelConfig)
