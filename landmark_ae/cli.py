@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "embed": ("landmark_ae.commands.embed", "compute bottleneck embeddings of every prepared image with a trained model"),
     "evaluate": ("landmark_ae.commands.evaluate", "score an embed run: NMI, RI, ARI, AMI, mAP@100, P@k, vs a raw-pixel baseline"),
     "query": ("landmark_ae.commands.query", "rank the database images nearest to query images (TSV on stdout)"),
+    "serve": ("landmark_ae.commands.serve", "answer image queries over HTTP from one embed run, loaded once"),
 }
 
 
