@@ -15,6 +15,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from landmark_ae.runs import write_bytes_atomic
 
+# The file suffixes taken as images where a folder is listed (query image=<folder>, embed images=<folder>).
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+
 # Pillow's own decompression-bomb guard is a warning below 2x its limit; make it an error at 64 MP.
 MAX_PIXELS = 64_000_000
 

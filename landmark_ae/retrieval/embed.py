@@ -1,11 +1,19 @@
-"""`landmark-ae embed`: the encoder's bottleneck, flattened, for every image of train/val/test.
+"""`landmark-ae embed`: the encoder's bottleneck, flattened, for every image of a collection.
+
+What is embedded, with the model of `train_run=`:
+    (default)        the train run's own prepared dataset: train/val/test, labelled
+    data_dir=<run>   another prepare run (train on landmarks 0-4, retrieve among 5-9): the same way
+    images=<path>    any folder (recursively) or text file of image paths (collection.py): one
+                     unlabelled split `database`, each image preprocessed as a query is
 
 An embed run dir holds:
     embeddings.npy   float32 (N, D), memory-mappable; row i is index.csv's row i
-    index.csv        id, landmark_id, split, path (absolute path of the stored image)
-    embed.json       train run, checkpoint path + sha256, model config, dataset, image sizes,
-                     post-processing (pooling, gem_p, l2, pca_whiten, raw_dim)
-    transform.npz    the L2 / PCA-whitening fitted on train+val rows (query applies it too)
+    index.csv        id, landmark_id (empty when unlabelled), split, path (absolute path of the image)
+    embed.json       train run, checkpoint path + sha256, model config, dataset embedded and the one
+                     trained on, image sizes, post-processing (pooling, gem_p, l2, pca_whiten, raw_dim)
+    transform.npz    the L2 / PCA-whitening fitted on the database rows: train+val of a prepared
+                     dataset, every row of a collection (query applies it too)
+    failures.csv     images= only: files that could not be used (id, path, reason, detail)
 
 embeddings.npy holds the post-processed rows: evaluate and query search them as they are.
 """
@@ -14,6 +22,8 @@ from __future__ import annotations
 
 import csv
 import logging
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -22,11 +32,12 @@ import torch
 from omegaconf import DictConfig
 
 from landmark_ae.config import enum_value
-from landmark_ae.data.prepared import SPLITS, load_prepared, resize_uint8, to_model_range
+from landmark_ae.data.prepared import SPLITS, Split, dataset_name, load_prepared, resize_uint8, to_model_range
 from landmark_ae.device import pick_device
 from landmark_ae.errors import UserError
 from landmark_ae.model.builder import ConvAutoencoder
 from landmark_ae.model.checkpoints import fingerprint, load_checkpoint, model_from_checkpoint
+from landmark_ae.retrieval.collection import FAILURE_COLUMNS, Collection, decode_batches, open_collection, training_image_size
 from landmark_ae.retrieval.embed_run import ARTIFACTS, INDEX_COLUMNS
 from landmark_ae.retrieval.postprocess import Transform, pool
 from landmark_ae.runs import (
@@ -40,7 +51,6 @@ from landmark_ae.runs import (
 )
 
 log = logging.getLogger(__name__)
-
 
 
 @torch.inference_mode()
@@ -70,10 +80,66 @@ def resolve_train_run(cfg: DictConfig) -> Path:
     return run
 
 
+@dataclass
+class Embedded:
+    """What an embed run stores, before post-processing: raw rows and their index."""
+
+    embeddings: np.ndarray  # (N, D) raw bottlenecks, in index order
+    index_rows: list[list[Any]]  # id, landmark_id ("" when unlabelled), split, absolute path
+    database: np.ndarray  # bool (N,): the rows the post-processing is fitted on
+    counts: dict[str, int]
+    failures: list[list[str]] = field(default_factory=list)  # images= only: [id, path, reason, detail]
+
+
+def embed_prepared(splits: dict[str, Split], data_dir: Path, embed: Callable[..., np.ndarray], bar: Any,
+                   description: str) -> Embedded:
+    """Every train/val/test image of a prepared dataset, from its uint8 arrays (no JPEG decoded)."""
+    total = sum(len(s.images) for s in splits.values())
+    task = bar.add_task(description, total=total, status="")
+    parts, index_rows = [], []
+    for name, split in splits.items():
+        parts.append(embed(split.images, lambda n: bar.update(task, advance=n)))
+        for row in split.manifest.itertuples(index=False):
+            index_rows.append([row.id, int(row.landmark_id), name, str((data_dir / row.path).resolve())])
+    embeddings = np.concatenate([p for p in parts if p.size]) if total else np.zeros((0, 0), np.float32)
+    database = np.array([r[2] in ("train", "val") for r in index_rows], dtype=bool)
+    return Embedded(embeddings, index_rows, database, {name: len(s.images) for name, s in splits.items()})
+
+
+def embed_collection(collection: Collection, image_size: int, batch_size: int, embed: Callable[..., np.ndarray],
+                     bar: Any, description: str, run_dir: Path) -> Embedded:
+    """Every readable image of a collection, decoded batch by batch; the others go to failures.csv."""
+    task = bar.add_task(description, total=len(collection), status="")
+    parts, index_rows, failures = [], [], []
+    for positions, images, failed in decode_batches(collection, image_size, batch_size):
+        if images is not None:
+            parts.append(embed(images))
+            index_rows.extend([collection.ids[i], "", "database", str(collection.paths[i])] for i in positions)
+        failures.extend(failed)
+        bar.update(task, advance=len(positions) + len(failed), status=f"{len(failures)} failed" if failures else "")
+    with atomic_path(run_dir / "failures.csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(FAILURE_COLUMNS)
+        writer.writerows(failures)
+    reasons = ", ".join(f"{reason}: {n}" for reason, n in sorted(Counter(f[2] for f in failures).items()))
+    if not index_rows:
+        raise UserError(f"images={collection.source}: none of its {len(collection)} files could be read ({reasons}; "
+                        f"listed in {run_dir / 'failures.csv'})")
+    if failures:
+        log.warning("%d of %d files could not be used (%s): listed in %s", len(failures), len(collection), reasons,
+                    run_dir / "failures.csv")
+    return Embedded(np.concatenate(parts), index_rows, np.ones(len(index_rows), dtype=bool),
+                    {"database": len(index_rows)}, failures)
+
+
 def run_embed(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     from landmark_ae.ui import progress_bar
 
-    # A resumed embed run embeds with the checkpoint it started with, not the newest train run's.
+    if cfg.data_dir and cfg.images:
+        raise UserError("data_dir= and images= both name what to embed: pass one of them (data_dir=<prepare run> "
+                        "for a labelled dataset, images=<folder or text file of paths> for any images)")
+    # A resumed embed run embeds with the checkpoint it started with, not the newest train run's,
+    # and the collection it started on (recorded as an absolute path), not the newest prepare run.
     started = (read_run_record(run_dir) or {}) if cfg.resume else {}
     train_run = Path(started["train_run"]) if started.get("train_run") else resolve_train_run(cfg)
     checkpoint = train_run / "best.pt"
@@ -83,29 +149,46 @@ def run_embed(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                         f"(`landmark-ae embed train_run={train_run}`)")
     ckpt = load_checkpoint(checkpoint)
     model_cfg = ckpt["model_config"]
+    trained_dir = Path(ckpt["data_dir"])
+    if started.get("images") or started.get("data_dir"):
+        images, data_dir = started.get("images"), started.get("data_dir")
+    else:
+        images, data_dir = cfg.images, cfg.data_dir
+
+    collection, splits = None, {}
+    if images:
+        collection = open_collection(images)
+        image_size = training_image_size(trained_dir)
+        what = {"data": collection.name, "data_dir": None, "images": str(collection.source)}
+    else:
+        embedded_dir = Path(data_dir).expanduser() if data_dir else trained_dir
+        splits = load_prepared(embedded_dir, SPLITS)
+        image_size = int(splits["train"].images.shape[1])
+        embedded_dir = embedded_dir.resolve()
+        own = embedded_dir == trained_dir.resolve()
+        what = {"data": ckpt["data"] if own else dataset_name(embedded_dir), "data_dir": str(embedded_dir),
+                "images": None}
     device = pick_device(cfg.device)
     model = model_from_checkpoint(ckpt).to(device)
-    data_dir = Path(ckpt["data_dir"])
-    splits = load_prepared(data_dir, SPLITS)
-    image_size = int(splits["train"].images.shape[1])
     write_run_record(run_dir, "embed", "running", train_run=str(train_run), model=model_cfg["name"],
-                     checkpoint_sha256=sha256)
+                     checkpoint_sha256=sha256, data_dir=what["data_dir"], images=what["images"])
 
     pooling = enum_value(cfg.pooling)
-    total = sum(len(s.images) for s in splits.values())
-    parts, index_rows = [], []
+
+    def embed(batch: np.ndarray, on_batch: Callable[[int], None] = lambda n: None) -> np.ndarray:
+        return embed_images(model, batch, int(model_cfg["input_size"]), cfg.batch_size, device, on_batch, pooling,
+                            cfg.gem_p)
+
+    description = f"embed with {model_cfg['name']}"
     with progress_bar(cfg.progress) as bar:
-        task = bar.add_task(f"embed with {model_cfg['name']}", total=total, status="")
-        for name, split in splits.items():
-            parts.append(embed_images(model, split.images, int(model_cfg["input_size"]), cfg.batch_size, device,
-                                      lambda n: bar.update(task, advance=n), pooling, cfg.gem_p))
-            for row in split.manifest.itertuples(index=False):
-                index_rows.append([row.id, int(row.landmark_id), name, str((data_dir / row.path).resolve())])
-    embeddings = np.concatenate([p for p in parts if p.size]) if total else np.zeros((0, 0), np.float32)
+        if collection is not None:
+            part = embed_collection(collection, image_size, cfg.batch_size, embed, bar, description, run_dir)
+        else:
+            part = embed_prepared(splits, Path(what["data_dir"]), embed, bar, description)
+    embeddings = part.embeddings
     raw_dim = int(embeddings.shape[1])
-    database = np.array([r[2] in ("train", "val") for r in index_rows], dtype=bool)
     try:
-        transform = Transform.fit(embeddings[database], l2=cfg.l2, pca_whiten=cfg.pca_whiten)
+        transform = Transform.fit(embeddings[part.database], l2=cfg.l2, pca_whiten=cfg.pca_whiten)
     except ValueError as exc:
         raise UserError(f"pca_whiten={cfg.pca_whiten} is too large: {exc}") from None
     embeddings = transform.apply(embeddings)
@@ -117,7 +200,7 @@ def run_embed(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     with atomic_path(run_dir / "index.csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(INDEX_COLUMNS)
-        writer.writerows(index_rows)
+        writer.writerows(part.index_rows)
     meta = {
         "train_run": str(train_run.resolve()),
         "checkpoint": str(checkpoint.resolve()),
@@ -125,8 +208,8 @@ def run_embed(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "checkpoint_epoch": ckpt["epoch"],
         "model": model_cfg["name"],
         "model_config": model_cfg,
-        "data": ckpt["data"],
-        "data_dir": str(data_dir.resolve()),
+        **what,  # data, data_dir, images: what was embedded
+        "trained_on": ckpt["data"],
         "image_size": image_size,
         "dim": int(embeddings.shape[1]),
         "raw_dim": raw_dim,
@@ -135,11 +218,17 @@ def run_embed(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "l2": bool(cfg.l2),
         "pca_whiten": cfg.pca_whiten,
         "transform": "transform.npz",
-        "counts": {name: len(s.images) for name, s in splits.items()},
+        "counts": part.counts,
     }
+    if collection is not None:
+        meta["failed"] = len(part.failures)
     write_json_atomic(run_dir / "embed.json", meta)
-    write_manifest(run_dir, [*ARTIFACTS, "transform.npz"])
-    write_run_record(run_dir, "embed", "complete", train_run=str(train_run), model=model_cfg["name"], data=ckpt["data"])
-    log.info("embedded %d images with %s (dim %d, %s pooling, l2 %s, pca_whiten %s) into %s", total,
+    write_manifest(run_dir, [*ARTIFACTS, "transform.npz", *(["failures.csv"] if collection is not None else [])])
+    write_run_record(run_dir, "embed", "complete", train_run=str(train_run), model=model_cfg["name"], data=what["data"])
+    total = len(part.index_rows)
+    log.info("embedded %d images of %s with %s (dim %d, %s pooling, l2 %s, pca_whiten %s) into %s", total, what["data"],
              model_cfg["name"], meta["dim"], pooling, cfg.l2, cfg.pca_whiten, run_dir)
-    return {"run_dir": run_dir, "model": model_cfg["name"], "images": total, "dim": meta["dim"]}
+    out: dict[str, Any] = {"run_dir": run_dir, "model": model_cfg["name"], "images": total, "dim": meta["dim"]}
+    if collection is not None:
+        out["failed"] = len(part.failures)
+    return out

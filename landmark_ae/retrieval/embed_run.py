@@ -17,6 +17,7 @@ from landmark_ae.runs import check_artifacts, read_json, read_run_record, resolv
 INDEX_COLUMNS = ["id", "landmark_id", "split", "path"]
 ARTIFACTS = ("embeddings.npy", "index.csv", "embed.json")  # and transform.npz, where used
 REMAKE = "re-run `landmark-ae embed`"
+UNLABELLED = -1  # the label of a row without one (index.csv: an empty landmark_id)
 # What embed.json must hold for query/evaluate to use the run (embed writes all of them).
 META_KEYS = ("train_run", "checkpoint", "checkpoint_sha256", "model", "model_config", "data", "data_dir",
              "image_size", "dim", "raw_dim", "pooling", "gem_p", "l2", "pca_whiten", "transform")
@@ -49,15 +50,21 @@ class EmbedRun:
         with open(self.run_dir / "index.csv", newline="", encoding="utf-8") as f:
             rows = list(csv.reader(f))[1:]
         for line, r in enumerate(rows, start=2):
-            if len(r) != len(INDEX_COLUMNS) or not r[1].lstrip("-").isdigit():
+            # landmark_id is empty for an unlabelled collection (embed images=...)
+            if len(r) != len(INDEX_COLUMNS) or not (r[1] == "" or r[1].lstrip("-").isdigit()):
                 raise UserError(f"{self.run_dir / 'index.csv'} is damaged (line {line}: {','.join(r)[:60]!r}): "
                                 "re-run `landmark-ae embed`")
         self.ids = [r[0] for r in rows]
-        self.labels = np.array([int(r[1]) for r in rows], dtype=np.int64)
+        self.labels = np.array([int(r[1]) if r[1] else UNLABELLED for r in rows], dtype=np.int64)
         self.splits = np.array([r[2] for r in rows])
         self.paths = [r[3] for r in rows]
         if len(rows) != len(self.embeddings):
             raise UserError(f"{self.run_dir}: index.csv and embeddings.npy disagree: re-run `landmark-ae embed`")
+
+    @property
+    def labelled(self) -> bool:
+        """Whether every row has a landmark label: a prepared dataset, not an images= collection."""
+        return not self.meta.get("images") and bool((self.labels != UNLABELLED).all())
 
     def transform(self) -> Transform:
         """The post-processing the stored rows went through; query applies it to its images too."""

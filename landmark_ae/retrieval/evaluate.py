@@ -60,6 +60,10 @@ def print_table(results: dict[str, dict[str, float]], k: int, retrieval: str = "
 
 def run_evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     run = resolve_embed_run(cfg.embed_run, cfg.paths.output_dir)
+    if not run.labelled:
+        what = f"images={run.meta['images']}" if run.meta.get("images") else "a collection"
+        raise UserError(f"{run.run_dir} embeds {what}, which holds no landmark labels: evaluate needs a labelled "
+                        "dataset, e.g. embed data_dir=<prepare run>")
     write_run_record(run_dir, "evaluate", "running", embed_run=str(run.run_dir), model=run.meta["model"])
     results: dict[str, dict[str, Any]] = {}
     tick = time.perf_counter()
@@ -78,6 +82,7 @@ def run_evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "train_run": run.meta["train_run"],
         "model": run.meta["model"],
         "data": run.meta["data"],
+        "trained_on": run.meta.get("trained_on", run.meta["data"]),
         "counts": counts,
         "settings": {"seed": cfg.seed, "n_init": cfg.n_init, "k": cfg.k, "queries": queries},
         "postprocess": {key: run.meta[key] for key in ("pooling", "gem_p", "l2", "pca_whiten", "raw_dim")},

@@ -19,7 +19,7 @@ import numpy as np
 from omegaconf import DictConfig, ListConfig
 
 from landmark_ae.config import enum_value
-from landmark_ae.data.images import ImageError
+from landmark_ae.data.images import IMAGE_SUFFIXES, ImageError
 from landmark_ae.errors import UserError
 from landmark_ae.retrieval.embed_run import resolve_embed_run
 from landmark_ae.retrieval.retriever import Retriever
@@ -27,7 +27,6 @@ from landmark_ae.runs import write_run_record
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 TSV_COLUMNS = ["rank", "distance", "id", "landmark_id", "path", "query"]
 
 
@@ -180,6 +179,7 @@ def write_table(results: list[dict]) -> None:
     for r in results:
         for h in r["neighbours"]:
             # file names only: a table is for reading; tsv/json carry the full paths
-            table.add_row(str(h["rank"]), f"{h['distance']:.4f}", h["id"], str(h["landmark_id"] or ""),
-                          Path(h["path"]).name, Path(r["query"]).name)
+            label = "" if h["landmark_id"] is None else str(h["landmark_id"])  # landmark 0 is a label too
+            table.add_row(str(h["rank"]), f"{h['distance']:.4f}", h["id"], label, Path(h["path"]).name,
+                          Path(r["query"]).name)
     make_console(sys.stdout).print(table)
