@@ -1,0 +1,159 @@
+"""Throughput and latency of `landmark-ae serve` against one-shot `landmark-ae query` calls and one
+batched `query image=-` call, in the same run; then a soak with bad requests mixed in.
+
+    python scripts/bench_serve.py embed_run=<embed run dir> [requests=400] [concurrency=1,8,16]
+        [oneshot=8] [soak_s=60] [soak_concurrency=32] [bad=0.1] [threads=0]
+
+Query images are the embed run's own test images (cycled). Prints `key<TAB>value` lines and a
+Markdown table on stderr. Quote the ratios: the machine is shared and noisy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def start_server(embed_run: Path, env: dict, threads: str) -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen([sys.executable, "-m", "landmark_ae", "serve", f"embed_run={embed_run}", "port=0",
+                             f"threads={threads}"], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    line = proc.stdout.readline()
+    if not line.startswith("url\t"):
+        sys.exit(f"bench_serve: the server did not start (exit {proc.wait()})")
+    return proc, line.split("\t", 1)[1].strip()
+
+
+async def load(url: str, bodies: list[bytes], total: int, concurrency: int, k: int = 10) -> tuple[float, list[float], dict]:
+    """`total` POST /query at `concurrency` in flight; returns (seconds, latencies in ms, status counts)."""
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    counter = iter(range(total))
+
+    async def worker(session: aiohttp.ClientSession) -> None:
+        for i in counter:
+            tick = time.perf_counter()
+            async with session.post(f"{url}/query?k={k}", data=bodies[i % len(bodies)]) as response:
+                await response.read()
+                statuses[response.status] = statuses.get(response.status, 0) + 1
+            latencies.append((time.perf_counter() - tick) * 1000)
+
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        tick = time.perf_counter()
+        await asyncio.gather(*(worker(session) for _ in range(concurrency)))
+        return time.perf_counter() - tick, latencies, statuses
+
+
+async def soak(url: str, good: list[bytes], bad: list[bytes], seconds: float, concurrency: int, bad_share: float,
+               pid: int) -> dict:
+    statuses: dict[int, int] = {}
+    stop = time.perf_counter() + seconds
+    rng = random.Random(0)
+    rss = [rss_mb(pid)]
+
+    async def worker(session: aiohttp.ClientSession) -> None:
+        while time.perf_counter() < stop:
+            body = rng.choice(bad) if rng.random() < bad_share else rng.choice(good)
+            k = rng.choice(["10", "10", "0", "abc"]) if body in bad else "10"
+            async with session.post(f"{url}/query?k={k}", data=body) as response:
+                await response.read()
+                statuses[response.status] = statuses.get(response.status, 0) + 1
+
+    async def sample_rss() -> None:
+        while time.perf_counter() < stop:
+            await asyncio.sleep(5)
+            rss.append(rss_mb(pid))
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
+        await asyncio.gather(sample_rss(), *(worker(session) for _ in range(concurrency)))
+    rss.append(rss_mb(pid))
+    return {"statuses": dict(sorted(statuses.items())), "rss_start_mb": rss[0], "rss_end_mb": rss[-1],
+            "rss_max_mb": max(rss), "rss_every_5s_mb": [round(r) for r in rss]}
+
+
+def main(argv: list[str]) -> None:
+    opts = dict(a.split("=", 1) for a in argv if "=" in a)
+    if "embed_run" not in opts:
+        sys.exit(__doc__)
+    embed_run = Path(opts["embed_run"]).resolve()
+    total = int(opts.get("requests", 400))
+    levels = [int(c) for c in opts.get("concurrency", "1,8,16").split(",") if c]
+    env = {**os.environ, "LANDMARK_AE_OUTPUTS": opts.get("outputs", "/tmp/landmark_ae_bench_outputs")}
+    rows = [line.split(",") for line in (embed_run / "index.csv").read_text().splitlines()[1:]]
+    paths = [r[3] for r in rows if r[2] == "test"] or [r[3] for r in rows[:100]]
+    bodies = [Path(p).read_bytes() for p in paths]
+    dim = np.load(embed_run / "embeddings.npy", mmap_mode="r").shape[1]
+    n_db = sum(1 for r in rows if r[2] in ("train", "val", "database"))
+    out = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+                      f"Python {platform.python_version()}", "database": f"{n_db} images, dim {dim}",
+           "requests": total}
+
+    # Baselines: a fresh process per query, and one process reading all paths on stdin.
+    oneshot = int(opts.get("oneshot", 8))
+    times = []
+    for p in paths[:oneshot]:
+        tick = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "landmark_ae", "query", f"image={p}", f"embed_run={embed_run}"],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=REPO)
+        times.append(time.perf_counter() - tick)
+    out["cli_oneshot_req_per_s"] = round(1 / statistics.median(times), 3)
+    listing = "\n".join(paths[i % len(paths)] for i in range(total)) + "\n"
+    tick = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "landmark_ae", "query", "image=-", f"embed_run={embed_run}", "format=jsonl"],
+                   input=listing, text=True, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   env=env, cwd=REPO)
+    out["cli_stdin_req_per_s"] = round(total / (time.perf_counter() - tick), 1)
+
+    proc, url = start_server(embed_run, env, opts.get("threads", "0"))
+    try:
+        asyncio.run(load(url, bodies, 20, 1))  # warm up
+        for c in levels:
+            seconds, lat, statuses = asyncio.run(load(url, bodies, total, c))
+            if set(statuses) != {200}:
+                sys.exit(f"bench_serve: unexpected statuses {statuses}")
+            q = np.percentile(lat, [50, 99])
+            out[f"serve_c{c}_req_per_s"] = round(total / seconds, 1)
+            out[f"serve_c{c}_p50_ms"] = round(float(q[0]), 1)
+            out[f"serve_c{c}_p99_ms"] = round(float(q[1]), 1)
+            out[f"serve_c{c}_over_oneshot"] = round(total / seconds / out["cli_oneshot_req_per_s"], 1)
+        soak_s = float(opts.get("soak_s", 60))
+        if soak_s > 0:
+            bad = [b"<html>not found</html>", bodies[0][: len(bodies[0]) // 3], b""]
+            result = asyncio.run(soak(url, bodies, bad, soak_s, int(opts.get("soak_concurrency", 32)),
+                                      float(opts.get("bad", 0.1)), proc.pid))
+            out["soak_s"] = soak_s
+            out["soak_statuses"] = result["statuses"]
+            out["soak_5xx"] = sum(n for s, n in result["statuses"].items() if s >= 500)
+            out["soak_rss_start_mb"] = round(result["rss_start_mb"], 1)
+            out["soak_rss_end_mb"] = round(result["rss_end_mb"], 1)
+            out["soak_rss_max_mb"] = round(result["rss_max_mb"], 1)
+            out["soak_rss_every_5s_mb"] = result["rss_every_5s_mb"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    for key, value in out.items():
+        print(f"{key}\t{value}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
