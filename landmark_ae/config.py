@@ -196,6 +196,7 @@ class TrainConfig:
     # such as M5; results differ from the default layout in the last float bits only.
     channels_last: bool = False
     recon_images: int = _min(1, 8)  # images shown in reconstructions.png
+    logger: Optional[str] = None  # null (history.csv only) or tensorboard (also <run dir>/tensorboard/)
     progress: bool = True
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
 
@@ -228,6 +229,32 @@ class EmbedConfig:
     l2: bool = False  # unit-length rows
     # null, or the number of principal axes kept, each scaled to unit variance (L2 before and after when l2)
     pca_whiten: Optional[int] = _min(1, None)
+    index: IndexConfig = field(default_factory=IndexConfig)
+
+
+class IndexKind(str, enum.Enum):
+    exact = "exact"  # numpy, exact: the oracle, and fast enough for small databases
+    flat = "flat"  # FAISS exact (IndexFlat)
+    ivf = "ivf"  # FAISS IVF-Flat: nlist cells, nprobe searched
+    hnsw = "hnsw"  # FAISS HNSW graph: M links, efSearch
+
+
+@dataclass
+class IndexConfig:
+    """How `embed` indexes its database rows for query/evaluate/serve (conf/index/*.yaml)."""
+
+    name: IndexKind = IndexKind.exact
+    nlist: int = _min(1, 1024)  # ivf: cells (clamped to the database size)
+    nprobe: int = _min(1, 32)  # ivf: cells searched per query
+    M: int = _min(2, 32)  # hnsw: links per node
+    efConstruction: int = _min(1, 80)  # hnsw: build-time candidate list
+    efSearch: int = _min(1, 128)  # hnsw: search-time candidate list
+    seed: int = 0
+
+
+class KMeansBackend(str, enum.Enum):
+    sklearn = "sklearn"  # scikit-learn KMeans (n_init restarts)
+    faiss = "faiss"  # FAISS k-means (nredo = n_init), much faster at GLDv2 scale
 
 
 class QuerySet(str, enum.Enum):
@@ -243,6 +270,7 @@ class EvaluateConfig:
     n_init: int = _min(1, 10)
     k: int = _min(1, 100)  # retrieval depth (mAP@k, recall@k)
     pixel_baseline: bool = True  # also score raw pixels, downsampled to about the embedding's dimension
+    kmeans: KMeansBackend = KMeansBackend.sklearn
     queries: QuerySet = QuerySet.test
 
 
@@ -265,6 +293,21 @@ class QueryConfig:
     save_grid: bool = False  # write retrieval_grid.png (each query and its top k) into the run dir
     device: str = "cpu"  # a single query is fastest on the CPU (no device start-up)
     batch_size: int = _min(1, 64)
+
+
+class RunsFormat(str, enum.Enum):
+    tsv = "tsv"
+    table = "table"
+
+
+@dataclass
+class RunsConfig:
+    """`landmark-ae runs`: list runs with their status, settings and results."""
+
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    command: Optional[str] = None  # prepare, train, embed, evaluate, query, serve; null: all
+    sweep: Optional[str] = None  # a multirun sweep dir: only its jobs
+    format: RunsFormat = RunsFormat.tsv
 
 
 @dataclass
@@ -298,6 +341,7 @@ def register_configs() -> None:
     cs.store(name="evaluate_schema", node=EvaluateConfig)
     cs.store(name="query_schema", node=QueryConfig)
     cs.store(name="serve_schema", node=ServeConfig)
+    cs.store(name="runs_schema", node=RunsConfig)
     # Under schema/, not data/ or model/: a schema is not an option a user can pick (data=...).
     cs.store(group="schema", name="data", node=DataConfig)
     cs.store(group="schema", name="model", node=ModelConfig)
