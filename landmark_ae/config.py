@@ -201,6 +201,31 @@ class TrainConfig:
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
 
 
+class IndexKind(str, enum.Enum):
+    exact = "exact"  # numpy, exact: the oracle, and fast enough for small databases
+    flat = "flat"  # FAISS exact (IndexFlat)
+    ivf = "ivf"  # FAISS IVF-Flat: nlist cells, nprobe searched
+    hnsw = "hnsw"  # FAISS HNSW graph: M links, efSearch
+
+
+@dataclass
+class IndexConfig:
+    """How `embed` indexes its database rows for query/evaluate/serve (conf/index/*.yaml)."""
+
+    name: IndexKind = IndexKind.exact
+    nlist: int = _min(1, 1024)  # ivf: cells (clamped to the database size)
+    nprobe: int = _min(1, 32)  # ivf: cells searched per query
+    M: int = _min(2, 32)  # hnsw: links per node
+    efConstruction: int = _min(1, 80)  # hnsw: build-time candidate list
+    efSearch: int = _min(1, 128)  # hnsw: search-time candidate list
+    seed: int = 0
+
+
+class KMeansBackend(str, enum.Enum):
+    sklearn = "sklearn"  # scikit-learn KMeans (n_init restarts)
+    faiss = "faiss"  # FAISS k-means (nredo = n_init), much faster at GLDv2 scale
+
+
 class Pooling(str, enum.Enum):
     flatten = "flatten"
     avg = "avg"
@@ -230,31 +255,6 @@ class EmbedConfig:
     # null, or the number of principal axes kept, each scaled to unit variance (L2 before and after when l2)
     pca_whiten: Optional[int] = _min(1, None)
     index: IndexConfig = field(default_factory=IndexConfig)
-
-
-class IndexKind(str, enum.Enum):
-    exact = "exact"  # numpy, exact: the oracle, and fast enough for small databases
-    flat = "flat"  # FAISS exact (IndexFlat)
-    ivf = "ivf"  # FAISS IVF-Flat: nlist cells, nprobe searched
-    hnsw = "hnsw"  # FAISS HNSW graph: M links, efSearch
-
-
-@dataclass
-class IndexConfig:
-    """How `embed` indexes its database rows for query/evaluate/serve (conf/index/*.yaml)."""
-
-    name: IndexKind = IndexKind.exact
-    nlist: int = _min(1, 1024)  # ivf: cells (clamped to the database size)
-    nprobe: int = _min(1, 32)  # ivf: cells searched per query
-    M: int = _min(2, 32)  # hnsw: links per node
-    efConstruction: int = _min(1, 80)  # hnsw: build-time candidate list
-    efSearch: int = _min(1, 128)  # hnsw: search-time candidate list
-    seed: int = 0
-
-
-class KMeansBackend(str, enum.Enum):
-    sklearn = "sklearn"  # scikit-learn KMeans (n_init restarts)
-    faiss = "faiss"  # FAISS k-means (nredo = n_init), much faster at GLDv2 scale
 
 
 class QuerySet(str, enum.Enum):
