@@ -19,12 +19,13 @@ import logging
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
+from landmark_ae.config import DataConfig
 from landmark_ae.data.images import IMAGE_SUFFIXES, ImageError, resized_rgb
 from landmark_ae.errors import UserError
 from landmark_ae.runs import read_json
@@ -35,7 +36,7 @@ FAILURE_COLUMNS = ["id", "path", "reason", "detail"]
 SAFE_ID = re.compile(r"[A-Za-z0-9_.\-]+")
 # The stored size of the training images when the train run's prepare run is gone: prepare's
 # default data.image_size (the seed's 96x96, what every shipped data config stores).
-DEFAULT_IMAGE_SIZE = 96
+DEFAULT_IMAGE_SIZE = next(f.default for f in fields(DataConfig) if f.name == "image_size")
 
 
 @dataclass(frozen=True)
