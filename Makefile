@@ -8,6 +8,9 @@ TORCH ?= torch==2.14.1 torchvision==0.29.1
 DATA ?= synthetic
 MODEL ?= m2
 EPOCHS ?= 20
+# LAUNCHER=joblib (or submitit_local, ...): the Hydra launcher of table1's train sweep. quality trains
+# its rows one at a time (each row's runs feed the next step), so LAUNCHER does not apply to it.
+LAUNCHER ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help install demo table1 quality lint test test-all clean
@@ -39,8 +42,8 @@ demo: install ## the pipeline on the built-in data: prepare, train M2, embed, ev
 	echo "nearest train/val images of $$img:" >&2; \
 	$(LA) query image=$$img embed_run=$$emb k=5 save_grid=true
 
-table1: install ## reproduce the seed's Table 1 (M1/M2/M3, 20 epochs) on DATA; real data: DATA=gldv2 DATA_ROOT=...
-	$(BIN)/python scripts/table1.py data=$(DATA) $(if $(DATA_ROOT),data.root=$(DATA_ROOT)) $(if $(DATA_DIR),data_dir=$(DATA_DIR)) epochs=$(EPOCHS)
+table1: install ## reproduce the seed's Table 1 (M1/M2/M3, 20 epochs) on DATA; real data: DATA=gldv2 DATA_ROOT=...; LAUNCHER=joblib trains them side by side
+	$(BIN)/python scripts/table1.py data=$(DATA) $(if $(DATA_ROOT),data.root=$(DATA_ROOT)) $(if $(DATA_DIR),data_dir=$(DATA_DIR)) epochs=$(EPOCHS) $(if $(LAUNCHER),launcher=$(LAUNCHER))
 
 quality: install ## seed M1/M2/M3 vs M4 and the contrastive M5 (+objectives, post-processing) on DATA in one table, mean ± std over SEEDS
 	$(BIN)/python scripts/quality.py data=$(DATA) $(if $(DATA_ROOT),data.root=$(DATA_ROOT)) $(if $(DATA_DIR),data_dir=$(DATA_DIR)) epochs=$(EPOCHS) $(if $(SEEDS),seeds=$(SEEDS)) $(if $(REUSE),reuse=$(REUSE)) $(if $(THREADS),threads=$(THREADS))

@@ -345,6 +345,7 @@ def register_configs() -> None:
     # Under schema/, not data/ or model/: a schema is not an option a user can pick (data=...).
     cs.store(group="schema", name="data", node=DataConfig)
     cs.store(group="schema", name="model", node=ModelConfig)
+    cs.store(group="schema", name="index", node=IndexConfig)
 
 
 def unknown_key_message(key: str, known: list[str], command: str = "") -> str:

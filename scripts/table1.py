@@ -1,9 +1,12 @@
 """Reproduce the seed study's Table 1: prepare -> train M1, M2, M3 (one Hydra multirun) -> embed -> evaluate.
 
     python scripts/table1.py [data=gldv2 data.root=/path] [data_dir=<prepare run>] [epochs=20] [models=m1,m2,m3]
+        [launcher=joblib|submitit_local|...]
 
 `data*` overrides go to prepare and train; `data_dir=` reuses a prepared dataset instead of
-preparing one; `epochs=` and `models=` go to the train sweep. Writes table1.md and table1.csv to a
+preparing one; `epochs=` and `models=` go to the train sweep, and `launcher=` runs it with that Hydra
+launcher (`hydra/launcher=joblib`: the models train side by side). The sweep's jobs are read back
+with `landmark-ae runs sweep=<its dir>`, so launchers that print nothing (submitit) work too. Writes table1.md and table1.csv to a
 new outputs/table1/<timestamp>/ and prints `key<TAB>value` lines (run_dir first) on stdout.
 """
 
@@ -43,12 +46,28 @@ def cli(*args: str) -> list[dict[str, str]]:
     return blocks
 
 
+def sweep_jobs(sweep: Path) -> list[dict[str, str]]:
+    """The train sweep's jobs, in job order, as `landmark-ae runs sweep=<dir>` lists them."""
+    proc = subprocess.run([sys.executable, "-m", "landmark_ae", "runs", "command=train", f"sweep={sweep}"],
+                          stdout=subprocess.PIPE, text=True)
+    rows = list(csv.DictReader(proc.stdout.splitlines(), delimiter="\t")) if proc.returncode == 0 else []
+    rows.sort(key=lambda row: int(Path(row["run_dir"]).name))
+    if not rows or any(row["status"] != "complete" for row in rows):
+        sys.exit(f"table1: the train sweep in {sweep} did not complete: `landmark-ae runs sweep={sweep}` shows its jobs")
+    return rows
+
+
 def main(argv: list[str]) -> None:
     opts = dict(a.split("=", 1) for a in argv if "=" in a)
     data_args = [f"{k}={v}" for k, v in opts.items() if k == "data" or k.startswith("data.")]
     epochs, models = opts.get("epochs", "20"), opts.get("models", "m1,m2,m3")
     data_dir = opts.get("data_dir") or cli("prepare", *data_args)[0]["run_dir"]
-    trains = cli("train", "-m", *data_args, f"data_dir={data_dir}", f"model={models}", f"epochs={epochs}")
+    outputs = Path(os.environ.get("LANDMARK_AE_OUTPUTS", "outputs"))
+    sweep = (outputs / "train" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")).resolve()
+    launcher = [f"hydra/launcher={opts['launcher']}"] if opts.get("launcher") else []
+    cli("train", "-m", *launcher, *data_args, f"data_dir={data_dir}", f"model={models}", f"epochs={epochs}",
+        f"hydra.sweep.dir={sweep}")
+    trains = sweep_jobs(sweep)
     rows: dict[str, dict] = {}
     pixels: dict | None = None
     for train in trains:
@@ -62,7 +81,7 @@ def main(argv: list[str]) -> None:
         if model == "m2" or pixels is None:
             pixels = next(({"name": k, **v} for k, v in baseline.items()), None)
 
-    out = Path(os.environ.get("LANDMARK_AE_OUTPUTS", "outputs")) / "table1" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
+    out = outputs / "table1" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
     out.mkdir(parents=True)
     models_done = list(rows)
     with open(out / "table1.csv", "w", newline="") as f:

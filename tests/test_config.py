@@ -124,3 +124,17 @@ def test_the_range_bounds_themselves_are_allowed(command):
     edge = {"train": ["batch_size=1", "epochs=1", "data.val_fraction=0.9", "objective.greyscale=1"],
             "prepare": ["data.test_fraction=0.5", "data.val_fraction=0"]}[command]
     validate(compose(command, *edge), schema_of(command))
+
+
+@pytest.mark.parametrize("index", ["exact", "flat", "ivf", "hnsw"])
+def test_embed_composes_every_index(index):
+    cfg = compose("embed", f"index={index}", "index.efSearch=256")
+    validate(cfg, schema_of("embed"))
+    assert cfg.index.name == index and cfg.index.efSearch == 256
+    assert compose("embed").index.name == "exact"  # the default: numpy, the oracle
+
+
+def test_an_unknown_index_lists_the_options():
+    with pytest.raises(ConfigCompositionException) as exc:
+        compose("embed", "index=nope")
+    assert "Could not find 'index/nope'; choose one of: exact, flat, hnsw, ivf" in short_message(exc.value)

@@ -62,6 +62,19 @@ def fail(command: str, message: str, code: int = 2) -> None:
     sys.exit(code)
 
 
+def _fail_job(command: str, message: str, code: int = 2) -> None:
+    """`fail`, or in a multirun job a JobFailed that Hydra hands back to the launching process, which
+    prints it (hydra_errors): exiting inside a joblib worker or a submitit job would cut the other jobs
+    short or end as a traceback. The sweep's other jobs run to their end; `landmark-ae runs sweep=<dir>`
+    shows each job's status."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        raise hydra_errors.JobFailed(f"landmark-ae {command}: error: {message}", code)
+    fail(command, message, code)
+
+
 def launch(command: str, hydra_main: Callable[[], Any]) -> None:
     """Run a command's @hydra.main, after the checks that must come before Hydra creates a run dir."""
     hydra_errors.COMMAND = command
@@ -132,7 +145,7 @@ def execute(command: str, cfg: DictConfig, schema: type, body: str) -> None:
             _record_end(command, run_dir, fresh, "failed", message)
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise  # every traceback, on request
-        fail(command, message)
+        _fail_job(command, message)
     except (KeyboardInterrupt, Terminated) as exc:
         code = 143 if isinstance(exc, Terminated) else 130
         message = f"interrupted; finished work is kept: {_continue_hint(command, run_dir)}"
@@ -148,9 +161,10 @@ def execute(command: str, cfg: DictConfig, schema: type, body: str) -> None:
             pass  # the same disk or permission problem: the message still reaches the user
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        fail(command, message, code=1)
-    for key, value in (results or {}).items():
-        print(f"{key}\t{value}", flush=True)
+        _fail_job(command, message, code=1)
+    # One write: the blocks of parallel sweep jobs (hydra/launcher=joblib) sharing stdout do not interleave.
+    sys.stdout.write("".join(f"{key}\t{value}\n" for key, value in (results or {}).items()))
+    sys.stdout.flush()
 
 
 def _continue_hint(command: str, run_dir: Path) -> str:

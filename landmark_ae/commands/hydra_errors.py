@@ -28,6 +28,21 @@ COMMAND = ""  # the subcommand being run, for messages ("train has no key ...")
 SWEEP_DIR: Path | None = None  # a multirun's sweep dir, once Hydra has resolved it
 
 
+class JobFailed(Exception):
+    """A multirun job's expected failure, as its one-line message and exit code.
+
+    A job raises it instead of exiting: Hydra keeps it in the job's JobReturn (in a joblib worker or
+    a submitit process alike), the other jobs run to their end, and the sweeper re-raises it here in
+    the launching process, which prints the line and exits with the code."""
+
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(message, code)
+        self.message, self.code = message, code
+
+    def __str__(self) -> str:
+        return self.message
+
+
 class SweepDirCallback(Callback):
     """Notes a multirun's sweep dir (conf/hydra/default.yaml lists this callback), so that a sweep
     whose jobs fail to compose does not leave a sweep dir holding nothing but multirun.yaml."""
@@ -38,7 +53,8 @@ class SweepDirCallback(Callback):
 
 
 def _remove_empty_sweep_dir() -> None:
-    if SWEEP_DIR is not None and SWEEP_DIR.is_dir() and {p.name for p in SWEEP_DIR.iterdir()} <= {"multirun.yaml"}:
+    # .submitit/ holds only submitit's own logs and pickles (hydra/launcher=submitit_*).
+    if SWEEP_DIR is not None and SWEEP_DIR.is_dir() and {p.name for p in SWEEP_DIR.iterdir()} <= {"multirun.yaml", ".submitit"}:
         remove_run_dir(SWEEP_DIR)
 
 
@@ -97,6 +113,10 @@ def install() -> bool:
             return original(func)
         try:
             return func()
+        except JobFailed as exc:
+            _remove_empty_sweep_dir()
+            print(exc.message, file=sys.stderr)
+            sys.exit(exc.code)
         except (HydraException, OmegaConfBaseException) as exc:
             _remove_empty_sweep_dir()
             print(f"landmark-ae: error: {short_message(exc)}", file=sys.stderr)

@@ -20,7 +20,7 @@ _STARTED = time.time()
 SAFE_ON_RESUME: dict[str, frozenset[str]] = {
     "prepare": frozenset({"resume", "progress", "workers"}),
     # epochs: more (constant schedule) or as many; the loop refuses what a schedule cannot do.
-    "train": frozenset({"resume", "progress", "threads", "device", "epochs", "recon_images"}),
+    "train": frozenset({"resume", "progress", "threads", "device", "epochs", "recon_images", "logger"}),
     "embed": frozenset({"resume", "progress", "device", "batch_size"}),
 }
 

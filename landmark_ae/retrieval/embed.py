@@ -10,7 +10,10 @@ An embed run dir holds:
     embeddings.npy   float32 (N, D), memory-mappable; row i is index.csv's row i
     index.csv        id, landmark_id (empty when unlabelled), split, path (absolute path of the image)
     embed.json       train run, checkpoint path + sha256, model config, dataset embedded and the one
-                     trained on, image sizes, post-processing (pooling, gem_p, l2, pca_whiten, raw_dim)
+                     trained on, image sizes, post-processing (pooling, gem_p, l2, pca_whiten, raw_dim),
+                     the index settings (`index`: name, metric, nlist/nprobe or M/efConstruction/efSearch)
+    index.faiss      index=flat|ivf|hnsw: the FAISS index over the database rows (index.py); none for
+                     index=exact (numpy search over embeddings.npy)
     transform.npz    the L2 / PCA-whitening fitted on the database rows: train+val of a prepared
                      dataset, every row of a collection (query applies it too)
     failures.csv     images= only: files that could not be used (id, path, reason, detail)
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +43,7 @@ from landmark_ae.model.builder import ConvAutoencoder
 from landmark_ae.model.checkpoints import fingerprint, load_checkpoint, model_from_checkpoint
 from landmark_ae.retrieval.collection import FAILURE_COLUMNS, Collection, decode_batches, open_collection, training_image_size
 from landmark_ae.retrieval.embed_run import ARTIFACTS, INDEX_COLUMNS
+from landmark_ae.retrieval.index import build
 from landmark_ae.retrieval.postprocess import Transform, pool
 from landmark_ae.runs import (
     atomic_path,
@@ -192,6 +197,12 @@ def run_embed(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     except ValueError as exc:
         raise UserError(f"pca_whiten={cfg.pca_whiten} is too large: {exc}") from None
     embeddings = transform.apply(embeddings)
+    # The database search (conf/index/): built once over the post-processed database rows.
+    tick = time.perf_counter()
+    index = build(embeddings[part.database], cfg.index, l2=bool(cfg.l2))
+    index_files = index.save(run_dir)
+    index_meta = {**index.settings, "file": index_files[0] if index_files else None,
+                  "build_s": round(time.perf_counter() - tick, 3)}
 
     with atomic_path(run_dir / "embeddings.npy") as tmp, open(tmp, "wb") as f:
         np.save(f, embeddings)
@@ -218,17 +229,19 @@ def run_embed(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "l2": bool(cfg.l2),
         "pca_whiten": cfg.pca_whiten,
         "transform": "transform.npz",
+        "index": index_meta,
         "counts": part.counts,
     }
     if collection is not None:
         meta["failed"] = len(part.failures)
     write_json_atomic(run_dir / "embed.json", meta)
-    write_manifest(run_dir, [*ARTIFACTS, "transform.npz", *(["failures.csv"] if collection is not None else [])])
+    write_manifest(run_dir, [*ARTIFACTS, "transform.npz", *index_files, *(["failures.csv"] if collection is not None else [])])
     write_run_record(run_dir, "embed", "complete", train_run=str(train_run), model=model_cfg["name"], data=what["data"])
     total = len(part.index_rows)
-    log.info("embedded %d images of %s with %s (dim %d, %s pooling, l2 %s, pca_whiten %s) into %s", total, what["data"],
-             model_cfg["name"], meta["dim"], pooling, cfg.l2, cfg.pca_whiten, run_dir)
-    out: dict[str, Any] = {"run_dir": run_dir, "model": model_cfg["name"], "images": total, "dim": meta["dim"]}
+    log.info("embedded %d images of %s with %s (dim %d, %s pooling, l2 %s, pca_whiten %s, index %s) into %s", total,
+             what["data"], model_cfg["name"], meta["dim"], pooling, cfg.l2, cfg.pca_whiten, index.name, run_dir)
+    out: dict[str, Any] = {"run_dir": run_dir, "model": model_cfg["name"], "images": total, "dim": meta["dim"],
+                           "index": index.name}
     if collection is not None:
         out["failed"] = len(part.failures)
     return out

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from landmark_ae.errors import UserError
+from landmark_ae.retrieval.index import Index, load_index
 from landmark_ae.retrieval.postprocess import Transform
 from landmark_ae.runs import check_artifacts, read_json, read_run_record, resolve_run
 
@@ -86,6 +87,22 @@ class EmbedRun:
         """The rows queries search: train+val of a prepared dataset, or every row of an embedded
         collection (split `database`)."""
         return self.rows("train", "val", "database")
+
+    def database_rows(self) -> np.ndarray:
+        """The database rows' embeddings: a memory-mapped slice when they are contiguous, else a copy."""
+        rows = self.database()
+        if len(rows) and int(rows[-1]) - int(rows[0]) + 1 == len(rows):
+            return self.embeddings[int(rows[0]) : int(rows[-1]) + 1]
+        return np.asarray(self.embeddings[rows])
+
+    @property
+    def index_name(self) -> str:
+        """The database search embed stored: exact (numpy), flat, ivf or hnsw (FAISS, index.faiss)."""
+        return str((self.meta.get("index") or {}).get("name", "exact"))
+
+    def index(self, database: np.ndarray | None = None) -> Index:
+        """The stored search over database() rows (`database`: those rows, when already loaded)."""
+        return load_index(self.run_dir, self.meta, self.database_rows() if database is None else database)
 
     def protocol(self, queries: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(clustering rows, query rows, database rows). queries=test: test images query train+val

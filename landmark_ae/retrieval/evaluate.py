@@ -22,6 +22,7 @@ from landmark_ae.data.prepared import SPLITS
 from landmark_ae.errors import UserError
 from landmark_ae.retrieval.baseline import pixel_baseline
 from landmark_ae.retrieval.embed_run import EmbedRun, resolve_embed_run
+from landmark_ae.retrieval.index import build
 from landmark_ae.retrieval.metrics import evaluate_embeddings
 from landmark_ae.runs import write_json_atomic, write_run_record
 
@@ -31,16 +32,26 @@ log = logging.getLogger(__name__)
 METRICS = ["nmi", "ri", "ari", "ami", "map@{k}", "p@1", "p@10", "recall@{k}"]
 
 
-def score(x: np.ndarray, run: EmbedRun, cfg: DictConfig) -> dict[str, float]:
-    """Clustering and retrieval scores of the rows `x` (one per index row) under cfg.queries."""
+def score(x: np.ndarray, run: EmbedRun, cfg: DictConfig, stored_index: bool = False) -> dict[str, float]:
+    """Clustering and retrieval scores of the rows `x` (one per index row) under cfg.queries.
+    stored_index: x are the run's own rows; search them as `query` does (its index.faiss) where
+    the database is the one indexed (queries=test), and with an on-the-fly FAISS flat index (exact)
+    for queries=val. Otherwise (raw pixels, or an exact run) the numpy exact search."""
     queries = enum_value(cfg.queries)
     train, query, database = run.protocol(queries)
     if len(train) == 0 or len(query) == 0:
         raise UserError(f"{run.run_dir}: needs train and {queries} images to evaluate "
                         f"({len(train)} train, {len(query)} {queries})")
     labels = run.labels
+    index = None
+    if stored_index and run.index_name != "exact":
+        if np.array_equal(database, run.database()):
+            index = run.index(x[database])
+        else:  # val vs train: not the indexed database
+            index = build(x[database], {"name": "flat"}, l2=bool(run.meta["l2"]))
     return evaluate_embeddings(x[train], labels[train], x[query], labels[query], x[database], labels[database],
-                               seed=cfg.seed, n_init=cfg.n_init, k=cfg.k)
+                               seed=cfg.seed, n_init=cfg.n_init, k=cfg.k, kmeans=enum_value(cfg.kmeans),
+                               index=index)
 
 
 def print_table(results: dict[str, dict[str, float]], k: int, retrieval: str = "test vs train+val") -> None:
@@ -68,7 +79,7 @@ def run_evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     results: dict[str, dict[str, Any]] = {}
     tick = time.perf_counter()
     x = np.asarray(run.embeddings, dtype=np.float32)
-    results[run.meta["model"]] = {"dim": int(x.shape[1]), **score(x, run, cfg)}
+    results[run.meta["model"]] = {"dim": int(x.shape[1]), **score(x, run, cfg, stored_index=True)}
     log.info("scored %s embeddings in %.1fs", run.meta["model"], time.perf_counter() - tick)
     if cfg.pixel_baseline:
         name, pixels = pixel_baseline(run)
@@ -84,7 +95,8 @@ def run_evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "data": run.meta["data"],
         "trained_on": run.meta.get("trained_on", run.meta["data"]),
         "counts": counts,
-        "settings": {"seed": cfg.seed, "n_init": cfg.n_init, "k": cfg.k, "queries": queries},
+        "settings": {"seed": cfg.seed, "n_init": cfg.n_init, "k": cfg.k, "queries": queries,
+                     "kmeans": enum_value(cfg.kmeans), "index": run.index_name},
         "postprocess": {key: run.meta[key] for key in ("pooling", "gem_p", "l2", "pca_whiten", "raw_dim")},
         "results": results,
     }

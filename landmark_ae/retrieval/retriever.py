@@ -18,7 +18,6 @@ from landmark_ae.errors import UserError
 from landmark_ae.model.checkpoints import fingerprint, load_checkpoint, model_from_checkpoint
 from landmark_ae.retrieval.embed import embed_images
 from landmark_ae.retrieval.embed_run import EmbedRun
-from landmark_ae.retrieval.search import search
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +46,9 @@ class Retriever:
         self.rows = run.database()
         if len(self.rows) == 0:
             raise UserError(f"{run.run_dir} has no database images to search")
-        first, last = int(self.rows[0]), int(self.rows[-1])
-        contiguous = last - first + 1 == len(self.rows)  # a memory-mapped slice, not a copy
-        self.database = run.embeddings[first : last + 1] if contiguous else np.asarray(run.embeddings[self.rows])
+        self.database = run.database_rows()  # a memory-mapped slice where the rows are contiguous
+        self.index = run.index(self.database)  # exact (numpy) or the stored index.faiss
+        self.index_name = self.index.name
 
     @property
     def size(self) -> int:
@@ -75,11 +74,11 @@ class Retriever:
         if len(images) == 0:
             return []
         k = min(k, self.size)
-        distances, positions = search(self.embed(images), self.database, k)
+        distances, positions = self.index.search(self.embed(images), k)
         out = []
         for dists, poss in zip(distances, positions, strict=True):
             hits = []
-            for rank, (dist, pos) in enumerate(zip(dists, poss, strict=True), start=1):
+            for rank, (dist, pos) in enumerate(((d, p) for d, p in zip(dists, poss, strict=True) if p >= 0), start=1):
                 row = int(self.rows[pos])
                 label = int(self.run.labels[row])
                 hits.append({"rank": rank, "distance": float(dist), "id": self.run.ids[row],

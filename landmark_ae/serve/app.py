@@ -125,7 +125,7 @@ async def info(request: web.Request) -> web.Response:
     meta = retriever.run.meta
     return web.json_response({
         "model": meta["model"], "dim": int(retriever.database.shape[1]), "database_size": retriever.size,
-        "checkpoint_sha256": retriever.checkpoint_sha256, "index": "exact", "embed_run": str(retriever.run.run_dir),
+        "checkpoint_sha256": retriever.checkpoint_sha256, "index": retriever.index_name, "embed_run": str(retriever.run.run_dir),
         "batches": request.app[BATCHER].batches,
     })
 

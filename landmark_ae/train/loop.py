@@ -5,6 +5,7 @@ A train run dir holds:
     last.pt        everything needed to resume: weights, optimizer, RNG state, history
     history.csv    epoch, train_loss, val_loss, seconds, images_per_s
     loss_curve.png, reconstructions.png, run.json
+    tensorboard/   with logger=tensorboard: losses, lr and images/s per epoch, the reconstructions
 """
 
 from __future__ import annotations
@@ -102,9 +103,52 @@ def _resolve_data_dir(cfg: DictConfig) -> Path:
     )
 
 
+LOGGERS = (None, "tensorboard")
+
+
+def sweep_job_threads() -> int:
+    """Torch threads for one job of a parallel sweep (`-m hydra/launcher=joblib`): the cores shared
+    evenly by the jobs running at once (hydra.launcher.n_jobs; joblib's -1 = all cores, -2 = all but
+    one, ...), at least 1. 0 (torch's own choice) outside such a sweep.
+
+    torch's default pool takes every core in every job, and on a shared machine that collapses to a
+    quarter of the throughput (BENCHMARKS.md, "Training throughput by torch thread count": 546 images/s
+    with 2 threads alone, 72 images/s beside another busy process, 309 with 1 thread)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return 0
+    launcher = HydraConfig.get().get("launcher") or {}
+    if "joblib" not in str(launcher.get("_target_", "")).lower():
+        return 0
+    import joblib
+
+    cores = joblib.cpu_count()
+    n_jobs = int(launcher.get("n_jobs") or -1)
+    parallel = n_jobs if n_jobs > 0 else max(cores + 1 + n_jobs, 1)
+    return max(cores // min(parallel, cores), 1)
+
+
+def open_tensorboard(cfg: DictConfig, run_dir: Path, start_epoch: int) -> Any:
+    """A SummaryWriter on <run dir>/tensorboard/ for logger=tensorboard, else None. A resumed run purges
+    the events from its first redone epoch on, so no epoch is logged twice."""
+    if cfg.logger is None:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise UserError("logger=tensorboard needs the tensorboard package: pip install landmark-ae[tensorboard]") from None
+    return SummaryWriter(log_dir=str(run_dir / "tensorboard"), purge_step=start_epoch if start_epoch > 1 else None)
+
+
 def run_train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    if cfg.logger not in LOGGERS:
+        raise UserError(f"logger={cfg.logger}: choose one of null, tensorboard")
+    threads = cfg.threads or sweep_job_threads()
+    if threads:
+        if not cfg.threads:
+            log.info("torch threads: %d (cores shared by the sweep's parallel jobs; set threads= to choose)", threads)
+        torch.set_num_threads(threads)
     device = pick_device(cfg.device)
     last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
 
@@ -179,6 +223,7 @@ def run_train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         optimizer.load_state_dict(state["optimizer"])
         if scheduler is not None:
             scheduler.load_state_dict(state["scheduler"])
+    writer = open_tensorboard(cfg, run_dir, start_epoch)
     with progress_bar(cfg.progress) as bar:
         task = bar.add_task(f"train {model_cfg['name']}", total=batches * max(cfg.epochs - start_epoch + 1, 0), status="")
         for epoch in range(start_epoch, cfg.epochs + 1):
@@ -195,6 +240,12 @@ def run_train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                    "seconds": round(time.perf_counter() - tick, 3),
                    "images_per_s": round(len(train_images) / train_seconds, 1)}
             history.append(row)
+            if writer is not None:
+                writer.add_scalar("loss/train", train_loss, epoch)
+                writer.add_scalar("loss/val", val_loss, epoch)
+                writer.add_scalar("lr", optimizer.param_groups[0]["lr"], epoch)
+                writer.add_scalar("images_per_s", row["images_per_s"], epoch)
+                writer.flush()
             log.info("epoch %d/%d train %.5f val %.5f (%.1fs, %.0f images/s)", epoch, cfg.epochs,
                      train_loss, val_loss, row["seconds"], row["images_per_s"])
             common = dict(model_config=model_cfg, data_dir=str(data_dir), data=data_name,
@@ -212,6 +263,14 @@ def run_train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 
     loss_name = "NT-Xent + MSE" if record["objective"]["name"] == "contrastive" else "MSE"
     write_figures(run_dir, history, best_path, val_images, cfg.recon_images, model_cfg["name"], device, loss_name)
+    if writer is not None:
+        if (run_dir / "reconstructions.png").is_file():
+            import numpy as np
+            from PIL import Image
+
+            with Image.open(run_dir / "reconstructions.png") as figure:
+                writer.add_image("reconstructions", np.asarray(figure.convert("RGB")), len(history), dataformats="HWC")
+        writer.close()
     write_manifest(run_dir, ["best.pt", "last.pt", "history.csv"])
     write_run_record(run_dir, "train", "complete", best_val_loss=best["val_loss"], best_epoch=best["epoch"], **record)
     speeds = sorted(h["images_per_s"] for h in history)
