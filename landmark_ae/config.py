@@ -214,7 +214,7 @@ class IndexConfig:
 
     name: IndexKind = IndexKind.exact
     nlist: int = _min(1, 1024)  # ivf: cells (clamped to the database size)
-    nprobe: int = _min(1, 32)  # ivf: cells searched per query
+    nprobe: int = _min(1, 16)  # ivf: cells searched per query
     M: int = _min(2, 32)  # hnsw: links per node
     efConstruction: int = _min(1, 80)  # hnsw: build-time candidate list
     efSearch: int = _min(1, 128)  # hnsw: search-time candidate list
