@@ -21,6 +21,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from landmark_ae.config import enum_value
 from landmark_ae.errors import UserError
 from landmark_ae.retrieval.search import search as exact_search
 from landmark_ae.runs import atomic_path, check_artifacts
@@ -36,7 +37,7 @@ _USED = {"exact": (), "flat": (), "ivf": ("nlist", "nprobe", "seed"), "hnsw": ("
 
 def _setting(cfg: Any, key: str, default: Any) -> Any:
     value = cfg.get(key, default) if isinstance(cfg, Mapping) or hasattr(cfg, "get") else getattr(cfg, key, default)
-    return getattr(value, "value", value)  # an enum member (IndexKind.ivf) as its value
+    return enum_value(value)  # an enum member (IndexKind.ivf) as its value
 
 
 def ivf_nlist(n: int, nlist: int) -> int:

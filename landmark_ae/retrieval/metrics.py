@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from landmark_ae.config import enum_value
 from landmark_ae.retrieval.search import search
 
 __all__ = [
@@ -54,7 +55,7 @@ def kmeans_labels(x, n_clusters: int, seed: int, n_init: int = 10, backend: str 
         raise ValueError(f"x must be 2-D, got shape {x.shape}")
     if not 1 <= n_clusters <= x.shape[0]:
         raise ValueError(f"n_clusters={n_clusters} not in [1, {x.shape[0]}]")
-    backend = getattr(backend, "value", backend)
+    backend = enum_value(backend)
     if backend == "faiss":
         import faiss
 
