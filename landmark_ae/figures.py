@@ -93,3 +93,92 @@ def plot_retrieval_grid(queries: np.ndarray, results: list[dict], path: Path, ti
             axes[i, j].set_title(f"{hit['distance']:.2f} · {hit['landmark_id']}", fontsize=7)
     fig.suptitle(title, fontsize=9)
     return _save(fig, path)
+
+
+def plot_sweep(series: dict[str, list[tuple[str, float]]], x_label: str, y_label: str, path: Path,
+               title: str) -> Path:
+    """`landmark-ae runs plot=true`: a metric against a swept setting, one line per series.
+    series: label -> (x value as given on the command line, y) points; x is numeric where every
+    value is a number (a log axis where they span more than 20x and are all positive), otherwise
+    categories in their sorted order."""
+    plt = _pyplot()
+    xs = [x for points in series.values() for x, _ in points]
+
+    def number(x: str) -> float | None:
+        try:
+            return float(x)
+        except ValueError:
+            return None
+
+    numeric = all(number(x) is not None for x in xs)
+    categories = sorted(set(xs))
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for label, points in series.items():
+        if numeric:
+            pts = sorted((float(x), y) for x, y in points)
+        else:
+            pts = sorted((categories.index(x), y) for x, y in points)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
+    if numeric:
+        values = [float(x) for x in xs]
+        if min(values) > 0 and max(values) / min(values) > 20:
+            ax.set_xscale("log")
+    else:
+        ax.set_xticks(range(len(categories)), categories, rotation=30 if len(categories) > 6 else 0)
+    ax.set_xlabel(x_label)
+    ax.set_ylabel(y_label)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    if len(series) > 1:
+        ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_embedding_map(db_points: np.ndarray, db_labels: np.ndarray, query_points: np.ndarray,
+                       query_labels: np.ndarray, path: Path, title: str, top: int = 20) -> Path:
+    """`evaluate`'s embedding_map.png: 2-D points of the database (dots) and the queries (crosses),
+    coloured by landmark: the `top` landmarks with the most database rows each a colour, the rest grey."""
+    plt = _pyplot()
+    landmarks, counts = np.unique(db_labels, return_counts=True)
+    coloured = landmarks[np.argsort(-counts, kind="stable")[:top]]
+    # tab20 without its two greys (grey is the rest), and two of tab20b's in their place
+    palette = [plt.get_cmap("tab20")(i) for i in range(20) if i not in (14, 15)]
+    palette += [plt.get_cmap("tab20b")(i) for i in (0, 8, 4, 12)]
+    fig, ax = plt.subplots(figsize=(7, 6))
+    grey = "#b0b0b0"
+    for points, labels, marker, size in ((db_points, db_labels, "o", 8), (query_points, query_labels, "x", 40)):
+        rest = ~np.isin(labels, coloured)
+        if rest.any():
+            ax.scatter(points[rest, 0], points[rest, 1], s=size, c=grey, marker=marker, linewidths=0.8, alpha=0.5)
+        for i, landmark in enumerate(coloured):
+            mine = labels == landmark
+            if mine.any():
+                ax.scatter(points[mine, 0], points[mine, 1], s=size, color=palette[i % len(palette)], marker=marker,
+                           linewidths=0.8, alpha=0.8, label=str(landmark) if marker == "o" else None)
+    if len(coloured):
+        more = f" (+{len(landmarks) - len(coloured)} grey)" if len(landmarks) > len(coloured) else ""
+        ax.legend(title=f"landmark{more}", fontsize=7, title_fontsize=8, markerscale=1.5,
+                  loc="center left", bbox_to_anchor=(1.01, 0.5))
+    ax.set_xlabel("PC 1")
+    ax.set_ylabel("PC 2")
+    ax.set_title(title, fontsize=9)
+    return _save(fig, path)
+
+
+def plot_per_landmark_ap(landmarks: Sequence[str], aps: Sequence[float], path: Path, title: str, k: int = 100) -> Path:
+    """`evaluate`'s per_landmark_ap.png: mean AP@k of each landmark's queries, as given (best first);
+    landmark ids on the axis while they fit (60)."""
+    plt = _pyplot()
+    n = len(landmarks)
+    fig, ax = plt.subplots(figsize=(min(14, max(5, 0.22 * n + 2)), 4))
+    ax.bar(range(n), aps, width=0.8 if n <= 200 else 1.0, color="tab:blue")
+    if 0 < n <= 60:
+        ax.set_xticks(range(n), list(landmarks), rotation=90, fontsize=7)
+    else:
+        ax.set_xticks([])
+    ax.set_xlabel(f"landmark ({n}), by mean AP@{k}")
+    ax.set_ylabel(f"mean AP@{k}")
+    ax.set_ylim(0, 1)
+    ax.set_title(title, fontsize=9)
+    ax.grid(axis="y", alpha=0.3)
+    return _save(fig, path)

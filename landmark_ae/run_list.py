@@ -1,13 +1,18 @@
 """`landmark-ae runs`: every run under the outputs dir (or one sweep) with its status, settings and results.
 
-Read-only: it reads run.json, .hydra/config.yaml, embed.json and metrics.json, and writes nothing
-(conf/runs.yaml keeps Hydra's own run dir for this command out of the outputs dir). Anything it
-cannot read is an empty cell; a run.json it cannot read shows as status `damaged`.
+Read-only: it reads run.json, .hydra/config.yaml, .hydra/overrides.yaml, embed.json and metrics.json,
+and writes nothing (conf/runs.yaml keeps Hydra's own run dir for this command out of the outputs dir)
+but, with `plot=true sweep=<dir>`, that sweep's `sweep.png`. Anything it cannot read is an empty cell;
+a run.json it cannot read shows as status `damaged`. A train run's overrides (`model=m2`,
+`objective.temperature=0.1`, ...) become columns after the fixed ones, so a sweep's table shows
+what each job varied.
 """
 
 from __future__ import annotations
 
+import csv
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -21,7 +26,10 @@ from landmark_ae.runs import RUN_RECORD, run_status
 
 # Stable columns, in this order: `sort -t$'\t' -k3,3` sorts by status, `awk -F'\t' '$2=="train"'` picks trains.
 COLUMNS = ["run_dir", "command", "status", "started", "data", "model", "objective", "epochs", "seed",
-           "best_val_loss", "dim", "nmi", "map@100"]
+           "best_val_loss", "dim", "nmi", "ari", "map@100", "p@10"]
+METRIC_COLUMNS = ["nmi", "ari", "map@100", "p@10"]  # higher is better: sort= puts the best first
+NUMERIC_COLUMNS = {"epochs", "seed", "best_val_loss", "dim", *METRIC_COLUMNS}  # numbers in format=json
+SKIPPED_OVERRIDES = ("resume", "paths", "hydra")  # keys (and their sub-keys) that are no sweep setting
 COMMANDS = ["prepare", "train", "embed", "evaluate", "query", "serve"]
 
 
@@ -62,8 +70,34 @@ def _fmt(value: Any, digits: int = 6) -> str:
     return " ".join(str(value).split())  # no tabs or newlines inside a cell
 
 
+def overrides(run_dir: Path) -> dict[str, str]:
+    """The run's Hydra command-line overrides (.hydra/overrides.yaml: what a sweep gave this job; a
+    resume's own, `progress=false` and the like, are not settings), key -> value as given, in their
+    order; `resume`, `paths.*` and `hydra.*` (or hydra/...) left out."""
+    path = run_dir / ".hydra" / "overrides.yaml"
+    items = _read(path) if path.is_file() else None
+    out: dict[str, str] = {}
+    for item in items if isinstance(items, list) else []:
+        text = str(item)
+        if text.startswith("~"):  # a deletion sets nothing
+            continue
+        key, sep, value = text.lstrip("+").partition("=")
+        key = key.strip()
+        if sep and key and key.replace("/", ".").split(".")[0] not in SKIPPED_OVERRIDES:
+            out[key] = value
+    return out
+
+
+def _set_scores(row: dict[str, str], metrics: Any) -> None:
+    """nmi, ari, map@100, p@10 of the run's own model from a metrics.json (evaluate's, or a train run's)."""
+    scores = _get(metrics, "results", str(_get(metrics, "model")))
+    for column in METRIC_COLUMNS:
+        row[column] = _fmt(_get(scores, column), 4)
+
+
 def describe(run_dir: Path, command_from_path: str) -> dict[str, str]:
-    """One row: what run.json and the run's files say about run_dir."""
+    """One row: what run.json and the run's files say about run_dir (a train run's overrides that are
+    not fixed columns follow them)."""
     record = _read(run_dir / RUN_RECORD)
     row = dict.fromkeys(COLUMNS, "")
     row["run_dir"] = str(run_dir)
@@ -86,12 +120,13 @@ def describe(run_dir: Path, command_from_path: str) -> dict[str, str]:
     )
     if command == "train":
         row["best_val_loss"] = _fmt(record.get("best_val_loss"))
+        if (run_dir / "metrics.json").is_file():  # `train evaluate=true`
+            _set_scores(row, _read(run_dir / "metrics.json"))
+        row.update({key: _fmt(value) for key, value in overrides(run_dir).items() if key not in COLUMNS})
     elif command == "embed":
         row["dim"] = _fmt(_get(_read(run_dir / "embed.json"), "dim"))
     elif command == "evaluate":
-        metrics = _read(run_dir / "metrics.json")
-        scores = _get(metrics, "results", str(_get(metrics, "model")))
-        row["nmi"], row["map@100"] = _fmt(_get(scores, "nmi"), 4), _fmt(_get(scores, "map@100"), 4)
+        _set_scores(row, _read(run_dir / "metrics.json"))
     return row
 
 
@@ -113,6 +148,9 @@ def find_runs(output_dir: Path, command: str | None, sweep: str | None) -> list[
     rows = [describe(run_dir, guess) for run_dir, guess in found]
     if command:
         rows = [row for row in rows if row["command"] == command]
+    # Every row gets every column: the fixed ones, then the union of the overrides, sorted.
+    columns = COLUMNS + sorted({key for row in rows for key in row} - set(COLUMNS))
+    rows = [{c: row.get(c, "") for c in columns} for row in rows]
 
     def newest(row: dict[str, str]) -> tuple:
         # When it started (run.json's mtime where that is unknown: a damaged record); a sweep's
@@ -130,22 +168,103 @@ def find_runs(output_dir: Path, command: str | None, sweep: str | None) -> list[
     return sorted(rows, key=newest, reverse=True)
 
 
+def _number(cell: str) -> float | None:
+    try:
+        value = float(cell)
+    except ValueError:
+        return None
+    return None if math.isnan(value) else value
+
+
+def sort_rows(rows: list[dict[str, str]], column: str) -> list[dict[str, str]]:
+    """rows by `column`: metrics (nmi, ari, map@100, p@10) highest first, anything else lowest first
+    (best_val_loss, numbers numerically, then text lexically); rows without a value last, and
+    ties kept in their order (newest first)."""
+    columns = list(rows[0]) if rows else COLUMNS
+    if column not in columns:
+        raise UserError(f"sort={column}: no such column; choose one of {', '.join(columns)}")
+    present = [row for row in rows if row[column] != "" and row[column] != "nan"]
+    missing = [row for row in rows if row[column] == "" or row[column] == "nan"]
+
+    def key(row: dict[str, str]) -> tuple:
+        number = _number(row[column])
+        return (0, number, "") if number is not None else (1, 0.0, row[column])
+
+    if column in METRIC_COLUMNS:
+        present.sort(key=lambda row: _number(row[column]) or 0.0, reverse=True)  # stable, also reversed
+    else:
+        present.sort(key=key)
+    return present + missing
+
+
+def _json_cell(column: str, cell: str) -> Any:
+    if cell == "":
+        return None
+    if column in NUMERIC_COLUMNS:
+        number = _number(cell)
+        if number is not None:
+            return int(number) if column in ("epochs", "seed", "dim") and number.is_integer() else number
+    return cell
+
+
+def plot_sweep(rows: list[dict[str, str]], sweep_dir: Path) -> Path:
+    """<sweep_dir>/sweep.png: map@100 (best_val_loss where no run has it) against the first override
+    that varies across the runs, one line per combination of the other varying overrides."""
+    from landmark_ae.figures import plot_sweep as draw
+
+    settings = [overrides(Path(row["run_dir"])) for row in rows]
+    keys = list(dict.fromkeys(key for s in settings for key in s))  # in the order they were given
+    varying = [key for key in keys if len({s.get(key, "") for s in settings}) > 1]
+    if not varying:
+        raise UserError(f"plot=true: no override varies across the {len(rows)} run(s) of {sweep_dir}: "
+                        "nothing to plot against")
+    x_key, others = varying[0], varying[1:]
+    y_column = "map@100" if any(_number(row["map@100"]) is not None for row in rows) else "best_val_loss"
+    series: dict[str, list[tuple[str, float]]] = {}
+    for row, s in zip(rows, settings, strict=True):
+        y = _number(row[y_column])
+        if y is not None and x_key in s:
+            label = ", ".join(f"{key}={s.get(key, '')}" for key in others) or y_column
+            series.setdefault(label, []).append((s[x_key], y))
+    if not series:
+        raise UserError(f"plot=true: no run of {sweep_dir} has {y_column} yet")
+    return draw(series, x_key, y_column, sweep_dir / "sweep.png", title=f"{sweep_dir.name}: {y_column} by {x_key}")
+
+
 def run_runs(cfg: DictConfig, run_dir: Path) -> None:
     command = cfg.command
     if command is not None and command not in COMMANDS:
         raise UserError(f"command={command}: choose one of {', '.join(COMMANDS)} (or leave it out for all)")
+    if cfg.plot and cfg.sweep is None:
+        raise UserError("plot=true needs sweep=<a multirun sweep dir>: sweep.png is written there")
     rows = find_runs(Path(cfg.paths.output_dir), command, cfg.sweep)
-    if enum_value(cfg.format) == "table":
+    columns = list(rows[0]) if rows else COLUMNS
+    if cfg.sort is not None:
+        rows = sort_rows(rows, str(cfg.sort))
+    if cfg.plot:
+        path = plot_sweep(rows, Path(cfg.sweep).expanduser())
+        sys.stdout.write(f"plot\t{path}\n")
+        sys.stdout.flush()
+        return None
+    fmt = enum_value(cfg.format)
+    if fmt == "table":
         from rich.table import Table
 
         from landmark_ae.ui import make_console
 
-        table = Table(*COLUMNS, title=f"{len(rows)} run(s) under {cfg.sweep or cfg.paths.output_dir}")
+        table = Table(*columns, title=f"{len(rows)} run(s) under {cfg.sweep or cfg.paths.output_dir}")
         for row in rows:
-            table.add_row(*(row[c] for c in COLUMNS))
+            table.add_row(*(row[c] for c in columns))
         make_console(sys.stdout).print(table)
         return None
-    lines = ["\t".join(COLUMNS), *("\t".join(row[c] for c in COLUMNS) for row in rows)]
-    sys.stdout.write("\n".join(lines) + "\n")
+    if fmt == "json":
+        sys.stdout.write(json.dumps([{c: _json_cell(c, row[c]) for c in columns} for row in rows], indent=1) + "\n")
+    elif fmt == "csv":
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows([row[c] for c in columns] for row in rows)
+    else:
+        lines = ["\t".join(columns), *("\t".join(row[c] for c in columns) for row in rows)]
+        sys.stdout.write("\n".join(lines) + "\n")
     sys.stdout.flush()
     return None

@@ -45,6 +45,17 @@ def test_evaluate_reports_model_and_pixel_baseline(tiny_embedded):
         assert float(res[f"model.{m}"]) == pytest.approx(direct[m], abs=1e-6), m
     assert int(res["model.n_queries"]) == te.sum() and int(res["model.n_clusters"]) == len(np.unique(lab[tr]))
 
+    # the figures: PNGs named in metrics.json; per-landmark AP (from the same retrieval) averages back to mAP@100
+    assert metrics["figures"] == ["embedding_map.png", "per_landmark_ap.png"]
+    for name in metrics["figures"]:
+        assert (run_dir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    per = metrics["per_landmark_ap"]
+    assert [r["ap"] for r in per] == sorted((r["ap"] for r in per), reverse=True)
+    assert {r["landmark_id"] for r in per} <= set(lab[te]) and sum(r["n_queries"] for r in per) == te.sum() - int(
+        res["model.n_queries_without_relevant"])
+    weighted = sum(r["ap"] * r["n_queries"] for r in per) / sum(r["n_queries"] for r in per)
+    assert weighted == pytest.approx(metrics["results"]["m1"]["map@100"], abs=1e-9)
+
     # ARI and AMI are scikit-learn's, on k-means of the train rows with evaluate's seed and n_init
     clusters = kmeans_labels(emb[tr], len(np.unique(lab[tr])), seed=0, n_init=10)
     assert float(res["model.ari"]) == pytest.approx(adjusted_rand_score(lab[tr], clusters), abs=1e-6)

@@ -249,6 +249,14 @@ def test_retrieval_scores_hand_fixture_k100():
     assert s["n_queries_without_relevant"] == 1
 
 
+def test_retrieval_scores_returns_each_querys_ap_on_request():
+    s = retrieval_scores(Q_X, Q_Y, DB_X, DB_Y, k=100, chunk_size=2, return_ap=True)
+    # q0 13/15, q1 7/12 (as above); q2 has no relevant image: NaN. Their mean is the mAP.
+    assert s["ap"][:2] == pytest.approx([13 / 15, 7 / 12], abs=1e-12) and math.isnan(s["ap"][2])
+    assert np.nanmean(s["ap"]) == pytest.approx(s["map@100"], abs=1e-12)
+    assert "ap" not in retrieval_scores(Q_X, Q_Y, DB_X, DB_Y, k=100)
+
+
 def test_retrieval_scores_hand_fixture_k3():
     s = retrieval_scores(Q_X, Q_Y, DB_X, DB_Y, k=3, chunk_size=2)
     # Top 3: q0 relevance 1,1,0 -> AP = (1 + 1)/min(3,3) = 2/3, recall = 2/3.

@@ -32,11 +32,13 @@ log = logging.getLogger(__name__)
 METRICS = ["nmi", "ri", "ari", "ami", "map@{k}", "p@1", "p@10", "recall@{k}"]
 
 
-def score(x: np.ndarray, run: EmbedRun, cfg: DictConfig, stored_index: bool = False) -> dict[str, float]:
+def score(x: np.ndarray, run: EmbedRun, cfg: DictConfig, stored_index: bool = False,
+          return_ap: bool = False) -> dict[str, Any]:
     """Clustering and retrieval scores of the rows `x` (one per index row) under cfg.queries.
     stored_index: x are the run's own rows; search them as `query` does (its index.faiss) where
     the database is the one indexed (queries=test), and with an on-the-fly FAISS flat index (exact)
-    for queries=val. Otherwise (raw pixels, or an exact run) the numpy exact search."""
+    for queries=val. Otherwise (raw pixels, or an exact run) the numpy exact search. return_ap: also
+    "ap", each query row's AP@k (NaN without relevant images)."""
     queries = enum_value(cfg.queries)
     train, query, database = run.protocol(queries)
     if len(train) == 0 or len(query) == 0:
@@ -51,7 +53,7 @@ def score(x: np.ndarray, run: EmbedRun, cfg: DictConfig, stored_index: bool = Fa
             index = build(x[database], {"name": "flat"}, l2=bool(run.meta["l2"]))
     return evaluate_embeddings(x[train], labels[train], x[query], labels[query], x[database], labels[database],
                                seed=cfg.seed, n_init=cfg.n_init, k=cfg.k, kmeans=enum_value(cfg.kmeans),
-                               index=index)
+                               index=index, return_ap=return_ap)
 
 
 def print_table(results: dict[str, dict[str, float]], k: int, retrieval: str = "test vs train+val") -> None:
@@ -69,6 +71,52 @@ def print_table(results: dict[str, dict[str, float]], k: int, retrieval: str = "
     console.print(table)
 
 
+def per_landmark_ap(query_labels: np.ndarray, ap: np.ndarray) -> list[dict[str, Any]]:
+    """Mean AP@k per landmark of the queries that have relevant images, best first: landmark_id,
+    n_queries, ap. Their mean weighted by n_queries is the model's mAP@k."""
+    valid = ~np.isnan(ap)
+    landmarks, inverse, counts = np.unique(query_labels[valid], return_inverse=True, return_counts=True)
+    means = np.bincount(inverse, weights=ap[valid], minlength=landmarks.size) / np.maximum(counts, 1)
+    order = sorted(range(landmarks.size), key=lambda i: (-means[i], int(landmarks[i])))
+    return [{"landmark_id": int(landmarks[i]), "n_queries": int(counts[i]), "ap": float(means[i])} for i in order]
+
+
+MAP_SAMPLE = 5000  # database rows drawn in embedding_map.png (and at most a fifth of that many queries)
+
+
+def write_figures(x: np.ndarray, run: EmbedRun, cfg: DictConfig, per_landmark: list[dict[str, Any]],
+                  run_dir: Path) -> list[str]:
+    """embedding_map.png (a 2-D PCA of a sample of the database rows, queries marked) and
+    per_landmark_ap.png in run_dir; returns their names."""
+    from sklearn.decomposition import PCA
+
+    from landmark_ae.figures import plot_embedding_map, plot_per_landmark_ap
+
+    queries = enum_value(cfg.queries)
+    _, query, database = run.protocol(queries)
+    rng = np.random.default_rng(cfg.seed)
+    db_rows = np.sort(rng.choice(database, MAP_SAMPLE, replace=False)) if len(database) > MAP_SAMPLE else database
+    q_rows = np.sort(rng.choice(query, MAP_SAMPLE // 5, replace=False)) if len(query) > MAP_SAMPLE // 5 else query
+    fit = np.asarray(x[db_rows], dtype=np.float64)
+    n_components = min(2, fit.shape[0], fit.shape[1])
+    pca = PCA(n_components=n_components, random_state=cfg.seed).fit(fit)
+
+    def project(rows: np.ndarray) -> np.ndarray:
+        points = pca.transform(np.asarray(x[rows], dtype=np.float64)) if len(rows) else np.zeros((0, n_components))
+        return np.pad(points, ((0, 0), (0, 2 - n_components)))  # a 1-D embedding: on the x axis
+
+    where = "val vs train" if queries == "val" else "test vs train+val"
+    model = run.meta["model"]
+    plot_embedding_map(project(db_rows), run.labels[db_rows], project(q_rows), run.labels[q_rows],
+                       run_dir / "embedding_map.png",
+                       title=f"{model}: PCA of {len(db_rows)} database rows ({where}); x: queries")
+    k = cfg.k
+    plot_per_landmark_ap([str(r["landmark_id"]) for r in per_landmark], [r["ap"] for r in per_landmark],
+                         run_dir / "per_landmark_ap.png",
+                         title=f"{model}: mean AP@{k} per landmark of the queries ({where})", k=k)
+    return ["embedding_map.png", "per_landmark_ap.png"]
+
+
 def run_evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     run = resolve_embed_run(cfg.embed_run, cfg.paths.output_dir)
     if not run.labelled:
@@ -79,7 +127,9 @@ def run_evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     results: dict[str, dict[str, Any]] = {}
     tick = time.perf_counter()
     x = np.asarray(run.embeddings, dtype=np.float32)
-    results[run.meta["model"]] = {"dim": int(x.shape[1]), **score(x, run, cfg, stored_index=True)}
+    scores = score(x, run, cfg, stored_index=True, return_ap=True)
+    ap = scores.pop("ap")
+    results[run.meta["model"]] = {"dim": int(x.shape[1]), **scores}
     log.info("scored %s embeddings in %.1fs", run.meta["model"], time.perf_counter() - tick)
     if cfg.pixel_baseline:
         name, pixels = pixel_baseline(run)
@@ -99,7 +149,9 @@ def run_evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                      "kmeans": enum_value(cfg.kmeans), "index": run.index_name},
         "postprocess": {key: run.meta[key] for key in ("pooling", "gem_p", "l2", "pca_whiten", "raw_dim")},
         "results": results,
+        "per_landmark_ap": per_landmark_ap(run.labels[run.protocol(queries)[1]], ap),
     }
+    metrics["figures"] = write_figures(x, run, cfg, metrics["per_landmark_ap"], run_dir)
     write_json_atomic(run_dir / "metrics.json", metrics)
     write_run_record(run_dir, "evaluate", "complete", embed_run=str(run.run_dir), model=run.meta["model"])
     out: dict[str, Any] = {"run_dir": run_dir}

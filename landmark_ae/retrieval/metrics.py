@@ -104,6 +104,7 @@ def retrieval_scores(
     k: int = 100,
     chunk_size: int = 1024,
     index=None,
+    return_ap: bool = False,
 ) -> dict:
     """Retrieval quality of embeddings: mAP@k, P@1, P@10, recall@k.
 
@@ -114,7 +115,9 @@ def retrieval_scores(
     database is ranked. P@10 is the relevant share of the top min(10, n_db),
     so a perfect ranking scores 1 even on a database smaller than 10. recall@k
     is the share of a query's relevant database images found in its top k. index: a search over
-    db_emb's rows (retrieval/index.py: flat, ivf, hnsw); None searches exactly.
+    db_emb's rows (retrieval/index.py: flat, ivf, hnsw); None searches exactly. return_ap: also
+    "ap", each query's AP@k (float64, one per query row; NaN for a query without relevant images),
+    whose mean over the others is f"map@{k}".
     """
     query_emb = np.asarray(query_emb)
     query_labels = np.asarray(query_labels)
@@ -164,7 +167,7 @@ def retrieval_scores(
     def mean(x: np.ndarray) -> float:
         return float(x[valid].mean()) if valid.any() else float("nan")
 
-    return {
+    out = {
         f"map@{k}": mean(ap),
         "p@1": mean(p1),
         "p@10": mean(p10),
@@ -172,6 +175,9 @@ def retrieval_scores(
         "n_queries": int(n_q),
         "n_queries_without_relevant": int((~valid).sum()),
     }
+    if return_ap:
+        out["ap"] = np.where(valid, ap, np.nan)
+    return out
 
 
 def evaluate_embeddings(
@@ -186,16 +192,18 @@ def evaluate_embeddings(
     k: int = 100,
     kmeans: str = "sklearn",
     index=None,
+    return_ap: bool = False,
 ) -> dict:
     """k-means (one cluster per distinct train label; kmeans: sklearn or faiss) scores plus retrieval
     scores (index: a search over db_emb, None for exact).
 
-    Returns clustering_scores' keys, "n_clusters", and retrieval_scores' keys.
+    Returns clustering_scores' keys, "n_clusters", and retrieval_scores' keys ("ap" too with return_ap).
     """
     train_labels = np.asarray(train_labels)
     n_clusters = int(np.unique(train_labels).size)
     pred = kmeans_labels(train_emb, n_clusters, seed=seed, n_init=n_init, backend=kmeans)
     out = clustering_scores(train_labels, pred)
     out["n_clusters"] = n_clusters
-    out.update(retrieval_scores(query_emb, query_labels, db_emb, db_labels, k=k, index=index))
+    out.update(retrieval_scores(query_emb, query_labels, db_emb, db_labels, k=k, index=index,
+                                return_ap=return_ap))
     return out
