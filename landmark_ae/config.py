@@ -176,6 +176,28 @@ class ObjectiveConfig:
     reconstruction: float = _min(0.0, 1.0)  # contrastive: weight of the decoder's MSE
 
 
+class Pooling(str, enum.Enum):
+    flatten = "flatten"
+    avg = "avg"
+    max = "max"
+    gem = "gem"
+
+
+class QuerySet(str, enum.Enum):
+    test = "test"  # the protocol: test queries against train+val
+    val = "val"  # for choosing settings: val queries against train (the test set stays unseen)
+
+
+@dataclass
+class EvalEmbedConfig:
+    """`train evaluate=true`: how its evaluation embeds the run (EmbedConfig's keys of the same names)."""
+
+    pooling: Pooling = Pooling.flatten
+    gem_p: float = _range(0.1, 100.0, 3.0)
+    l2: bool = False
+    pca_whiten: Optional[int] = _min(1, None)
+
+
 @dataclass
 class TrainConfig:
     data: DataConfig = MISSING
@@ -199,6 +221,13 @@ class TrainConfig:
     logger: Optional[str] = None  # null (history.csv only) or tensorboard (also <run dir>/tensorboard/)
     progress: bool = True
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    # After the last epoch, score this run in the same job (landmark_ae/chain.py): `landmark-ae embed
+    # <eval_embed>` then `landmark-ae evaluate queries=<eval_queries>`, as ordinary runs; metrics.json
+    # and run.json here record the scores and both runs, stdout adds eval.<metric> lines, and a sweep's
+    # job returns eval.map@100 (the objective of hydra/sweeper=optuna).
+    evaluate: bool = False
+    eval_queries: QuerySet = QuerySet.val  # val queries vs train: the test set stays unseen unless asked
+    eval_embed: EvalEmbedConfig = field(default_factory=EvalEmbedConfig)  # e.g. eval_embed.l2=true
 
 
 class IndexKind(str, enum.Enum):
@@ -226,13 +255,6 @@ class KMeansBackend(str, enum.Enum):
     faiss = "faiss"  # FAISS k-means (nredo = n_init), much faster at GLDv2 scale
 
 
-class Pooling(str, enum.Enum):
-    flatten = "flatten"
-    avg = "avg"
-    max = "max"
-    gem = "gem"
-
-
 @dataclass
 class EmbedConfig:
     """Post-processing is fitted on the database (train+val) rows only, stored as transform.npz and
@@ -255,11 +277,6 @@ class EmbedConfig:
     # null, or the number of principal axes kept, each scaled to unit variance (L2 before and after when l2)
     pca_whiten: Optional[int] = _min(1, None)
     index: IndexConfig = field(default_factory=IndexConfig)
-
-
-class QuerySet(str, enum.Enum):
-    test = "test"  # the protocol: test queries against train+val
-    val = "val"  # for choosing settings: val queries against train (the test set stays unseen)
 
 
 @dataclass
@@ -298,6 +315,8 @@ class QueryConfig:
 class RunsFormat(str, enum.Enum):
     tsv = "tsv"
     table = "table"
+    json = "json"
+    csv = "csv"
 
 
 @dataclass
@@ -308,6 +327,8 @@ class RunsConfig:
     command: Optional[str] = None  # prepare, train, embed, evaluate, query, serve; null: all
     sweep: Optional[str] = None  # a multirun sweep dir: only its jobs
     format: RunsFormat = RunsFormat.tsv
+    sort: Optional[str] = None  # a column: metrics best first, best_val_loss lowest first, else ascending
+    plot: bool = False  # write <sweep>/sweep.png (needs sweep=) and print its path instead of the table
 
 
 @dataclass

@@ -4,10 +4,10 @@
         [queries=test|val] [threads=N] [device=auto] [rows=NAME,NAME] [headline_only=true]
         [reuse=<outputs/train dir>] [experiment=conf/quality.yaml]
 
-Rows come from conf/quality.yaml. Drives the CLI (train -> embed -> evaluate) like
-scripts/table1.py and reads its `key<TAB>value` stdout. Without data_dir= it runs `prepare` first
-with the data overrides. queries=val scores val images against train (for choosing settings);
-the default, test, is the protocol. Writes quality.md and quality.csv to a new
+Rows come from conf/quality.yaml. Drives the CLI like scripts/table1.py: train, then embed ->
+evaluate through landmark_ae/chain.py (as `train evaluate=true` does), reading `key<TAB>value`
+stdout. Without data_dir= it runs `prepare` first with the data overrides. queries=val scores val
+images against train (for choosing settings); the default, test, is the protocol. Writes quality.md and quality.csv to a new
 outputs/quality/<timestamp>/ and prints `key<TAB>value` lines (run_dir first).
 """
 
@@ -22,6 +22,9 @@ import sys
 import time
 from datetime import datetime
 from pathlib import Path
+
+from landmark_ae.chain import embed_and_evaluate
+from landmark_ae.errors import UserError
 
 REPO = Path(__file__).resolve().parent.parent
 METRICS = [("best_val_loss", "val loss"), ("nmi", "NMI"), ("ri", "RI"), ("ari", "ARI"), ("map@100", "mAP@100"),
@@ -197,18 +200,21 @@ def main(argv: list[str]) -> None:
                     seconds = sum(float(r["seconds"]) for r in csv.DictReader(f))
                 trained[key] = {**res, "train_seconds": seconds, "wall_seconds": time.perf_counter() - tick}
             train = trained[key]
-            embed = cli("embed", f"train_run={train['run_dir']}", *row.get("embed", []), "progress=false",
-                        *[c for c in common if c.startswith("device")])
-            last_embed = Path(embed["run_dir"])
-            evaluation = cli("evaluate", f"embed_run={embed['run_dir']}", f"queries={queries}",
-                             f"pixel_baseline={'true' if pixels is None and row['train'] == ['model=m2'] else 'false'}")
-            metrics = json.loads((Path(evaluation["run_dir"]) / "metrics.json").read_text())
+            baseline = "true" if pixels is None and row["train"] == ["model=m2"] else "false"
+            try:
+                evaluation = embed_and_evaluate(
+                    train["run_dir"], queries=queries, evaluate=[f"pixel_baseline={baseline}"],
+                    embed=[*row.get("embed", []), *[c for c in common if c.startswith("device")]])
+            except UserError as exc:
+                sys.exit(f"quality: {exc}")
+            last_embed = evaluation.embed_run
+            metrics = evaluation.evaluation
             model = metrics["model"]
             results.setdefault(row["name"], []).append({
                 **metrics["results"][model], "best_val_loss": float(train["best_val_loss"]),
                 "train_seconds": train["train_seconds"], "seed": seed, "epochs": row_epochs,
                 "dim": metrics["results"][model]["dim"],
-                "train_run": train["run_dir"], "evaluate_run": evaluation["run_dir"],
+                "train_run": train["run_dir"], "evaluate_run": str(evaluation.evaluate_run),
             })
             base = {k: v for k, v in metrics["results"].items() if k.startswith("pixels_")}
             if base and pixels is None:

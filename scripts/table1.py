@@ -13,12 +13,14 @@ new outputs/table1/<timestamp>/ and prints `key<TAB>value` lines (run_dir first)
 from __future__ import annotations
 
 import csv
-import json
 import os
 import subprocess
 import sys
 from datetime import datetime
 from pathlib import Path
+
+from landmark_ae.chain import embed_and_evaluate
+from landmark_ae.errors import UserError
 
 # The seed study's Table 1 (20 epochs on its GLDv2 slice).
 SEED = {
@@ -71,12 +73,14 @@ def main(argv: list[str]) -> None:
     rows: dict[str, dict] = {}
     pixels: dict | None = None
     for train in trains:
-        embed = cli("embed", f"train_run={train['run_dir']}")[0]
-        evaluation = cli("evaluate", f"embed_run={embed['run_dir']}")[0]
-        metrics = json.loads((Path(evaluation["run_dir"]) / "metrics.json").read_text())
+        try:  # the protocol: test images query train+val
+            evaluation = embed_and_evaluate(train["run_dir"], queries="test")
+        except UserError as exc:
+            sys.exit(f"table1: {exc}")
+        metrics = evaluation.evaluation
         model = train["model"]
         rows[model] = {"best_val_loss": float(train["best_val_loss"]), **metrics["results"][model],
-                       "train_run": train["run_dir"], "evaluate_run": evaluation["run_dir"]}
+                       "train_run": train["run_dir"], "evaluate_run": str(evaluation.evaluate_run)}
         baseline = {k: v for k, v in metrics["results"].items() if k.startswith("pixels_")}
         if model == "m2" or pixels is None:
             pixels = next(({"name": k, **v} for k, v in baseline.items()), None)

@@ -101,8 +101,9 @@ def _holds_work(run_dir: Path, command: str) -> bool:
     return any(p.name not in bookkeeping for p in run_dir.iterdir())
 
 
-def execute(command: str, cfg: DictConfig, schema: type, body: str) -> None:
-    """Validate cfg, run body(cfg, run_dir) and print its results as `key<TAB>value` lines on stdout.
+def execute(command: str, cfg: DictConfig, schema: type, body: str) -> dict[str, Any] | None:
+    """Validate cfg, run body(cfg, run_dir), print its results as `key<TAB>value` lines on stdout and
+    return them (a sweep's job can return its objective from them: commands/train.py).
 
     body is "module:function", imported only after validation: a bad value is reported before
     torch is even imported.
@@ -165,6 +166,7 @@ def execute(command: str, cfg: DictConfig, schema: type, body: str) -> None:
     # One write: the blocks of parallel sweep jobs (hydra/launcher=joblib) sharing stdout do not interleave.
     sys.stdout.write("".join(f"{key}\t{value}\n" for key, value in (results or {}).items()))
     sys.stdout.flush()
+    return results
 
 
 def _continue_hint(command: str, run_dir: Path) -> str:

@@ -1,13 +1,45 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
 import hydra
 from omegaconf import DictConfig
 
 from landmark_ae.commands import CONFIG_DIR, execute, launch
 from landmark_ae.config import TrainConfig
+from landmark_ae.errors import UserError
+
+OBJECTIVE = "eval.map@100"  # what a sweep job returns with evaluate=true (hydra/sweeper=optuna maximises it)
+
+
+def train_and_evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """Train; with evaluate=true, then embed and evaluate this run (landmark_ae/chain.py)."""
+    from landmark_ae.chain import evaluate_train_run
+
+    if not cfg.evaluate and _optuna_sweep():
+        raise UserError("hydra/sweeper=optuna needs evaluate=true: each trial returns its val mAP@100")
+    from landmark_ae.train.loop import run_train
+
+    results = run_train(cfg, run_dir)
+    if cfg.evaluate:
+        results.update(evaluate_train_run(cfg, run_dir))
+    return results
+
+
+def _optuna_sweep() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return False
+    return "optuna" in str((HydraConfig.get().get("sweeper") or {}).get("_target_", "")).lower()
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
-def _main(cfg: DictConfig) -> None:
-    execute("train", cfg, TrainConfig, "landmark_ae.train.loop:run_train")
+def _main(cfg: DictConfig) -> float | None:
+    results = execute("train", cfg, TrainConfig, "landmark_ae.commands.train:train_and_evaluate")
+    # A sweeper that optimises (hydra/sweeper=optuna) reads the job's return value.
+    return float(results[OBJECTIVE]) if results and OBJECTIVE in results else None
 
 
 def main() -> None:
