@@ -24,11 +24,14 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 import time
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
@@ -115,6 +118,22 @@ def _rate_column():
     return Rate()
 
 
+@contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM while inside concurrent.futures: the exception their handlers raise,
+    arriving while `wait` or `submit` holds a future's lock, would leave that lock held and hang the
+    pool's shutdown. Blocked, the signal is delivered as soon as the call returns (the calls here
+    wait for a decode of a few milliseconds at most)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 def process_rows(
     rows: pd.DataFrame, run_dir: Path, results: Results, size: int, quality: int, workers: int, progress: bool,
     permanent: frozenset[str] = frozenset(), description: str = "prepare images",
@@ -183,7 +202,8 @@ def process_rows(
             bar.update(task, advance=1, status=status)
 
         def collect(futures: dict[Future, Any], block: bool) -> None:
-            finished, _ = wait(futures, timeout=None if block else 0, return_when=FIRST_COMPLETED)
+            with signals_deferred():
+                finished, _ = wait(futures, timeout=None if block else 0, return_when=FIRST_COMPLETED)
             for future in finished:
                 row = futures.pop(future)
                 try:
@@ -207,7 +227,8 @@ def process_rows(
                 fail(row, result)
                 advance()
             else:
-                inflight[pool.submit(work, row, result)] = row
+                with signals_deferred():
+                    inflight[pool.submit(work, row, result)] = row
                 while len(inflight) >= 4 * workers:
                     collect(inflight, block=True)
             if inflight:
