@@ -37,7 +37,7 @@ def quote(value: object) -> str:
     return "'" + str(value).replace("'", "\\'") + "'"
 
 
-def _step(command: str, args: list[str]) -> dict[str, str]:
+def run_step(command: str, args: list[str]) -> dict[str, str]:
     """Run `landmark-ae <command> <args>` (stderr passes through); its `key<TAB>value` stdout, or a
     UserError holding its one-line error."""
     if logging.getLogger().handlers:  # a CLI job: its console and its log file
@@ -73,8 +73,8 @@ def embed_and_evaluate(train_run: Path | str, queries: str = "val", embed: Seque
     """Embed `train_run` with the `embed` overrides, evaluate that with `queries=` and the `evaluate`
     overrides; both runs go to output_dir (default: the CLI's own, i.e. LANDMARK_AE_OUTPUTS)."""
     paths = [f"paths.output_dir={quote(output_dir)}"] if output_dir is not None else []
-    embedded = _step("embed", [*paths, f"train_run={quote(train_run)}", "progress=false", *embed])
-    evaluated = _step("evaluate", [*paths, f"embed_run={quote(embedded['run_dir'])}", f"queries={queries}", *evaluate])
+    embedded = run_step("embed", [*paths, f"train_run={quote(train_run)}", "progress=false", *embed])
+    evaluated = run_step("evaluate", [*paths, f"embed_run={quote(embedded['run_dir'])}", f"queries={queries}", *evaluate])
     evaluate_run = Path(evaluated["run_dir"])
     evaluation = json.loads((evaluate_run / "metrics.json").read_text())
     return Evaluation(metrics=evaluation["results"][evaluation["model"]], evaluation=evaluation,

@@ -17,13 +17,12 @@ import csv
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from datetime import datetime
 from pathlib import Path
 
-from landmark_ae.chain import embed_and_evaluate
+from landmark_ae.chain import embed_and_evaluate, run_step
 from landmark_ae.errors import UserError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -31,13 +30,12 @@ METRICS = [("best_val_loss", "val loss"), ("nmi", "NMI"), ("ri", "RI"), ("ari", 
            ("p@10", "P@10"), ("train_seconds", "train s")]
 
 
-def cli(*args: str) -> dict[str, str]:
-    """Run landmark-ae; return the key/value lines it printed."""
-    print(f"+ landmark-ae {' '.join(args)}", file=sys.stderr, flush=True)
-    proc = subprocess.run([sys.executable, "-m", "landmark_ae", *args], stdout=subprocess.PIPE, text=True)
-    if proc.returncode != 0:
-        sys.exit(f"quality: `landmark-ae {' '.join(args)}` failed (exit {proc.returncode})")
-    return dict(line.split("\t", 1) for line in proc.stdout.splitlines() if "\t" in line)
+def cli(command: str, *args: str) -> dict[str, str]:
+    """Run `landmark-ae <command> <args>` (the chain's own step runner); the key/value lines it printed."""
+    try:
+        return run_step(command, list(args))
+    except UserError as exc:
+        sys.exit(f"quality: {exc}")
 
 
 def load_experiment(path: Path) -> dict:
