@@ -186,6 +186,9 @@ class Pooling(str, enum.Enum):
 class QuerySet(str, enum.Enum):
     test = "test"  # the protocol: test queries against train+val
     val = "val"  # for choosing settings: val queries against train (the test set stays unseen)
+    # every image queries all the others (itself left out), clustering on all: e.g. a collection
+    # embedded with a model trained on other landmarks (embed data_dir=<another prepare run>)
+    all = "all"
 
 
 @dataclass
@@ -196,6 +199,29 @@ class EvalEmbedConfig:
     gem_p: float = _range(0.1, 100.0, 3.0)
     l2: bool = False
     pca_whiten: Optional[int] = _min(1, None)
+    dba_k: int = _min(0, 0)
+    dba_alpha: float = _range(0.0, 100.0, 3.0)
+    qe_k: int = _min(0, 0)
+    qe_alpha: float = _range(0.0, 100.0, 3.0)
+
+
+class DistBackend(str, enum.Enum):
+    auto = "auto"  # nccl on CUDA, gloo on CPU
+    nccl = "nccl"
+    gloo = "gloo"
+
+
+class Amp(str, enum.Enum):
+    none = "none"  # float32 throughout (the CPU default, and what every measured CPU result used)
+    bf16 = "bf16"  # autocast to bfloat16 (CUDA, or CPUs with bf16 support)
+    fp16 = "fp16"  # autocast to float16 with a GradScaler (CUDA only)
+
+
+@dataclass
+class DistConfig:
+    """Training under `torchrun --nproc-per-node=N -m landmark_ae train ...` (train/distributed.py)."""
+
+    backend: DistBackend = DistBackend.auto
 
 
 @dataclass
@@ -217,6 +243,13 @@ class TrainConfig:
     # Conv weights and activations channels-last (NHWC): faster CPU convolutions for small models
     # such as M5; results differ from the default layout in the last float bits only.
     channels_last: bool = False
+    # The GPU path, all off by default (the CPU path is unchanged by them): mixed precision, and
+    # torch.compile of the training step's model. Pinned memory and non-blocking copies come with CUDA.
+    amp: Amp = Amp.none
+    compile: bool = False
+    # Under torchrun: BatchNorm layers become SyncBatchNorm (statistics of the global batch; CUDA only).
+    sync_bn: bool = False
+    dist: DistConfig = field(default_factory=DistConfig)
     recon_images: int = _min(1, 8)  # images shown in reconstructions.png
     logger: Optional[str] = None  # null (history.csv only) or tensorboard (also <run dir>/tensorboard/)
     progress: bool = True
@@ -276,6 +309,14 @@ class EmbedConfig:
     l2: bool = False  # unit-length rows
     # null, or the number of principal axes kept, each scaled to unit variance (L2 before and after when l2)
     pca_whiten: Optional[int] = _min(1, None)
+    # Label-free re-ranking (need l2=true; 0 = off), stored with the run and applied by query/serve/
+    # evaluate too. DBA: each database row -> the sim^dba_alpha-weighted mean of itself and its dba_k
+    # nearest database rows, L2. αQE: each query -> the sim^qe_alpha-weighted mean of itself and its
+    # qe_k first results, L2, searched again. alpha 0: plain means.
+    dba_k: int = _min(0, 0)
+    dba_alpha: float = _range(0.0, 100.0, 3.0)
+    qe_k: int = _min(0, 0)
+    qe_alpha: float = _range(0.0, 100.0, 3.0)
     index: IndexConfig = field(default_factory=IndexConfig)
 
 

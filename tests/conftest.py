@@ -112,6 +112,21 @@ def run_in_process(command: str, *overrides: str, run_dir: Path) -> Any:
     return getattr(importlib.import_module(module), function)(cfg, run_dir)
 
 
+def batches(x: Any):
+    """A (N, 3, H, W) uint8 tensor as the training loop's streamed batches (ImageBatches, no resize)."""
+    from landmark_ae.data.prepared import ImageBatches
+
+    return ImageBatches(x.permute(0, 2, 3, 1).contiguous().numpy(), x.shape[-1])
+
+
+def step_of(model, objective=None):
+    """A model and its objective as train_one_epoch's step module (one process)."""
+    from landmark_ae.train.objectives import ONE
+    from landmark_ae.train.step import ObjectiveModule
+
+    return ObjectiveModule(model, objective, ONE)
+
+
 def model_config(name: str) -> dict:
     """conf/model/<name>.yaml as the plain dict build_model takes."""
     from omegaconf import OmegaConf

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from conftest import REPO, model_config, one_line_error, results, run_cli, run_in_process
+from conftest import REPO, batches, model_config, one_line_error, results, run_cli, run_in_process, step_of
 from omegaconf import OmegaConf
 
 from landmark_ae.config import ObjectiveConfig
@@ -134,8 +134,8 @@ def test_train_one_epoch_is_deterministic_for_a_seed():
         model = build_model(model_config("m2"))
         optimizer = torch.optim.Adam(model.parameters())
         generator = torch.Generator().manual_seed(seed)
-        loss = train_one_epoch(model, x, optimizer, 16, generator, CPU)
-        return loss, validation_loss(model, x, 16, CPU), model.encoder[0].weight.detach().clone()
+        loss = train_one_epoch(step_of(model), batches(x), optimizer, 16, generator, CPU)
+        return loss, validation_loss(model, batches(x), 16, CPU), model.encoder[0].weight.detach().clone()
 
     a, b, c = run(0), run(0), run(1)
     assert a[0] == b[0] and a[1] == b[1] and torch.equal(a[2], b[2])
@@ -155,7 +155,7 @@ def test_training_with_views_is_deterministic_and_resumable_from_the_generator()
             model.load_state_dict(state[0])
             opt.load_state_dict(state[1])
             gen.set_state(state[2])
-        losses = [train_one_epoch(model, x, opt, 8, gen, CPU, objective=obj) for _ in range(epochs)]
+        losses = [train_one_epoch(step_of(model, obj), batches(x), opt, 8, gen, CPU) for _ in range(epochs)]
         return losses, (model.state_dict(), opt.state_dict(), gen.get_state())
 
     straight, _ = run(2)
@@ -176,11 +176,11 @@ def test_one_cycle_schedule_resumes_exactly_through_a_checkpoint(tmp_path):
         return model, opt, make_scheduler("onecycle", opt, epochs=3, batches=3), torch.Generator().manual_seed(0)
 
     model, opt, sched, gen = fresh()
-    straight = [train_one_epoch(model, x, opt, 8, gen, CPU, objective=obj, scheduler=sched) for _ in range(3)]
+    straight = [train_one_epoch(step_of(model, obj), batches(x), opt, 8, gen, CPU, scheduler=sched) for _ in range(3)]
     assert sched.get_last_lr()[0] < 0.05 * 0.002  # annealed to ~0 by the end of the planned steps
 
     model2, opt2, sched2, gen2 = fresh()
-    first = train_one_epoch(model2, x, opt2, 8, gen2, CPU, objective=obj, scheduler=sched2)
+    first = train_one_epoch(step_of(model2, obj), batches(x), opt2, 8, gen2, CPU, scheduler=sched2)
     save_checkpoint(tmp_path / "last.pt", state_dict=model2.state_dict(), optimizer=opt2.state_dict(),
                     scheduler=sched2.state_dict(), generator=gen2.get_state())
     state = load_checkpoint(tmp_path / "last.pt")  # weights-only, as train's resume loads it
@@ -189,7 +189,7 @@ def test_one_cycle_schedule_resumes_exactly_through_a_checkpoint(tmp_path):
     opt3.load_state_dict(state["optimizer"])
     sched3.load_state_dict(state["scheduler"])
     gen3.set_state(state["generator"])
-    rest = [train_one_epoch(model3, x, opt3, 8, gen3, CPU, objective=obj, scheduler=sched3) for _ in range(2)]
+    rest = [train_one_epoch(step_of(model3, obj), batches(x), opt3, 8, gen3, CPU, scheduler=sched3) for _ in range(2)]
     assert [first, *rest] == straight
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), model3.state_dict().values(), strict=True))
     assert make_scheduler("constant", opt, 3, 3) is None

@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from conftest import model_config
+from conftest import batches, model_config
 from omegaconf import OmegaConf
 
 from landmark_ae.config import ObjectiveConfig
@@ -81,4 +81,4 @@ def test_contrastive_loss_trains_every_part_and_is_deterministic():
     assert all(p.grad is None for p in model.decoder.parameters())
     # Validation loss draws its views from a fixed seed: the same model scores the same.
     cpu = torch.device("cpu")
-    assert validation_loss(model, x, 4, cpu, contrastive()) == validation_loss(model, x, 4, cpu, contrastive())
+    assert validation_loss(model, batches(x), 4, cpu, contrastive()) == validation_loss(model, batches(x), 4, cpu, contrastive())

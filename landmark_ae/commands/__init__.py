@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 import threading
+from contextlib import nullcontext
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
@@ -32,12 +33,18 @@ from landmark_ae.runs import (
 )
 
 CONFIG_DIR = config_dir()
+RUN_STAMP_ENV = "LANDMARK_AE_RUN_STAMP"
 log = logging.getLogger("landmark_ae")
 
 register_configs()
 # `resume=<run dir>` reuses that dir; otherwise a new timestamped one (see conf/hydra/default.yaml).
 OmegaConf.register_new_resolver(
     "run_dir", lambda resume, fresh: str(resume) if resume else fresh, replace=True
+)
+# A new run's timestamp; under torchrun every rank takes rank 0's (launch), so they share one run dir.
+OmegaConf.register_new_resolver(
+    "run_stamp", lambda: os.environ.get(RUN_STAMP_ENV) or datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f"),
+    replace=True,
 )
 # A resumed run keeps the original .hydra/ record and adds its own beside it.
 OmegaConf.register_new_resolver(
@@ -75,11 +82,36 @@ def _fail_job(command: str, message: str, code: int = 2) -> None:
     fail(command, message, code)
 
 
+def secondary_rank() -> bool:
+    """A torchrun rank other than 0: it computes but writes nothing (rank 0 keeps the run's files)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and int(os.environ.get("RANK", "0")) > 0
+
+
+def _torchrun_argv(command: str, argv: list[str]) -> list[str]:
+    """Under torchrun: every rank composes the same run dir (rank 0's timestamp, or resume=), and
+    ranks other than 0 leave Hydra's record and the log file to rank 0, logging warnings to stderr."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return argv
+    if command != "train":
+        raise UserError(f"{command} runs as one process: start it without torchrun")
+    if any(a in ("-m", "--multirun") for a in argv):
+        raise UserError("a sweep (-m) cannot run under torchrun: run each job with torchrun instead")
+    keys = {a.split("=", 1)[0].lstrip("+~") for a in argv if "=" in a}
+    if not keys & {"resume", "hydra.run.dir"}:
+        from landmark_ae.train.distributed import agree_run_stamp
+
+        os.environ[RUN_STAMP_ENV] = agree_run_stamp()
+    if secondary_rank():
+        argv = [*argv, "hydra.output_subdir=null", "hydra.job_logging.root.handlers=[console]",
+                "hydra.job_logging.root.level=WARNING", "hydra.hydra_logging.root.level=WARNING"]
+    return argv
+
+
 def launch(command: str, hydra_main: Callable[[], Any]) -> None:
     """Run a command's @hydra.main, after the checks that must come before Hydra creates a run dir."""
     hydra_errors.COMMAND = command
     try:
-        sys.argv = [sys.argv[0], *resume_argv(command, sys.argv[1:])]
+        sys.argv = [sys.argv[0], *_torchrun_argv(command, resume_argv(command, sys.argv[1:]))]
     except UserError as exc:
         fail(command, str(exc))
     hydra_main()
@@ -118,17 +150,18 @@ def execute(command: str, cfg: DictConfig, schema: type, body: str) -> dict[str,
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     resumed = bool(cfg.get("resume"))
+    secondary = secondary_rank()
     # Only a dir this call created may be removed on error; never one named by resume=.
-    fresh = not resumed and read_run_record(run_dir) is None
+    fresh = not resumed and not secondary and read_run_record(run_dir) is None
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _raise_terminated)
     working = False  # set once the checks have passed: a refused resume leaves its run as it was
     try:
-        with run_lock(run_dir):
+        with nullcontext() if secondary else run_lock(run_dir):
             validate(cfg, schema, command=command)
             if resumed:
                 resume_conflicts(command, cfg, run_dir, dict(hydra_cfg.runtime.choices))
-                removed = remove_temp_files(run_dir)
+                removed = 0 if secondary else remove_temp_files(run_dir)
                 if removed:
                     log.info("removed %d temp file(s) left by the interrupted run", removed)
             module, function = body.split(":")
@@ -163,6 +196,8 @@ def execute(command: str, cfg: DictConfig, schema: type, body: str) -> dict[str,
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         _fail_job(command, message, code=1)
+    if secondary:
+        return results  # rank 0 prints the run's results
     # One write: the blocks of parallel sweep jobs (hydra/launcher=joblib) sharing stdout do not interleave.
     sys.stdout.write("".join(f"{key}\t{value}\n" for key, value in (results or {}).items()))
     sys.stdout.flush()
@@ -175,7 +210,10 @@ def _continue_hint(command: str, run_dir: Path) -> str:
 
 def _record_end(command: str, run_dir: Path, fresh: bool, status: str, message: str) -> None:
     """How a run that did not complete is left: removed if this call created it and it holds no work,
-    else recorded with its status and the one-line message (also in its log)."""
+    else recorded with its status and the one-line message (also in its log). Ranks other than
+    0 of a torchrun job leave the run's record to rank 0."""
+    if secondary_rank():
+        return
     if fresh and not _holds_work(run_dir, command):
         remove_run_dir(run_dir)
         return

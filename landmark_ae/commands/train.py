@@ -6,7 +6,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from landmark_ae.commands import CONFIG_DIR, execute, launch
+from landmark_ae.commands import CONFIG_DIR, execute, launch, secondary_rank
 from landmark_ae.config import TrainConfig
 from landmark_ae.errors import UserError
 
@@ -22,7 +22,7 @@ def train_and_evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     from landmark_ae.train.loop import run_train
 
     results = run_train(cfg, run_dir)
-    if cfg.evaluate:
+    if cfg.evaluate and not secondary_rank():  # under torchrun, rank 0 alone embeds and evaluates
         results.update(evaluate_train_run(cfg, run_dir))
     return results
 

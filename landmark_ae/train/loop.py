@@ -23,57 +23,81 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from landmark_ae.config import enum_value
-from landmark_ae.data.prepared import dataset_name, load_prepared, resize_uint8, to_model_range, to_uint8_hwc
+from landmark_ae.data.prepared import ImageBatches, dataset_name, load_prepared, to_model_range, to_uint8_hwc
 from landmark_ae.device import pick_device
 from landmark_ae.errors import UserError
 from landmark_ae.model.builder import ConvAutoencoder, build_model
 from landmark_ae.model.checkpoints import load_checkpoint, model_from_checkpoint, save_checkpoint
 from landmark_ae.runs import atomic_path, read_run_record, resolve_run, write_manifest, write_run_record
-from landmark_ae.train.objectives import contrastive_loss, objective_loss
+from landmark_ae.train.distributed import Ranks, close_ranks, init_ranks, sum_over_ranks
+from landmark_ae.train.objectives import ONE, contrastive_loss
+from landmark_ae.train.step import Precision, build_step, to_device
 
 log = logging.getLogger(__name__)
 
+def batch_rows(n: int, batch_size: int, ranks: Ranks = ONE) -> list[tuple[int, int]]:
+    """The [start, stop) rows of each batch an epoch runs over n images: under torchrun each batch
+    keeps the rows that split evenly over the ranks (the last, short batch drops at most
+    world_size - 1 images), and a batch too short for every rank to get one is skipped."""
+    spans = ((start, min(start + batch_size, n)) for start in range(0, n, batch_size))
+    return [(a, a + ranks.usable_rows(b - a)) for a, b in spans if ranks.usable_rows(b - a)]
+
+
 def train_one_epoch(
-    model: ConvAutoencoder, images: torch.Tensor, optimizer: torch.optim.Optimizer, batch_size: int,
-    generator: torch.Generator, device: torch.device, on_batch: Callable[[float], None] = lambda loss: None,
-    objective: Any = None, scheduler: Any = None,
+    step: torch.nn.Module, images: ImageBatches, optimizer: torch.optim.Optimizer, batch_size: int,
+    generator: torch.Generator, device: torch.device, on_batch: Callable[[torch.Tensor], None] = lambda loss: None,
+    scheduler: Any = None, ranks: Ranks = ONE, precision: Precision | None = None,
 ) -> float:
-    """One pass over `images` (uint8, N x 3 x H x W) in a seeded random order; returns the mean loss.
-    `scheduler`, if any, is stepped after every batch."""
-    model.train()
+    """One pass over `images` in a seeded random order; returns the mean loss. `step` is the model
+    with its objective (step.py: ObjectiveModule, DDP-wrapped under torchrun). `scheduler`, if any,
+    is stepped after every batch. The loss is summed on the device and read once an epoch, so the
+    GPU never waits for the host."""
+    precision = precision or Precision(device)
+    step.train()
     order = torch.randperm(len(images), generator=generator)
-    total = 0.0
-    for start in range(0, len(images), batch_size):
-        clean = images[order[start : start + batch_size]].to(device, non_blocking=True)
-        loss = objective_loss(model, clean, objective, generator)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    count = 0
+    for start, stop in batch_rows(len(images), batch_size, ranks):
+        lo, hi = ranks.rows(stop - start)
+        clean = to_device(images.take(order[start + lo : start + hi]), device)
+        with precision.autocast():
+            loss = step(clean, generator, (lo, hi, stop - start) if ranks.distributed else None)
+        precision.backward_and_step(loss, optimizer)
         if scheduler is not None:
             scheduler.step()
-        total += loss.item() * len(clean)
-        on_batch(loss.item())
-    return total / len(images)
+        total += loss.detach().double() * len(clean)
+        count += len(clean)
+        on_batch(loss.detach())
+    total, count = sum_over_ranks(torch.stack([total, total.new_tensor(count)]), ranks)
+    return (total / count).item()
 
 
 @torch.inference_mode()
-def validation_loss(model: ConvAutoencoder, images: torch.Tensor, batch_size: int, device: torch.device,
-                    objective: Any = None) -> float:
+def validation_loss(model: ConvAutoencoder, images: ImageBatches, batch_size: int, device: torch.device,
+                    objective: Any = None, ranks: Ranks = ONE, precision: Precision | None = None) -> float:
     """Validation loss (eval mode: BatchNorm uses its running statistics): the mean reconstruction
     MSE of the clean images, or for the contrastive objective its own loss on views drawn from a
-    fixed seed, so that epochs are compared on the same views."""
+    fixed seed, so that epochs are compared on the same views. Under torchrun each rank scores its
+    share of every batch and the sums are added over ranks: all ranks get the same value."""
+    precision = precision or Precision(device)
     model.eval()
     contrastive = objective is not None and objective.name == "contrastive"
     generator = torch.Generator().manual_seed(0)
-    total = 0.0
-    for start in range(0, len(images), batch_size):
-        batch = images[start : start + batch_size].to(device)
-        if contrastive:
-            total += contrastive_loss(model, batch, objective, generator).item() * len(batch)
-            continue
-        x = to_model_range(batch)
-        total += F.mse_loss(model(x), x, reduction="sum").item() / x[0].numel()
-    return total / len(images)
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    count = 0
+    for start, stop in batch_rows(len(images), batch_size, ranks):
+        lo, hi = ranks.rows(stop - start)
+        batch = to_device(images.slice(start + lo, start + hi), device)
+        with precision.autocast():
+            if contrastive:
+                part = (lo, hi, stop - start) if ranks.distributed else None
+                total += contrastive_loss(model, batch, objective, generator, part, ranks).double() * len(batch)
+            else:
+                x = to_model_range(batch)
+                total += F.mse_loss(model(x).float(), x, reduction="sum").double() / x[0].numel()
+        count += len(batch)
+    total, count = sum_over_ranks(torch.stack([total, total.new_tensor(count)]), ranks)
+    return (total / count).item()
 
 
 def make_scheduler(name: str, optimizer: torch.optim.Optimizer, epochs: int, batches: int):
@@ -149,7 +173,18 @@ def run_train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         if not cfg.threads:
             log.info("torch threads: %d (cores shared by the sweep's parallel jobs; set threads= to choose)", threads)
         torch.set_num_threads(threads)
-    device = pick_device(cfg.device)
+    ranks, device = init_ranks(enum_value(cfg.dist.backend), pick_device(cfg.device))
+    try:
+        return _train(cfg, run_dir, ranks, device)
+    finally:
+        close_ranks(ranks)
+
+
+def _train(cfg: DictConfig, run_dir: Path, ranks: Ranks, device: torch.device) -> dict[str, Any]:
+    if cfg.batch_size % ranks.world_size:
+        raise UserError(f"batch_size={cfg.batch_size} is the global batch and must split evenly over the "
+                        f"{ranks.world_size} ranks: use a multiple of {ranks.world_size}")
+    precision = Precision.from_config(cfg.amp, device)
     last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
 
     state = load_checkpoint(last_path) if last_path.is_file() else None
@@ -186,8 +221,9 @@ def run_train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     objective = objective_cfg if objective_cfg.name != "reconstruct" else None  # None: the seed's loop
     splits = load_prepared(data_dir, ("train", "val"))
     size = int(model_cfg["input_size"])
-    train_images = resize_uint8(splits["train"].images, size)
-    val_images = resize_uint8(splits["val"].images, size)
+    # Batches are read from the memory-mapped arrays and resized as they go: memory stays flat.
+    train_images = ImageBatches(splits["train"].images, size)
+    val_images = ImageBatches(splits["val"].images, size)
     if len(train_images) == 0 or len(val_images) == 0:
         raise UserError(f"{data_dir} has {len(train_images)} train and {len(val_images)} val images: both must be non-empty")
     data_name = dataset_name(data_dir)
@@ -195,15 +231,20 @@ def run_train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         log.info("%s holds the prepared %s dataset: recorded as such (data=%s does not apply)", data_dir, data_name,
                  cfg.data.name)
     record = dict(data=data_name, data_dir=str(data_dir), model=model_cfg["name"],
-                  objective=OmegaConf.to_container(objective_cfg, resolve=True, enum_to_str=True))
-    write_run_record(run_dir, "train", "running", **record)
-    log.info("training %s (objective %s) on %d images (val %d) from %s on %s", model_cfg["name"],
-             record["objective"]["name"], len(train_images), len(val_images), data_dir, device)
+                  objective=OmegaConf.to_container(objective_cfg, resolve=True, enum_to_str=True),
+                  world_size=ranks.world_size)
+    if ranks.main:
+        write_run_record(run_dir, "train", "running", **record)
+    log.info("training %s (objective %s) on %d images (val %d) from %s on %s%s", model_cfg["name"],
+             record["objective"]["name"], len(train_images), len(val_images), data_dir, device,
+             f", {ranks.world_size} ranks of {cfg.batch_size // ranks.world_size} images a batch"
+             if ranks.distributed else "")
+    step = build_step(model, objective, ranks, device, cfg.sync_bn, cfg.compile)
 
     from landmark_ae.ui import progress_bar
 
     start_epoch = len(history) + 1
-    batches = math.ceil(len(train_images) / cfg.batch_size)
+    batches = len(batch_rows(len(train_images), cfg.batch_size, ranks))
     # The schedule spans the epochs the run started with; a resumed run keeps it (and may not outrun it).
     if state is None:
         schedule = {"name": enum_value(cfg.lr_schedule), "epochs": cfg.epochs, "batches": batches}
@@ -223,35 +264,44 @@ def run_train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         optimizer.load_state_dict(state["optimizer"])
         if scheduler is not None:
             scheduler.load_state_dict(state["scheduler"])
-    writer = open_tensorboard(cfg, run_dir, start_epoch)
+    writer = open_tensorboard(cfg, run_dir, start_epoch) if ranks.main else None
     with progress_bar(cfg.progress) as bar:
         task = bar.add_task(f"train {model_cfg['name']}", total=batches * max(cfg.epochs - start_epoch + 1, 0), status="")
         for epoch in range(start_epoch, cfg.epochs + 1):
             tick = time.perf_counter()
 
-            def on_batch(loss: float, epoch: int = epoch) -> None:
-                bar.update(task, advance=1, status=f"epoch {epoch}/{cfg.epochs} loss {loss:.4f}")
+            def on_batch(loss: torch.Tensor, epoch: int = epoch) -> None:
+                # Reading the loss waits for the device: on a GPU only every 20th batch's is read.
+                quiet = device.type == "cuda" and bar.tasks[task].completed % 20
+                status = {} if quiet else {"status": f"epoch {epoch}/{cfg.epochs} loss {float(loss):.4f}"}
+                bar.update(task, advance=1, **status)
 
-            train_loss = train_one_epoch(model, train_images, optimizer, cfg.batch_size, generator, device, on_batch,
-                                         objective, scheduler)
+            train_loss = train_one_epoch(step, train_images, optimizer, cfg.batch_size, generator, device, on_batch,
+                                         scheduler, ranks, precision)
             train_seconds = time.perf_counter() - tick
-            val_loss = validation_loss(model, val_images, cfg.batch_size, device, objective)
+            val_loss = validation_loss(model, val_images, cfg.batch_size, device, objective, ranks, precision)
             row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
                    "seconds": round(time.perf_counter() - tick, 3),
                    "images_per_s": round(len(train_images) / train_seconds, 1)}
             history.append(row)
+            log.info("epoch %d/%d train %.5f val %.5f (%.1fs, %.0f images/s)", epoch, cfg.epochs,
+                     train_loss, val_loss, row["seconds"], row["images_per_s"])
+            if val_loss < best["val_loss"]:
+                best = {"val_loss": val_loss, "epoch": epoch}
+                improved = True
+            else:
+                improved = False
+            if not ranks.main:
+                continue  # rank 0 alone writes
             if writer is not None:
                 writer.add_scalar("loss/train", train_loss, epoch)
                 writer.add_scalar("loss/val", val_loss, epoch)
                 writer.add_scalar("lr", optimizer.param_groups[0]["lr"], epoch)
                 writer.add_scalar("images_per_s", row["images_per_s"], epoch)
                 writer.flush()
-            log.info("epoch %d/%d train %.5f val %.5f (%.1fs, %.0f images/s)", epoch, cfg.epochs,
-                     train_loss, val_loss, row["seconds"], row["images_per_s"])
-            common = dict(model_config=model_cfg, data_dir=str(data_dir), data=data_name,
-                          train_run=str(run_dir), objective=record["objective"], channels_last=channels_last)
-            if val_loss < best["val_loss"]:
-                best = {"val_loss": val_loss, "epoch": epoch}
+            common = dict(model_config=model_cfg, data_dir=str(data_dir), data=data_name, train_run=str(run_dir),
+                          objective=record["objective"], channels_last=channels_last, world_size=ranks.world_size)
+            if improved:
                 save_checkpoint(best_path, state_dict=model.state_dict(), epoch=epoch, val_loss=val_loss, **common)
             with atomic_path(run_dir / "history.csv") as tmp:
                 pd.DataFrame(history).to_csv(tmp, index=False)
@@ -261,6 +311,19 @@ def run_train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                             generator=generator.get_state(), history=history, best=best, schedule=schedule,
                             scheduler=scheduler.state_dict() if scheduler is not None else None, **common)
 
+    speeds = sorted(h["images_per_s"] for h in history)
+    results = {
+        "run_dir": run_dir,
+        "model": model_cfg["name"],
+        "epochs": len(history),
+        "best_epoch": best["epoch"],
+        "best_val_loss": f"{best['val_loss']:.6f}",
+        "train_images_per_s": speeds[len(speeds) // 2] if speeds else 0,
+    }
+    if ranks.distributed:
+        results["world_size"] = ranks.world_size
+    if not ranks.main:
+        return results
     loss_name = "NT-Xent + MSE" if record["objective"]["name"] == "contrastive" else "MSE"
     write_figures(run_dir, history, best_path, val_images, cfg.recon_images, model_cfg["name"], device, loss_name)
     if writer is not None:
@@ -273,18 +336,10 @@ def run_train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         writer.close()
     write_manifest(run_dir, ["best.pt", "last.pt", "history.csv"])
     write_run_record(run_dir, "train", "complete", best_val_loss=best["val_loss"], best_epoch=best["epoch"], **record)
-    speeds = sorted(h["images_per_s"] for h in history)
-    return {
-        "run_dir": run_dir,
-        "model": model_cfg["name"],
-        "epochs": len(history),
-        "best_epoch": best["epoch"],
-        "best_val_loss": f"{best['val_loss']:.6f}",
-        "train_images_per_s": speeds[len(speeds) // 2] if speeds else 0,
-    }
+    return results
 
 
-def write_figures(run_dir: Path, history: list[dict], best_path: Path, val_images: torch.Tensor, n: int,
+def write_figures(run_dir: Path, history: list[dict], best_path: Path, val_images: ImageBatches, n: int,
                   name: str, device: torch.device, loss_name: str = "MSE") -> None:
     from landmark_ae.figures import plot_losses, plot_reconstructions
 
@@ -293,7 +348,7 @@ def write_figures(run_dir: Path, history: list[dict], best_path: Path, val_image
     plot_losses([h["epoch"] for h in history], [h["train_loss"] for h in history],
                 [h["val_loss"] for h in history], run_dir / "loss_curve.png", f"{name}: {loss_name} loss")
     model = model_from_checkpoint(load_checkpoint(best_path)).to(device).eval()
-    x = to_model_range(val_images[:n]).to(device)
+    x = to_model_range(val_images.slice(0, min(n, len(val_images)))).to(device)
     with torch.inference_mode():
         recon = model(x)
     plot_reconstructions(to_uint8_hwc(x), to_uint8_hwc(recon), run_dir / "reconstructions.png",

@@ -3,6 +3,10 @@
 reconstruct/denoise/augment/masked: MSE between the clean batch and the reconstruction of its
 corrupted view (views.py); `invariance` adds the disagreement of two views' embeddings; contrastive:
 SimCLR's NT-Xent on the projector's output of two views, plus the decoder's MSE on each view.
+
+Under torchrun (distributed.py) `clean` is this rank's share of the global batch (`part`); the terms
+that compare images across the batch (NT-Xent, the invariance and redundancy terms) act on the
+embeddings gathered from every rank, so they see the global batch as one process would.
 """
 
 from __future__ import annotations
@@ -14,10 +18,14 @@ import torch.nn.functional as F
 
 from landmark_ae.data.prepared import to_model_range
 from landmark_ae.model.builder import ConvAutoencoder
-from landmark_ae.train.views import corrupt
+from landmark_ae.train.distributed import Ranks, gather_rows
+from landmark_ae.train.views import Part, corrupt
+
+ONE = Ranks.single()
 
 
-def objective_loss(model: ConvAutoencoder, clean: torch.Tensor, objective: Any, generator: torch.Generator) -> torch.Tensor:
+def objective_loss(model: ConvAutoencoder, clean: torch.Tensor, objective: Any, generator: torch.Generator,
+                   part: Part | None = None, ranks: Ranks = ONE) -> torch.Tensor:
     """MSE between the clean batch and the reconstruction of its corrupted view (see augment.py);
     with `invariance` > 0, of two views, plus the weighted disagreement of their embeddings.
     `contrastive`: see contrastive_loss."""
@@ -25,31 +33,37 @@ def objective_loss(model: ConvAutoencoder, clean: torch.Tensor, objective: Any, 
     if objective is None:
         return F.mse_loss(model(target), target)
     if objective.name == "contrastive":
-        return contrastive_loss(model, clean, objective, generator)
+        return contrastive_loss(model, clean, objective, generator, part, ranks)
     if not objective.invariance:
-        return F.mse_loss(model(to_model_range(corrupt(clean, objective, generator))), target)
-    views = torch.cat([corrupt(clean, objective, generator), corrupt(clean, objective, generator)])
+        return F.mse_loss(model(to_model_range(corrupt(clean, objective, generator, part))), target)
+    views = torch.cat([corrupt(clean, objective, generator, part), corrupt(clean, objective, generator, part)])
     latent = model.encoder(to_model_range(views))
     loss = F.mse_loss(model.decoder(latent), torch.cat([target, target]))
-    a, b = latent.flatten(1).chunk(2)
+    a, b = (gather_rows(half, ranks) for half in latent.flatten(1).chunk(2))
     loss = loss + objective.invariance * view_disagreement(a, b)
     if objective.redundancy:
         loss = loss + objective.redundancy * cross_redundancy(a, b)
     return loss
 
 
-def contrastive_loss(model: ConvAutoencoder, clean: torch.Tensor, objective: Any, generator: torch.Generator) -> torch.Tensor:
+def contrastive_loss(model: ConvAutoencoder, clean: torch.Tensor, objective: Any, generator: torch.Generator,
+                     part: Part | None = None, ranks: Ranks = ONE) -> torch.Tensor:
     """Two augmented views of every image; NT-Xent on the projector's output of their embeddings,
     plus `reconstruction` times the MSE of the decoder rebuilding each view from its own embedding.
 
     Rebuilding the view (not the clean image) keeps the decoder's task possible: a crop cannot
     tell what lay outside it. The projector is optional (without one, NT-Xent acts on the
     embedding itself)."""
-    views = to_model_range(torch.cat([corrupt(clean, objective, generator), corrupt(clean, objective, generator)]))
+    views = to_model_range(torch.cat([corrupt(clean, objective, generator, part),
+                                      corrupt(clean, objective, generator, part)]))
     latent = model.encoder(views)
     z = latent.flatten(1)
     if model.projector is not None:
         z = model.projector(z)
+    # Every rank computes NT-Xent of the whole global batch (first views, then second views, each in
+    # the global order); DDP's gradient average then equals one process's gradient.
+    if ranks.distributed:
+        z = torch.cat([gather_rows(half, ranks) for half in z.chunk(2)])
     loss = nt_xent(z, objective.temperature)
     if objective.reconstruction:
         loss = loss + objective.reconstruction * F.mse_loss(model.decoder(latent), views)
