@@ -1,0 +1,196 @@
+"""Training at scale, measured in one run: memory as the dataset grows, the cost of streaming batches
+from the memory-mapped arrays, and 1 process vs 2 gloo ranks under torchrun.
+
+    python scripts/bench_train_scale.py [sizes=1500,10000,50000] [data_dirs=<prepare run>,...]
+        [model=m2] [batch_size=64] [repeat=3] [parts=memory,stream,ranks]
+
+- memory: `landmark-ae train epochs=1` on prepared datasets of `sizes` images (the built-in synthetic
+  set, tiled to each size; plus any real prepare runs in `data_dirs`), peak anonymous memory
+  (RssAnon of /proc/<pid>/status, sampled every 20 ms: memory-mapped image pages are file-backed
+  and can be dropped, so they are not counted). Flat = streaming works.
+- stream: one epoch of train_one_epoch over the largest size's first 4,096 images, batches read
+  and resized from the map (what train does) vs the same images resized once into RAM (what train
+  did before): images/s, median of `repeat`, and the ratio.
+- ranks: `landmark-ae train` (one process, 2 threads) vs `torchrun --nproc-per-node=2` (one thread
+  each) on the middle size: images/s from history.csv, alternating, median of `repeat`. On one
+  2-core machine this is a correctness path, not a speed-up.
+
+Results are key<TAB>value lines on stdout; progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def say(*parts: object) -> None:
+    print(*parts, sep="\t", flush=True)
+
+
+def landmark_ae(*args: str, outputs: Path, env: dict | None = None, torchrun: int = 0) -> subprocess.Popen:
+    cmd = ([str(BIN / "torchrun"), "--standalone", f"--nproc-per-node={torchrun}", "-m", "landmark_ae"] if torchrun
+           else [str(BIN / "landmark-ae")])
+    env = {**os.environ, "LANDMARK_AE_OUTPUTS": str(outputs), **(env or {})}
+    return subprocess.Popen([*cmd, *args, f"paths.output_dir={outputs}", "progress=false"], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(proc: subprocess.Popen) -> dict[str, str]:
+    out, err = proc.communicate()
+    if proc.returncode != 0:
+        sys.exit(f"bench_train_scale: a command failed:\n{err[-2000:]}")
+    return dict(line.split("\t", 1) for line in out.splitlines() if "\t" in line)
+
+
+def rss_anon_kib(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("RssAnon:"):
+                    total += int(line.split()[1])
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    return total
+
+
+def peak_anon_mib(proc: subprocess.Popen) -> tuple[float, dict[str, str]]:
+    peak, done = 0, threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, rss_anon_kib([proc.pid]))
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    out = finish(proc)
+    done.set()
+    sampler.join()
+    return peak / 1024, out
+
+
+def tiled_dataset(source: Path, n: int, into: Path) -> Path:
+    """A prepare run dir of n images: source's train and val images repeated (a benchmark fixture;
+    the arrays are written through a memory map, so this never holds n images in RAM)."""
+    from landmark_ae.runs import write_json_atomic, write_manifest, write_run_record
+
+    into.mkdir(parents=True)
+    for split, count in (("train", int(n * 0.8)), ("val", n - int(n * 0.8))):
+        images = np.load(source / f"{split}.npy", mmap_mode="r")
+        manifest = pd.read_csv(source / f"{split}.csv", dtype={"id": str})
+        out = np.lib.format.open_memmap(into / f"{split}.npy", mode="w+", dtype=np.uint8,
+                                        shape=(count, *images.shape[1:]))
+        for start in range(0, count, len(images)):
+            stop = min(start + len(images), count)
+            out[start:stop] = images[: stop - start]
+        out.flush()
+        del out
+        rows = manifest.iloc[np.arange(count) % len(manifest)].copy()
+        rows["id"] = [f"{i:016x}" for i in range(count)]
+        rows.to_csv(into / f"{split}.csv", index=False)
+    shutil.copy(source / "dataset.json", into / "dataset.json")
+    write_manifest(into, ["train.npy", "train.csv", "val.npy", "val.csv"])
+    write_run_record(into, "prepare", "complete", data=json_name(source))
+    return into
+
+
+def json_name(run: Path) -> str:
+    import json
+
+    return json.loads((run / "dataset.json").read_text())["data"]["name"]
+
+
+def stream_rate(data_dir: Path, model: str, batch_size: int, in_memory: bool) -> float:
+    """images/s of one epoch over the first 4,096 train images (a fresh model each time)."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from landmark_ae.config import config_dir
+    from landmark_ae.data.prepared import ImageBatches, resize_uint8
+    from landmark_ae.model.builder import build_model
+    from landmark_ae.train.loop import train_one_epoch
+    from landmark_ae.train.objectives import ONE
+    from landmark_ae.train.step import ObjectiveModule
+
+    cfg = OmegaConf.to_container(OmegaConf.load(f"{config_dir()}/model/{model}.yaml"))
+    cfg.pop("defaults", None)
+    size = cfg["input_size"]
+    images = np.load(data_dir / "train.npy", mmap_mode="r")[:4096]
+    if in_memory:  # the old path: the whole split resized once into RAM; batches are plain indexing
+        images = resize_uint8(images, size).permute(0, 2, 3, 1).contiguous().numpy()
+    torch.manual_seed(0)
+    net = build_model(cfg)
+    step = ObjectiveModule(net, None, ONE)
+    opt = torch.optim.Adam(net.parameters())
+    tick = time.perf_counter()
+    train_one_epoch(step, ImageBatches(images, size), opt, batch_size, torch.Generator().manual_seed(0),
+                    torch.device("cpu"))
+    return len(images) / (time.perf_counter() - tick)
+
+
+def main(argv: list[str]) -> None:
+    opts = dict(a.split("=", 1) for a in argv if "=" in a)
+    sizes = [int(s) for s in opts.get("sizes", "1500,10000,50000").split(",")]
+    extra = [Path(p) for p in opts.get("data_dirs", "").split(",") if p]
+    model, batch_size, repeat = opts.get("model", "m2"), opts.get("batch_size", "64"), int(opts.get("repeat", 3))
+    parts = set(opts.get("parts", "memory,stream,ranks").split(","))
+    work = Path(tempfile.mkdtemp(prefix="bench_train_scale_"))
+    try:
+        print(f"preparing the built-in dataset in {work}", file=sys.stderr)
+        base = Path(finish(landmark_ae("prepare", outputs=work / "base"))["run_dir"])
+        datasets = {n: tiled_dataset(base, n, work / f"tiled_{n}") for n in sizes}
+        say("model", model)
+        say("batch_size", batch_size)
+        if "memory" in parts:
+            for name, data_dir in [*((f"{n} images", d) for n, d in datasets.items()), *((p.name, p) for p in extra)]:
+                print(f"train on {name}", file=sys.stderr)
+                peak, out = peak_anon_mib(landmark_ae("train", f"data_dir={data_dir}", f"model={model}", "epochs=1",
+                                                      f"batch_size={batch_size}", "threads=2", outputs=work / "runs"))
+                say(f"peak_anon_mib[{name}]", f"{peak:.0f}")
+                say(f"images_per_s[{name}]", out["train_images_per_s"])
+        if "stream" in parts:
+            largest = datasets[max(sizes)]
+            rates: dict[str, list[float]] = {"streamed": [], "in_memory": []}
+            for _ in range(repeat):
+                for kind in rates:
+                    rates[kind].append(stream_rate(largest, model, int(batch_size), kind == "in_memory"))
+            streamed, in_memory = (statistics.median(rates[k]) for k in ("streamed", "in_memory"))
+            say("stream_images_per_s[streamed]", f"{streamed:.0f}")
+            say("stream_images_per_s[in_memory]", f"{in_memory:.0f}")
+            say("stream_ratio", f"{streamed / in_memory:.2f}")
+        if "ranks" in parts:
+            middle = datasets[sorted(sizes)[len(sizes) // 2]]
+            speeds: dict[int, list[float]] = {1: [], 2: []}
+            for _ in range(repeat):
+                for world in speeds:
+                    print(f"train with {world} rank(s)", file=sys.stderr)
+                    args = (f"data_dir={middle}", f"model={model}", "epochs=1", f"batch_size={batch_size}")
+                    proc = (landmark_ae("train", *args, "threads=2", outputs=work / "runs") if world == 1 else
+                            landmark_ae("train", *args, outputs=work / "runs", torchrun=2, env={"OMP_NUM_THREADS": "1"}))
+                    speeds[world].append(float(finish(proc)["train_images_per_s"]))
+            one, two = (statistics.median(speeds[w]) for w in (1, 2))
+            say("ranks_images_per_s[1 process, 2 threads]", f"{one:.0f}")
+            say("ranks_images_per_s[2 gloo ranks, 1 thread each]", f"{two:.0f}")
+            say("ranks_ratio", f"{two / one:.2f}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
