@@ -88,7 +88,7 @@ def peak_anon_mib(proc: subprocess.Popen) -> tuple[float, dict[str, str]]:
 def tiled_dataset(source: Path, n: int, into: Path) -> Path:
     """A prepare run dir of n images: source's train and val images repeated (a benchmark fixture;
     the arrays are written through a memory map, so this never holds n images in RAM)."""
-    from landmark_ae.runs import write_json_atomic, write_manifest, write_run_record
+    from landmark_ae.runs import write_manifest, write_run_record
 
     into.mkdir(parents=True)
     for split, count in (("train", int(n * 0.8)), ("val", n - int(n * 0.8))):
