@@ -28,7 +28,9 @@ SPLITS = ("train", "val", "test")
 class Split:
     name: str
     images: np.ndarray  # (N, S, S, 3) uint8, memory-mapped
-    manifest: "pd.DataFrame"  # id, landmark_id, path, width, height; row i describes images[i]
+    # id, landmark_id, path, width, height; row i describes images[i]. None when loaded without it
+    # (train needs only the pixels: 4.1M manifest rows would take ~0.5 GB of RAM).
+    manifest: "pd.DataFrame | None"
 
 
 def dataset_name(data_dir: Path | str) -> str:
@@ -47,7 +49,16 @@ def dataset_name(data_dir: Path | str) -> str:
                         "with `landmark-ae prepare`") from None
 
 
-def load_split(data_dir: Path | str, split: str) -> Split:
+def _count_rows(csv_path: Path) -> int:
+    """Data rows of a manifest (lines after the header), read in 1 MiB blocks: constant memory."""
+    lines, last = 0, b"\n"
+    with open(csv_path, "rb") as f:
+        while block := f.read(1 << 20):
+            lines, last = lines + block.count(b"\n"), block[-1:]
+    return lines + (last != b"\n") - 1
+
+
+def load_split(data_dir: Path | str, split: str, manifest: bool = True) -> Split:
     import pandas as pd
     data_dir = Path(data_dir)
     array_path, manifest_path = data_dir / f"{split}.npy", data_dir / f"{split}.csv"
@@ -61,19 +72,20 @@ def load_split(data_dir: Path | str, split: str) -> Split:
     check_artifacts(data_dir, [f"{split}.npy", f"{split}.csv"], "prepare the dataset again with `landmark-ae prepare`")
     try:
         images = np.load(array_path, mmap_mode="r", allow_pickle=False)
-        manifest = pd.read_csv(manifest_path, dtype={"id": str})
+        table = pd.read_csv(manifest_path, dtype={"id": str}) if manifest else None
+        rows = len(table) if table is not None else _count_rows(manifest_path)
     except (ValueError, OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise UserError(f"{array_path if isinstance(exc, (ValueError, OSError)) else manifest_path} is damaged "
                         f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}): "
                         "prepare the dataset again with `landmark-ae prepare`") from None
-    if images.ndim != 4 or images.shape[0] != len(manifest) or images.shape[-1] != 3:
-        raise UserError(f"{data_dir}: {split}.npy {images.shape} does not match {split}.csv ({len(manifest)} rows): "
+    if images.ndim != 4 or images.shape[0] != rows or images.shape[-1] != 3:
+        raise UserError(f"{data_dir}: {split}.npy {images.shape} does not match {split}.csv ({rows} rows): "
                         "rerun prepare")
-    return Split(split, images, manifest)
+    return Split(split, images, table)
 
 
-def load_prepared(data_dir: Path | str, splits: tuple[str, ...] = SPLITS) -> dict[str, Split]:
-    return {s: load_split(data_dir, s) for s in splits}
+def load_prepared(data_dir: Path | str, splits: tuple[str, ...] = SPLITS, manifests: bool = True) -> dict[str, Split]:
+    return {s: load_split(data_dir, s, manifests) for s in splits}
 
 
 def resize_uint8(images: np.ndarray, size: int, chunk: int = 512) -> torch.Tensor:

@@ -219,7 +219,7 @@ def _train(cfg: DictConfig, run_dir: Path, ranks: Ranks, device: torch.device) -
 
     objective_cfg = OmegaConf.create(state["objective"]) if state is not None else cfg.objective
     objective = objective_cfg if objective_cfg.name != "reconstruct" else None  # None: the seed's loop
-    splits = load_prepared(data_dir, ("train", "val"))
+    splits = load_prepared(data_dir, ("train", "val"), manifests=False)
     size = int(model_cfg["input_size"])
     # Batches are read from the memory-mapped arrays and resized as they go: memory stays flat.
     train_images = ImageBatches(splits["train"].images, size)
