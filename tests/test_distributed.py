@@ -20,10 +20,12 @@ from conftest import REPO, results, step_of
 from omegaconf import OmegaConf
 
 from landmark_ae.config import ObjectiveConfig
+from landmark_ae.data.prepared import ImageBatches
+from landmark_ae.errors import UserError
 from landmark_ae.model.builder import build_model
 from landmark_ae.train.distributed import Ranks
-from landmark_ae.train.loop import batch_rows
-from landmark_ae.train.step import build_step
+from landmark_ae.train.loop import batch_rows, train_one_epoch
+from landmark_ae.train.step import Precision, build_step
 
 # Small, BatchNorm-free (local BatchNorm statistics would differ by design: sync_bn is CUDA-only),
 # with a projector, so every part of the contrastive objective is exercised.
@@ -130,3 +132,40 @@ def test_torchrun_trains_one_run_that_rank_0_writes(tiny_prepared, tmp_path):
     assert odd.returncode != 0
     assert "batch_size=33 is the global batch and must split evenly over the 2 ranks" in odd.stderr
     assert sorted(p.name for p in (outputs / "train").iterdir()) == [run.name]  # no stray dir
+
+
+def test_gpu_settings_refuse_what_this_device_cannot_do():
+    cpu = torch.device("cpu")
+    with pytest.raises(UserError, match="amp=fp16 needs CUDA"):
+        Precision.from_config("fp16", cpu)
+    with pytest.raises(UserError, match="sync_bn=true needs CUDA"):
+        build_step(build_model(TINY), None, Ranks(0, 2, 0), cpu, sync_bn=True, compile_step=False)
+
+
+def test_bf16_autocast_trains_on_cpu():
+    torch.manual_seed(0)
+    model = build_model(TINY)
+    opt = torch.optim.Adam(model.parameters())
+    x = batch()
+    images = ImageBatches(x.permute(0, 2, 3, 1).contiguous().numpy(), 16)
+    loss = train_one_epoch(step_of(model), images, opt, 4, torch.Generator().manual_seed(0), torch.device("cpu"),
+                           precision=Precision.from_config("bf16", torch.device("cpu")))
+    assert 0 < loss < 1 and all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_torchrun_ranks_share_a_run_dir_and_only_rank_0_records_it(monkeypatch):
+    from landmark_ae.commands import _torchrun_argv
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    argv = _torchrun_argv("train", ["resume=/runs/a"])  # resume= names the dir: no stamp to agree on
+    assert argv[0] == "resume=/runs/a" and "hydra.output_subdir=null" in argv
+    with pytest.raises(UserError, match="cannot run under torchrun"):
+        _torchrun_argv("train", ["-m", "model=m1,m2"])
+    with pytest.raises(UserError, match="embed runs as one process"):
+        _torchrun_argv("embed", [])
+    monkeypatch.setenv("RANK", "0")
+    assert _torchrun_argv("train", ["hydra.run.dir=/runs/b"]) == ["hydra.run.dir=/runs/b"]
+    monkeypatch.delenv("TORCHELASTIC_USE_AGENT_STORE", raising=False)
+    with pytest.raises(UserError, match="launch with torchrun"):
+        _torchrun_argv("train", ["model=m1"])

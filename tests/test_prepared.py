@@ -56,3 +56,11 @@ def test_the_dataset_is_named_by_its_prepare_run_not_the_command_line(tiny_prepa
     (hollow / "dataset.json").unlink()
     with pytest.raises(UserError, match="not a complete prepare run \\(dataset.json missing\\)"):
         dataset_name(hollow)
+
+
+def test_manifest_rows_are_counted_without_loading_the_table(tmp_path):
+    from landmark_ae.data.prepared import _count_rows
+
+    for text, rows in (("id,landmark_id\n", 0), ("id,landmark_id\na,1\nb,2\n", 2), ("id,landmark_id\na,1\nb,2", 2)):
+        (tmp_path / "m.csv").write_text(text)
+        assert _count_rows(tmp_path / "m.csv") == rows
