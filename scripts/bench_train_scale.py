@@ -7,7 +7,7 @@ from the memory-mapped arrays, and 1 process vs 2 gloo ranks under torchrun.
 - memory: `landmark-ae train epochs=1` on prepared datasets of `sizes` images (the built-in synthetic
   set, tiled to each size; plus any real prepare runs in `data_dirs`), peak anonymous memory
   (RssAnon of /proc/<pid>/status, sampled every 20 ms: memory-mapped image pages are file-backed
-  and can be dropped, so they are not counted). Flat = streaming works.
+  and can be dropped, so they are not counted), peak and median. Flat = streaming works.
 - stream: one epoch of train_one_epoch over the largest size's first 4,096 images, batches read
   and resized from the map (what train does) vs the same images resized once into RAM (what train
   did before): images/s, median of `repeat`, and the ratio.
@@ -68,13 +68,16 @@ def rss_anon_kib(pids: list[int]) -> int:
     return total
 
 
-def peak_anon_mib(proc: subprocess.Popen) -> tuple[float, dict[str, str]]:
-    peak, done = 0, threading.Event()
+def anon_mib(proc: subprocess.Popen) -> tuple[float, float, dict[str, str]]:
+    """Peak and median RssAnon of a running command (MiB), sampled every 20 ms. The median is the
+    steady state: torch's large activation buffers come and go through malloc, so the peak of a
+    long run catches more of their swings (about +-30 MiB on M2) than a short one."""
+    samples: list[int] = []
+    done = threading.Event()
 
     def sample() -> None:
-        nonlocal peak
         while not done.is_set():
-            peak = max(peak, rss_anon_kib([proc.pid]))
+            samples.append(rss_anon_kib([proc.pid]))
             time.sleep(0.02)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -82,7 +85,8 @@ def peak_anon_mib(proc: subprocess.Popen) -> tuple[float, dict[str, str]]:
     out = finish(proc)
     done.set()
     sampler.join()
-    return peak / 1024, out
+    steady = [s for s in samples if s > max(samples) / 2]  # after start-up (imports)
+    return max(samples) / 1024, statistics.median(steady) / 1024, out
 
 
 def tiled_dataset(source: Path, n: int, into: Path) -> Path:
@@ -160,9 +164,10 @@ def main(argv: list[str]) -> None:
         if "memory" in parts:
             for name, data_dir in [*((f"{n} images", d) for n, d in datasets.items()), *((p.name, p) for p in extra)]:
                 print(f"train on {name}", file=sys.stderr)
-                peak, out = peak_anon_mib(landmark_ae("train", f"data_dir={data_dir}", f"model={model}", "epochs=1",
+                peak, median, out = anon_mib(landmark_ae("train", f"data_dir={data_dir}", f"model={model}", "epochs=1",
                                                       f"batch_size={batch_size}", "threads=2", outputs=work / "runs"))
                 say(f"peak_anon_mib[{name}]", f"{peak:.0f}")
+                say(f"median_anon_mib[{name}]", f"{median:.0f}")
                 say(f"images_per_s[{name}]", out["train_images_per_s"])
         if "stream" in parts:
             largest = datasets[max(sizes)]

@@ -68,3 +68,93 @@ def test_a_float_image_without_finite_values_is_refused():
     with pytest.raises(ImageError) as info:
         open_rgb(encoded(img, "TIFF"))
     assert info.value.reason == "corrupt"
+
+
+def _reference_resized_jpeg(data: bytes, size: int, quality: int) -> bytes:
+    """prepare's decode + resize + encode as it was written before it was made lean (a verify pass,
+    a second open, exif_transpose into a copy, convert into a copy)."""
+    from PIL import ImageOps
+
+    with Image.open(io.BytesIO(data)) as probe:
+        probe.verify()
+    img = Image.open(io.BytesIO(data))
+    if img.format == "JPEG":
+        img.draft("RGB", (size, size))
+    img.load()
+    img = ImageOps.exif_transpose(img).convert("RGB")
+    buf = io.BytesIO()
+    img.resize((size, size), Image.Resampling.BICUBIC, reducing_gap=3.0).save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("orientation", [None, 6, 3])
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_stored_bytes_equal_the_reference_pipeline_with_one_header_parse(fmt, orientation):
+    from landmark_ae.data.images import decode_array, prepare_image, resized_jpeg
+
+    rng = np.random.default_rng(0)
+    img = Image.fromarray(rng.integers(0, 256, (90, 130, 3), dtype=np.uint8))
+    exif = Image.Exif()
+    if orientation:
+        exif[0x0112] = orientation
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, exif=exif.tobytes())
+    data = buf.getvalue()
+    jpeg, width, height = resized_jpeg(data, 48, 90)
+    assert jpeg == _reference_resized_jpeg(data, 48, 90)
+    assert (width, height) == (130, 90)  # the size as stored in the file, before any EXIF rotation
+    prepared = prepare_image(data, 48, 90)
+    assert prepared.jpeg == jpeg and np.array_equal(prepared.array, decode_array(jpeg))
+    assert prepared.array.shape == (48, 48, 3)
+
+
+def test_a_png_with_a_bad_checksum_is_still_refused_as_corrupt():
+    """Only PNG's verify() reads chunk CRCs (decoding ignores them): formats with a real verify() keep it."""
+    import struct
+
+    data = bytearray(encoded(Image.new("RGB", (16, 16), (10, 20, 30)), "PNG"))
+    at = data.index(b"IDAT")
+    data[at + 4 + struct.unpack(">I", data[at - 4:at])[0]] ^= 0xFF  # the IDAT chunk's CRC, not its data
+    Image.open(io.BytesIO(bytes(data))).load()  # decodes fine
+    with pytest.raises(ImageError) as info:
+        open_rgb(bytes(data))
+    assert info.value.reason == "corrupt" and "checksum" in info.value.detail
+
+
+def test_missing_and_empty_sources_are_image_errors(tmp_path):
+    from landmark_ae.data.images import resized_rgb
+
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    for source, reason in [(tmp_path / "nowhere.jpg", "missing"), (str(tmp_path / "nowhere.jpg"), "missing"),
+                           (tmp_path, "missing"), (tmp_path / "empty.jpg", "empty"), (b"", "empty")]:
+        with pytest.raises(ImageError) as info:
+            resized_rgb(source, 16)
+        assert info.value.reason == reason, source
+
+
+def test_write_file_atomic_leaves_the_file_whole_with_the_ordinary_mode_and_no_temp_file(tmp_path):
+    import stat
+
+    from landmark_ae.data.images import write_file_atomic
+    from landmark_ae.runs import FILE_MODE
+
+    dest = tmp_path / "a.jpg"
+    write_file_atomic(dest, b"first")
+    write_file_atomic(dest, b"second" * 1000)  # replaces
+    assert dest.read_bytes() == b"second" * 1000
+    assert stat.S_IMODE(dest.stat().st_mode) == FILE_MODE
+    (tmp_path / "dir.jpg").mkdir()
+    with pytest.raises(OSError):
+        write_file_atomic(tmp_path / "dir.jpg", b"x")  # the rename fails: the temp file goes
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jpg", "dir.jpg"]
+
+
+
+def test_a_symlink_loop_is_missing_not_a_crash(tmp_path):
+    from landmark_ae.data.images import resized_rgb
+
+    loop = tmp_path / "loop.jpg"
+    loop.symlink_to(loop)
+    with pytest.raises(ImageError) as info:
+        resized_rgb(loop, 16)
+    assert info.value.reason == "missing"

@@ -177,3 +177,102 @@ def test_local_images_are_capped_by_size_before_they_are_read(tiny_source, tmp_p
     with pytest.raises(ImageError) as info:
         local_fetch(tiny_source, path.stat().st_size - 1)(row)
     assert info.value.reason == "too_big" and "data.http.max_bytes" in info.value.detail
+
+
+def _stored_images(source: Path, tmp_path: Path, n: int, size: int) -> list[Path]:
+    from landmark_ae.data.images import resized_jpeg
+
+    (tmp_path / "stored").mkdir()
+    paths = []
+    for src in sorted(source.glob("images/*/*/*/*.jpg"))[:n]:
+        paths.append(tmp_path / "stored" / src.name)
+        paths[-1].write_bytes(resized_jpeg(src, size)[0])
+    return paths
+
+
+@pytest.mark.parametrize("n", [0, 1, 11])
+def test_arrays_written_a_chunk_at_a_time_equal_np_save_of_the_whole_array(tiny_source, tmp_path, monkeypatch, n):
+    """write_array_file (open_memmap, chunked, atomic) writes the very bytes np.save wrote of the array held
+    whole, across chunk boundaries, with two decode threads; no temp file is left; an old file is replaced."""
+    import io
+    from concurrent.futures import ThreadPoolExecutor
+
+    from landmark_ae.data import prepare
+
+    monkeypatch.setattr(prepare, "NPY_CHUNK", 4)  # 11 rows: chunks of 4, 4 and 3
+    paths = _stored_images(tiny_source, tmp_path, n, 24)
+    whole = np.zeros((n, 24, 24, 3), dtype=np.uint8)
+    for i, p in enumerate(paths):
+        whole[i] = np.asarray(Image.open(p).convert("RGB"))
+    expected = io.BytesIO()
+    np.save(expected, whole)
+    dest = tmp_path / "train.npy"
+    dest.write_bytes(b"an older file")
+    with ThreadPoolExecutor(2) as pool:
+        prepare.write_array_file(dest, paths, 24, pool, workers=2)
+    assert dest.read_bytes() == expected.getvalue()
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_process_rows_batches_any_source_order_duplicates_errors_and_gaps(tiny_source, tmp_path):
+    """A source yielding rows in reverse, one twice, one as an error and one never: every other row is
+    stored and journaled once, the error and the gap are failures, nothing is held as arrays."""
+    from landmark_ae.data.images import ImageError
+    from landmark_ae.data.prepare import process_rows, read_journal
+    from landmark_ae.data.sources import fetch_results, local_fetch
+
+    rows = pd.read_csv(tiny_source / "train.csv", dtype={"id": str}).head(40).assign(split="train")
+    ids = rows["id"].tolist()
+    local = fetch_results(local_fetch(tiny_source, 10**7))
+
+    def results(todo):
+        items = list(local(todo))[::-1]
+        for row, result in items:
+            if row.id == ids[0]:
+                yield row, ImageError("http_500", "flaky")
+            elif row.id != ids[1]:
+                yield row, result
+        yield items[5]  # again: ignored
+
+    stored, failures = process_rows(rows, tmp_path, results, 32, 90, workers=2, progress=False)
+    assert set(stored) == set(ids[2:]) and all(v == (160, 120) for v in stored.values())
+    assert {f["id"]: f["reason"] for f in failures} == {ids[0]: "http_500", ids[1]: "missing"}
+    assert read_journal(tmp_path / "done.log") == stored
+    assert len((tmp_path / "done.log").read_text().splitlines()) == len(stored)
+    assert sorted(p.stem for p in (tmp_path / "train").iterdir()) == sorted(ids[2:])
+    assert not list(tmp_path.rglob("*.tmp"))
+    # a rerun has only the failures to do
+    again, failures = process_rows(rows, tmp_path, local, 32, 90, workers=2, progress=False)
+    assert set(again) == {ids[0], ids[1]} and not failures
+
+
+def test_prepare_does_not_import_torch():
+    """prepare's start stays light: its module imports no torch (1.5 s of CPU for nothing)."""
+    import ast
+    import importlib.util
+
+    from landmark_ae.data import prepare
+
+    # the split names are landmark_ae.data.prepared's (read from its source: importing it imports torch)
+    source = Path(importlib.util.find_spec("landmark_ae.data.prepared").origin).read_text()
+    assigned = [node.value for node in ast.parse(source).body
+                if isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == ["SPLITS"]]
+    assert [ast.literal_eval(v) for v in assigned] == [prepare.SPLITS]
+    code = "import sys, landmark_ae.data.prepare; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+
+
+def test_local_paths_that_are_not_files_are_missing(tmp_path):
+    from types import SimpleNamespace
+
+    from landmark_ae.data.images import ImageError
+    from landmark_ae.data.sources import local_fetch
+
+    folder = tmp_path / "images" / "a" / "b" / "c"
+    folder.mkdir(parents=True)
+    (folder / "abc1.jpg").symlink_to(folder / "abc1.jpg")  # a loop
+    (folder / "abc2.jpg").mkdir()
+    for image_id in ("abc1", "abc2", "abc3"):
+        with pytest.raises(ImageError) as info:
+            local_fetch(tmp_path, 10**6)(SimpleNamespace(id=image_id))
+        assert info.value.reason == "missing"

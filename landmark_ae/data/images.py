@@ -6,14 +6,17 @@ JPEG bytes written to disk, so a stored file and its array row never differ.
 
 from __future__ import annotations
 
+import errno
 import io
+import itertools
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from landmark_ae.runs import write_bytes_atomic
+from landmark_ae.runs import FILE_MODE
 
 # The file suffixes taken as images where a folder is listed (query image=<folder>, embed images=<folder>).
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
@@ -67,32 +70,54 @@ def _to_8bit(img: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), mode="L")
 
 
-def open_rgb(source: bytes | Path | str, draft_size: int | None = None, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Decode any readable image to RGB, honouring EXIF orientation.
+# What Path.is_file() takes for "not a file" (no such path, a directory in the way, a symlink loop), plus
+# reading a directory: the errors that make a path "missing".
+NOT_A_FILE = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EBADF, errno.EISDIR})
 
-    draft_size lets JPEG decode at a reduced scale (much cheaper for large photos) while keeping
-    at least draft_size pixels on each side.
-    """
+
+def _read(source: bytes | Path | str) -> bytes:
+    """The encoded bytes of `source`: bytes as they are, a path's contents (one read, no separate
+    existence check); a missing path is ImageError("missing")."""
     if isinstance(source, (str, Path)):
-        path = Path(source)
-        if not path.is_file():
-            raise ImageError("missing", str(path))
-        data = path.read_bytes()
+        try:
+            data = Path(source).read_bytes()
+        except OSError as exc:
+            if exc.errno not in NOT_A_FILE:
+                raise
+            raise ImageError("missing", str(source)) from None
     else:
         data = source
     if not data:
         raise ImageError("empty")
+    return data
+
+
+def _open_checked(data: bytes, max_pixels: int) -> Image.Image:
+    """The image opened (not decoded) after the size guard and the format's structural check.
+
+    Formats whose verify() checks something (PNG's CRCs, ...) are verified and opened again, as
+    verify() requires; for the rest (JPEG among them) verify() only closes the file, so the probe
+    itself is returned: one header parse instead of two."""
+    probe = Image.open(io.BytesIO(data))
+    width, height = probe.size
+    if width * height > max_pixels:
+        raise ImageError("too_large", f"{width}x{height} pixels")
+    if type(probe).verify is ImageFile.ImageFile.verify:
+        return probe
+    probe.verify()
+    return Image.open(io.BytesIO(data))
+
+
+def _decode(source: bytes | Path | str, draft_size: int | None, max_pixels: int) -> tuple[Image.Image, tuple[int, int]]:
+    """(RGB image, original size as stored in the file); see open_rgb."""
+    data = _read(source)
     try:
-        with Image.open(io.BytesIO(data)) as probe:
-            width, height = probe.size
-            if width * height > max_pixels:
-                raise ImageError("too_large", f"{width}x{height} pixels")
-            probe.verify()  # structural check before the real decode
-        img = Image.open(io.BytesIO(data))
+        img = _open_checked(data, max_pixels)
+        original = img.size
         if draft_size and img.format == "JPEG":
             img.draft("RGB", (draft_size, draft_size))
         img.load()
-        img = ImageOps.exif_transpose(img)
+        ImageOps.exif_transpose(img, in_place=True)
         if img.mode in WIDE_MODES:
             img = _to_8bit(img)
         if img.mode in ("RGBA", "LA", "P", "PA") and ("A" in img.mode or "transparency" in img.info):
@@ -100,7 +125,7 @@ def open_rgb(source: bytes | Path | str, draft_size: int | None = None, max_pixe
             rgba = img.convert("RGBA")
             background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
             img = Image.alpha_composite(background, rgba)
-        return img.convert("RGB")
+        return (img if img.mode == "RGB" else img.convert("RGB")), original
     except ImageError:
         raise
     except Image.DecompressionBombError as exc:
@@ -109,6 +134,15 @@ def open_rgb(source: bytes | Path | str, draft_size: int | None = None, max_pixe
         raise ImageError("not_an_image") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as exc:
         raise ImageError("corrupt", str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+
+
+def open_rgb(source: bytes | Path | str, draft_size: int | None = None, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Decode any readable image to RGB, honouring EXIF orientation.
+
+    draft_size lets JPEG decode at a reduced scale (much cheaper for large photos) while keeping
+    at least draft_size pixels on each side.
+    """
+    return _decode(source, draft_size, max_pixels)[0]
 
 
 def original_size(source: bytes | Path) -> tuple[int, int]:
@@ -122,27 +156,62 @@ def resized_rgb(source: bytes | Path | str, size: int) -> tuple[Image.Image, tup
 
     The seed resizes without keeping the aspect ratio; so do we, for training and queries alike.
     """
-    data = Path(source).read_bytes() if isinstance(source, (str, Path)) and Path(source).is_file() else source
-    img = open_rgb(data, draft_size=size)
-    original = original_size(data) if isinstance(data, bytes) else img.size
+    img, original = _decode(source, size, MAX_PIXELS)
     return img.resize((size, size), Image.Resampling.BICUBIC, reducing_gap=3.0), original
+
+
+def resized_jpeg(source: bytes | Path | str, size: int, quality: int = 95) -> tuple[bytes, int, int]:
+    """(JPEG bytes of the image resized as prepare stores it, original width, original height)."""
+    small, (width, height) = resized_rgb(source, size)
+    buf = io.BytesIO()
+    small.save(buf, format="JPEG", quality=quality)
+    return buf.getvalue(), width, height
 
 
 def prepare_image(source: bytes | Path | str, size: int, quality: int = 95) -> Prepared:
     """Resize and JPEG-encode; the array is decoded from those JPEG bytes, exactly as stored."""
-    small, (width, height) = resized_rgb(source, size)
-    buf = io.BytesIO()
-    small.save(buf, format="JPEG", quality=quality)
-    jpeg = buf.getvalue()
-    array = np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"), dtype=np.uint8)
-    return Prepared(array=array, jpeg=jpeg, width=width, height=height)
+    jpeg, width, height = resized_jpeg(source, size, quality)
+    return Prepared(array=decode_array(jpeg), jpeg=jpeg, width=width, height=height)
+
+
+_temp_names = itertools.count()
+
+
+def write_file_atomic(dest: Path, data: bytes) -> None:
+    """runs.write_bytes_atomic's contract (a temp file `.<name>.<tag>.tmp` beside `dest`, renamed over
+    it; a killed writer leaves only the temp file, which remove_temp_files clears) in the fewest
+    system calls: one exclusive create with the final mode, the writes, one rename. prepare writes one
+    file per image, where mkstemp + reopen + chmod + stat cost as much as the encoding."""
+    while True:
+        tmp = dest.with_name(f".{dest.name}.{os.getpid()}-{next(_temp_names)}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), FILE_MODE)
+        except FileExistsError:  # left by an earlier process with the same pid
+            continue
+        break
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+        os.replace(tmp, dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def save_prepared(prepared: Prepared, dest: Path) -> None:
-    write_bytes_atomic(dest, prepared.jpeg)
+    write_file_atomic(dest, prepared.jpeg)
+
+
+def decode_array(jpeg: bytes | Path) -> np.ndarray:
+    """A stored (already resized) image, as bytes or a path, as a uint8 (H, W, 3) array."""
+    with Image.open(io.BytesIO(jpeg) if isinstance(jpeg, bytes) else jpeg) as img:
+        return np.asarray(img if img.mode == "RGB" else img.convert("RGB"), dtype=np.uint8)
 
 
 def load_array(path: Path) -> np.ndarray:
     """A stored (already resized) image as a uint8 array."""
-    with Image.open(path) as img:
-        return np.asarray(img.convert("RGB"), dtype=np.uint8)
+    return decode_array(Path(path))

@@ -4,7 +4,8 @@ Layout of a prepared dataset (the run dir):
     splits.csv                      sampled rows with their split (written once, reused on resume)
     {train,val,test}/<id>.jpg       resized images
     {train,val,test}.csv            manifests: id, landmark_id, path, width, height (original size)
-    {train,val,test}.npy            uint8 (N, S, S, 3) arrays in manifest order, decoded once here
+    {train,val,test}.npy            uint8 (N, S, S, 3) arrays in manifest order, decoded from the stored
+                                    files once here, a chunk at a time (never whole in memory)
     failures.csv                    dropped rows: id, landmark_id, split, reason, detail
     done.log                        journal of finished images (id, width, height), for resuming
     permanent_failures.log          (http, tar) rows that a rerun does not fetch again: id, reason, detail
@@ -27,7 +28,7 @@ import os
 import signal
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,8 +39,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from landmark_ae.config import enum_value
-from landmark_ae.data.images import ImageError, Prepared, load_array, prepare_image, save_prepared
-from landmark_ae.data.prepared import SPLITS
+from landmark_ae.data.images import ImageError, decode_array, resized_jpeg, write_file_atomic
 from landmark_ae.data.sources import Results, make_source, resolve_source
 from landmark_ae.data.splits import ID_PATTERN, Sample, check_landmark_range, read_sample, split_rows
 from landmark_ae.runs import atomic_path, write_json_atomic, write_manifest, write_run_record
@@ -50,7 +50,9 @@ MANIFEST_COLUMNS = ["id", "landmark_id", "path", "width", "height"]
 FAILURE_COLUMNS = ["id", "landmark_id", "split", "reason", "detail"]
 
 PERMANENT_JOURNAL = "permanent_failures.log"
-
+# The splits, as landmark_ae.data.prepared.SPLITS: not imported from there, as that module imports
+# torch (1.5 s of a prepare run's start, for three names).
+SPLITS = ("train", "val", "test")
 
 
 def sample_and_split(cfg: DictConfig, csv_path: Path, run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -134,13 +136,23 @@ def signals_deferred() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
+# Images per task handed to the decode threads. A future per image cost the main thread (submit,
+# wait, signal masks, the journal's flush) about a fifth of what a small image's decode costs the
+# threads; a batch pays that once for BATCH images. Threads that run out of work get whatever is
+# pending at once, so a slow source (http) is not held back to fill a batch.
+BATCH = 16
+# Rows decoded and written per step of a {split}.npy: the arrays' memory is one chunk, whatever N.
+NPY_CHUNK = 512
+
+
 def process_rows(
     rows: pd.DataFrame, run_dir: Path, results: Results, size: int, quality: int, workers: int, progress: bool,
     permanent: frozenset[str] = frozenset(), description: str = "prepare images",
-) -> tuple[dict[str, np.ndarray], list[dict]]:
+) -> tuple[dict[str, tuple[int, int]], list[dict]]:
     """Decode, resize and store every row not yet in the journal, from whatever `results` yields.
 
-    Returns the arrays of the images processed now (the rest are read back from disk) and the failures.
+    Returns the original (width, height) of each image stored now, by id, and the failures. No arrays
+    are kept: write_split_outputs decodes every split's stored files into its .npy, a chunk at a time.
     Failures whose reason is in `permanent` go to permanent_failures.log and are not fetched again by a
     rerun (they are reported again); any other failure is retried by a rerun.
     """
@@ -166,19 +178,29 @@ def process_rows(
             failure(r, *known_bad[r.id])
         else:
             todo.append(r)
+    split_dirs = {}
     for split in SPLITS:
-        (run_dir / split).mkdir(exist_ok=True)
-        for stale in (run_dir / split).glob(".*.tmp"):  # left by a run killed mid-write
+        split_dirs[split] = run_dir / split
+        split_dirs[split].mkdir(exist_ok=True)
+        for stale in split_dirs[split].glob(".*.tmp"):  # left by a run killed mid-write
             stale.unlink()
-    arrays: dict[str, np.ndarray] = {}
+    stored: dict[str, tuple[int, int]] = {}
     skipped = len(rows) - len(todo) - len(failures)
     if skipped or failures:
         log.info("%d images already prepared, %d known to fail, %d to go", skipped, len(failures), len(todo))
 
-    def work(row: Any, source: bytes | Path) -> Prepared:
-        prepared = prepare_image(source, size, quality)
-        save_prepared(prepared, run_dir / row.split / f"{row.id}.jpg")
-        return prepared
+    def work(batch: list[tuple[Any, bytes | Path]]) -> list[tuple[Any, tuple[int, int] | ImageError]]:
+        """Runs in a pool thread: decode, resize, encode and store each image of the batch."""
+        out: list[tuple[Any, tuple[int, int] | ImageError]] = []
+        for row, source in batch:
+            try:
+                jpeg, width, height = resized_jpeg(source, size, quality)
+                write_file_atomic(split_dirs[row.split] / f"{row.id}.jpg", jpeg)
+            except ImageError as exc:
+                out.append((row, exc))
+            else:
+                out.append((row, (width, height)))
+        return out
 
     reasons: Counter = Counter()
     start = time.perf_counter()
@@ -195,29 +217,48 @@ def process_rows(
                 bad_journal.write(f"{row.id}\t{exc.reason}\t{exc.detail[:200].replace(chr(9), ' ').replace(chr(10), ' ')}\n")
                 bad_journal.flush()
 
-        def advance() -> None:
+        def advance(n: int = 1) -> None:
             status = ""
             if reasons:
                 status = f"{sum(reasons.values())} failed (" + ", ".join(f"{k} {v}" for k, v in reasons.most_common(4)) + ")"
-            bar.update(task, advance=1, status=status)
+            bar.update(task, advance=n, status=status)
 
-        def collect(futures: dict[Future, Any], block: bool) -> None:
-            with signals_deferred():
-                finished, _ = wait(futures, timeout=None if block else 0, return_when=FIRST_COMPLETED)
-            for future in finished:
-                row = futures.pop(future)
-                try:
-                    prepared = future.result()
-                except ImageError as exc:
-                    fail(row, exc)
+        inflight: set[Future] = set()
+        finished: deque[Future] = deque()  # appended by the pool's threads as each batch completes
+        batch: list[tuple[Any, bytes | Path]] = []
+
+        def record(future: Future) -> None:
+            """A finished batch into the journal (once; a future can be both waited for and queued)."""
+            if future not in inflight:
+                return
+            inflight.remove(future)
+            outcomes = future.result()
+            for row, outcome in outcomes:
+                if isinstance(outcome, ImageError):
+                    fail(row, outcome)
                 else:
-                    arrays[row.id] = prepared.array
-                    done[row.id] = (prepared.width, prepared.height)
-                    journal.write(f"{row.id},{prepared.width},{prepared.height}\n")
-                    journal.flush()
-                advance()
+                    stored[row.id] = done[row.id] = outcome
+                    journal.write(f"{row.id},{outcome[0]},{outcome[1]}\n")
+            journal.flush()
+            advance(len(outcomes))
 
-        inflight: dict[Future, Any] = {}
+        def submit() -> None:
+            nonlocal batch
+            with signals_deferred():
+                future = pool.submit(work, batch)
+                future.add_done_callback(finished.append)
+            inflight.add(future)
+            batch = []
+
+        def collect(block: bool) -> None:
+            if block:
+                with signals_deferred():
+                    ready, _ = wait(inflight, return_when=FIRST_COMPLETED)
+                for future in ready:
+                    record(future)
+            while finished:
+                record(finished.popleft())
+
         wanted = {r.id for r in todo}
         for row, result in results(todo):
             if row.id not in wanted or row.id in seen:
@@ -226,15 +267,17 @@ def process_rows(
             if isinstance(result, ImageError):
                 fail(row, result)
                 advance()
-            else:
-                with signals_deferred():
-                    inflight[pool.submit(work, row, result)] = row
-                while len(inflight) >= 4 * workers:
-                    collect(inflight, block=True)
-            if inflight:
-                collect(inflight, block=False)
+                continue
+            batch.append((row, result))
+            collect(block=False)
+            if len(batch) >= BATCH or len(inflight) < workers:  # a full batch, or a thread with nothing to do
+                submit()
+            while len(inflight) >= 2 * workers:  # the source waits while the threads catch up
+                collect(block=True)
+        if batch:
+            submit()
         while inflight:
-            collect(inflight, block=True)
+            collect(block=True)
         for row in todo:
             if row.id not in seen:
                 fail(row, ImageError("missing", "the source gave no result"))
@@ -245,32 +288,59 @@ def process_rows(
         log.info("prepared %d images in %.1fs (%.1f images/s), %d failed%s",
                  len(todo) - n_failed, elapsed, (len(todo) - n_failed) / max(elapsed, 1e-9), n_failed,
                  f" {dict(reasons)}" if reasons else "")
-    return arrays, failures
+    return stored, failures
 
 
-def write_split_outputs(rows: pd.DataFrame, run_dir: Path, fresh: dict[str, np.ndarray], size: int) -> dict[str, int]:
-    """Manifests and uint8 arrays per split, in the same order (sorted by landmark_id, id)."""
+def write_array_file(dest: Path, paths: list[Path], size: int, pool: ThreadPoolExecutor, workers: int = 1) -> None:
+    """dest (.npy): the stored images at `paths` decoded, uint8 (N, size, size, 3), in that order.
+
+    Written incrementally, never whole in memory: np.lib.format.open_memmap creates the temp file
+    (`.<name>.*.tmp` beside dest, as every atomic write here) with np.save's header, then NPY_CHUNK rows
+    at a time are decoded by the pool straight into a mapping of just those rows, flushed and unmapped;
+    the finished file replaces dest in one rename. Byte for byte what np.save(dest, array) writes.
+    """
+    row_shape = (size, size, 3)
+    with atomic_path(dest) as tmp:
+        header = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), *row_shape))
+        offset = header.offset
+        del header  # nothing written through it: the file has its header and full size
+        for first in range(0, len(paths), NPY_CHUNK):
+            chunk = paths[first:first + NPY_CHUNK]
+            rows = np.memmap(tmp, dtype=np.uint8, mode="r+", offset=offset + first * int(np.prod(row_shape)),
+                             shape=(len(chunk), *row_shape))
+
+            def fill(span: range, rows: np.ndarray = rows, chunk: list[Path] = chunk) -> None:
+                for i in span:
+                    rows[i] = decode_array(chunk[i])
+
+            step = -(-len(chunk) // max(1, workers))
+            for _ in pool.map(fill, [range(a, min(a + step, len(chunk))) for a in range(0, len(chunk), step)]):
+                pass
+            rows.flush()
+            del rows
+
+
+def write_split_outputs(rows: pd.DataFrame, run_dir: Path, size: int, workers: int = 1) -> dict[str, int]:
+    """Manifests and uint8 arrays per split, in the same order (sorted by landmark_id, id); the arrays
+    decoded from the stored files by `workers` threads."""
     done = read_journal(run_dir / "done.log")
     counts = {}
-    for split in SPLITS:
-        part = rows[(rows["split"] == split) & rows["id"].isin(done.keys())]
-        part = part.sort_values(["landmark_id", "id"], kind="mergesort")
-        array = np.zeros((len(part), size, size, 3), dtype=np.uint8)
-        for i, image_id in enumerate(part["id"]):
-            array[i] = fresh[image_id] if image_id in fresh else load_array(run_dir / split / f"{image_id}.jpg")
-        manifest = pd.DataFrame({
-            "id": part["id"].to_numpy(),
-            "landmark_id": part["landmark_id"].to_numpy(),
-            "path": [f"{split}/{i}.jpg" for i in part["id"]],
-            "width": [done[i][0] for i in part["id"]],
-            "height": [done[i][1] for i in part["id"]],
-        }, columns=MANIFEST_COLUMNS)
-        with atomic_path(run_dir / f"{split}.npy") as tmp:
-            with open(tmp, "wb") as f:
-                np.save(f, array)
-        with atomic_path(run_dir / f"{split}.csv") as tmp:
-            manifest.to_csv(tmp, index=False)
-        counts[split] = len(part)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for split in SPLITS:
+            part = rows[(rows["split"] == split) & rows["id"].isin(done.keys())]
+            part = part.sort_values(["landmark_id", "id"], kind="mergesort")
+            ids = part["id"].tolist()
+            write_array_file(run_dir / f"{split}.npy", [run_dir / split / f"{i}.jpg" for i in ids], size, pool, workers)
+            manifest = pd.DataFrame({
+                "id": part["id"].to_numpy(),
+                "landmark_id": part["landmark_id"].to_numpy(),
+                "path": [f"{split}/{i}.jpg" for i in ids],
+                "width": [done[i][0] for i in ids],
+                "height": [done[i][1] for i in ids],
+            }, columns=MANIFEST_COLUMNS)
+            with atomic_path(run_dir / f"{split}.csv") as tmp:
+                manifest.to_csv(tmp, index=False)
+            counts[split] = len(part)
     return counts
 
 
@@ -283,9 +353,9 @@ def run_prepare(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     rows, rejected = sample_and_split(cfg, csv_path, run_dir)
     source = enum_value(cfg.data.source)
     what = {"http": "download images", "tar": "read tar shards"}.get(source, "prepare images")
-    fresh, failures = process_rows(rows, run_dir, results, cfg.data.image_size, cfg.jpeg_quality,
-                                   cfg.workers, cfg.progress, permanent=permanent, description=what)
-    counts = write_split_outputs(rows, run_dir, fresh, cfg.data.image_size)
+    _, failures = process_rows(rows, run_dir, results, cfg.data.image_size, cfg.jpeg_quality,
+                               cfg.workers, cfg.progress, permanent=permanent, description=what)
+    counts = write_split_outputs(rows, run_dir, cfg.data.image_size, cfg.workers)
 
     failed = pd.DataFrame(failures, columns=FAILURE_COLUMNS)
     if len(rejected):

@@ -7,12 +7,14 @@ The modules behind each source are imported only when that source is chosen.
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from omegaconf import DictConfig, OmegaConf
 
-from landmark_ae.data.images import ImageError
+from landmark_ae.data.images import NOT_A_FILE, ImageError
 from landmark_ae.errors import UserError
 
 # Fetch(row) -> the encoded image bytes or a local path; raises ImageError for a failed fetch.
@@ -90,11 +92,20 @@ def resolve_csv(cfg: DictConfig, run_dir: Path, progress: bool = True) -> Path:
 def local_fetch(root: Path, max_bytes: int) -> Fetch:
     """Local files, capped like downloads (data.http.max_bytes), by size before anything is read."""
 
+    images = root / "images"
+
     def fetch(row: Any) -> Path:
-        path = gldv2_image_path(root, row.id)
-        if not path.is_file():
+        image_id = row.id
+        path = images / f"{image_id[0]}/{image_id[1]}/{image_id[2]}/{image_id}.jpg"  # gldv2_image_path, one join
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            if exc.errno not in NOT_A_FILE:
+                raise
+            raise ImageError("missing", str(path)) from None
+        if not stat.S_ISREG(st.st_mode):
             raise ImageError("missing", str(path))
-        size = path.stat().st_size
+        size = st.st_size
         if size > max_bytes:
             raise ImageError("too_big", f"{size} bytes > data.http.max_bytes={max_bytes}")
         return path
