@@ -11,9 +11,10 @@ from the memory-mapped arrays, and 1 process vs 2 gloo ranks under torchrun.
 - stream: one epoch of train_one_epoch over the largest size's first 4,096 images, batches read
   and resized from the map (what train does) vs the same images resized once into RAM (what train
   did before): images/s, median of `repeat`, and the ratio.
-- ranks: `landmark-ae train` (one process, 2 threads) vs `torchrun --nproc-per-node=2` (one thread
-  each) on the middle size: images/s from history.csv, alternating, median of `repeat`. On one
-  2-core machine this is a correctness path, not a speed-up.
+- ranks: `landmark-ae train` (one process, 2 threads; one process, 1 thread) vs `torchrun
+  --nproc-per-node=2` (one thread each) on the middle size: images/s from history.csv, alternating,
+  median of `repeat`, ratios against the first. On one 2-core machine this is a correctness path,
+  not a speed-up.
 
 Results are key<TAB>value lines on stdout; progress goes to stderr.
 """
@@ -181,18 +182,19 @@ def main(argv: list[str]) -> None:
             say("stream_ratio", f"{streamed / in_memory:.2f}")
         if "ranks" in parts:
             middle = datasets[sorted(sizes)[len(sizes) // 2]]
-            speeds: dict[int, list[float]] = {1: [], 2: []}
+            settings = {"1 process, 2 threads": (1, 2), "1 process, 1 thread": (1, 1), "2 gloo ranks, 1 thread each": (2, 1)}
+            speeds: dict[str, list[float]] = {name: [] for name in settings}
             for _ in range(repeat):
-                for world in speeds:
-                    print(f"train with {world} rank(s)", file=sys.stderr)
+                for name, (world, threads) in settings.items():
+                    print(f"train: {name}", file=sys.stderr)
                     args = (f"data_dir={middle}", f"model={model}", "epochs=1", f"batch_size={batch_size}")
-                    proc = (landmark_ae("train", *args, "threads=2", outputs=work / "runs") if world == 1 else
-                            landmark_ae("train", *args, outputs=work / "runs", torchrun=2, env={"OMP_NUM_THREADS": "1"}))
-                    speeds[world].append(float(finish(proc)["train_images_per_s"]))
-            one, two = (statistics.median(speeds[w]) for w in (1, 2))
-            say("ranks_images_per_s[1 process, 2 threads]", f"{one:.0f}")
-            say("ranks_images_per_s[2 gloo ranks, 1 thread each]", f"{two:.0f}")
-            say("ranks_ratio", f"{two / one:.2f}")
+                    proc = (landmark_ae("train", *args, f"threads={threads}", outputs=work / "runs") if world == 1 else
+                            landmark_ae("train", *args, outputs=work / "runs", torchrun=world, env={"OMP_NUM_THREADS": "1"}))
+                    speeds[name].append(float(finish(proc)["train_images_per_s"]))
+            base = statistics.median(speeds["1 process, 2 threads"])
+            for name, values in speeds.items():
+                say(f"ranks_images_per_s[{name}]", f"{statistics.median(values):.0f}")
+                say(f"ranks_ratio[{name}]", f"{statistics.median(values) / base:.2f}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
