@@ -199,6 +199,7 @@ class EvalEmbedConfig:
     gem_p: float = _range(0.1, 100.0, 3.0)
     l2: bool = False
     pca_whiten: Optional[int] = _min(1, None)
+    whiten_shrinkage: float = _range(0.0, 10.0, 1e-6)
     dba_k: int = _min(0, 0)
     dba_alpha: float = _range(0.0, 100.0, 3.0)
     qe_k: int = _min(0, 0)
@@ -309,6 +310,9 @@ class EmbedConfig:
     l2: bool = False  # unit-length rows
     # null, or the number of principal axes kept, each scaled to unit variance (L2 before and after when l2)
     pca_whiten: Optional[int] = _min(1, None)
+    # pca_whiten: this share of the largest eigenvalue is added to every eigenvalue before scaling,
+    # so weak axes are scaled up less (0.01-0.1: a softer whitening that keeps many axes usable)
+    whiten_shrinkage: float = _range(0.0, 10.0, 1e-6)
     # Label-free re-ranking (need l2=true; 0 = off), stored with the run and applied by query/serve/
     # evaluate too. DBA: each database row -> the sim^dba_alpha-weighted mean of itself and its dba_k
     # nearest database rows, L2. αQE: each query -> the sim^qe_alpha-weighted mean of itself and its

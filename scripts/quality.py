@@ -3,12 +3,22 @@
     python scripts/quality.py data=landmarks10 data_dir=<prepare run> [epochs=20] [seeds=0,1,2]
         [queries=test|val] [threads=N] [device=auto] [rows=NAME,NAME] [headline_only=true]
         [reuse=<outputs/train dir>] [experiment=conf/quality.yaml]
+    python scripts/quality.py protocol=unseen data=landmarks10 data.root=<landmarks10> [seen_dir=<prepare run>]
+        [unseen_dir=<prepare run>] [split=5] [seeds=0] [rows=NAME,NAME] [reuse=...] [threads=N]
 
 Rows come from conf/quality.yaml. Drives the CLI like scripts/table1.py: train, then embed ->
 evaluate through landmark_ae/chain.py (as `train evaluate=true` does), reading `key<TAB>value`
 stdout. Without data_dir= it runs `prepare` first with the data overrides. queries=val scores val
 images against train (for choosing settings); the default, test, is the protocol. Writes quality.md and quality.csv to a new
 outputs/quality/<timestamp>/ and prints `key<TAB>value` lines (run_dir first).
+
+protocol=unseen: retrieval among landmarks the model never saw. Each row of conf/quality.yaml's
+`unseen.rows` is trained on the landmarks below `split` (a prepare run with
+data.landmark_max=<split>, or seen_dir=), embedded with `landmark-ae embed train_run=<run>
+data_dir=<the landmarks from split on>` (data.landmark_min=<split>, or unseen_dir=), and evaluated
+with `queries=all`: every image of the unseen landmarks queries all the others. Beside the rows:
+raw pixels on the same images, and each row's mAP@100 as a multiple of the pixels' and of the
+`unseen.reference` row's (the seed's M2 trained the same way).
 """
 
 from __future__ import annotations
@@ -22,7 +32,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from landmark_ae.chain import embed_and_evaluate, run_step
+from landmark_ae.chain import embed_and_evaluate, quote, run_step
 from landmark_ae.errors import UserError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -149,9 +159,116 @@ def write_table(out: Path, results: dict, pixels: dict | None, opts: dict, epoch
     return lines
 
 
+def unseen(opts: dict, exp: dict) -> None:
+    """protocol=unseen (see the module's docstring): quality_unseen.md/.csv in a new outputs/quality/<timestamp>/."""
+    spec = exp["unseen"]
+    split = int(opts.get("split", spec.get("split", 5)))
+    data_args = [f"{k}={v}" for k, v in opts.items() if k == "data" or k.startswith("data.")]
+    common = [f"{k}={opts[k]}" for k in ("threads", "device", "batch_size") if k in opts]
+    seeds = [int(s) for s in opts.get("seeds", ",".join(map(str, spec.get("seeds", [0])))).split(",")]
+    rows = spec["rows"]
+    if "rows" in opts:
+        wanted = opts["rows"].split(",")
+        unknown = sorted(set(wanted) - {r["name"] for r in rows})
+        if unknown:
+            sys.exit(f"quality: no unseen row named {', '.join(map(repr, unknown))}; rows: "
+                     f"{', '.join(r['name'] for r in rows)}")
+        rows = [r for r in rows if r["name"] in wanted]
+    seen_dir = opts.get("seen_dir") or cli("prepare", *data_args, f"data.landmark_max={split}", "progress=false")["run_dir"]
+    unseen_dir = opts.get("unseen_dir") or cli("prepare", *data_args, f"data.landmark_min={split}",
+                                               "progress=false")["run_dir"]
+    reuse = [Path(p) for p in opts["reuse"].split(",")] if opts.get("reuse") else []
+    out = Path(os.environ.get("LANDMARK_AE_OUTPUTS", "outputs")) / "quality" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
+    out.mkdir(parents=True)
+    print(f"quality: writing {out}/quality_unseen.md after every row", file=sys.stderr)
+    trained: dict[tuple, dict] = {}
+    results: dict[str, list[dict]] = {}
+    pixels: dict[str, dict] = {}  # raw pixels at each row's embedding size (M5: 8x8, M2: 23x23)
+    columns = [("nmi", "NMI"), ("ari", "ARI"), ("map@100", "mAP@100"), ("p@10", "P@10"), ("train_seconds", "train s")]
+
+    def write() -> list[str]:
+        table = {**results, **{name: [values] for name, values in pixels.items()}}
+        # ×pixels: against the best of the pixel baselines (the stricter comparison)
+        base = max((v["map@100"] for v in pixels.values()), default=None)
+        ref_runs = results.get(spec.get("reference", ""), [])
+        ref = statistics.mean([r["map@100"] for r in ref_runs]) if ref_runs else None
+        with open(out / "quality_unseen.csv", "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["row", "seed", "dim", *(k for k, _ in columns), "train_run", "embed_run"])
+            for name, runs in table.items():
+                for r in runs:
+                    writer.writerow([name, r.get("seed", ""), r.get("dim", ""), *(r.get(k, "") for k, _ in columns),
+                                     r.get("train_run", ""), r.get("embed_run", "")])
+        lines = [
+            f"# Unseen landmarks — trained on landmarks < {split}, retrieval among landmarks >= {split}",
+            "",
+            f"Trained on `{seen_dir}`; embedded and evaluated on `{unseen_dir}` (`evaluate queries=all`: every image "
+            "queries all the others; k-means with k = landmarks on all of them). Rows: mean ± std over seeds "
+            f"{seeds}. ×pixels, ×ref: mAP@100 over the best raw-pixel row's and over the `{spec.get('reference')}` "
+            "row's. Raw pixels get no post-processing.",
+            "",
+            "| embedding | dim | seeds | " + " | ".join(label for _, label in columns) + " | ×pixels | ×ref |",
+            "|---|---|---|" + "---|" * (len(columns) + 2),
+        ]
+        for name, runs in table.items():
+            cells = [mean_std([float(r[k]) for r in runs if r.get(k) not in (None, "")]) for k, _ in columns]
+            m = statistics.mean([r["map@100"] for r in runs])
+            ratios = [f"{m / b:.2f}" if b else "–" for b in (base, ref)]
+            lines.append(f"| {name} | {runs[0].get('dim', '')} | {len(runs)} | " + " | ".join(cells + ratios) + " |")
+        lines.append("")
+        (out / "quality_unseen.md").write_text("\n".join(lines))
+        return lines
+
+    lines: list[str] = []
+    for row in rows:
+        epochs = str(row.get("epochs", exp["epochs"]))
+        for seed in seeds:
+            key = (tuple(row["train"]), epochs, seed)
+            if key not in trained:
+                found = find_reusable(reuse, row["train"], seed, epochs, seen_dir) if reuse else None
+                if found is not None:
+                    print(f"quality: reusing {found} for {row['name']} seed {seed}", file=sys.stderr)
+                    res = {"run_dir": str(found)}
+                else:
+                    res = cli("train", *data_args, f"data_dir={seen_dir}", *row["train"], f"epochs={epochs}",
+                              f"seed={seed}", "progress=false", *common)
+                with open(Path(res["run_dir"]) / "history.csv") as f:
+                    seconds = sum(float(r["seconds"]) for r in csv.DictReader(f))
+                trained[key] = {**res, "train_seconds": seconds}
+            train = trained[key]
+            try:
+                evaluation = embed_and_evaluate(
+                    train["run_dir"], queries="all", evaluate=[f"pixel_baseline={'true' if seed == seeds[0] else 'false'}"],
+                    embed=[f"data_dir={quote(unseen_dir)}", *row.get("embed", []),
+                           *[c for c in common if c.startswith("device")]])
+            except UserError as exc:
+                sys.exit(f"quality: {exc}")
+            metrics = evaluation.evaluation
+            model = metrics["results"][metrics["model"]]
+            results.setdefault(row["name"], []).append({
+                **model, "seed": seed, "train_seconds": train["train_seconds"], "train_run": train["run_dir"],
+                "embed_run": str(evaluation.embed_run)})
+            for name, values in metrics["results"].items():
+                if name.startswith("pixels_"):
+                    pixels.setdefault(f"raw pixels {name.removeprefix('pixels_')}", values)
+            lines = write()
+    print("\n".join(lines), file=sys.stderr)
+    print(f"run_dir\t{out}")
+    for name, runs in results.items():
+        for k, _ in columns:
+            values = [float(r[k]) for r in runs if r.get(k) not in (None, "")]
+            if values:
+                print(f"{name}.{k}\t{statistics.mean(values):.6f}")
+    for name, values in pixels.items():
+        print(f"{name}.map@100\t{values['map@100']:.6f}")
+
+
 def main(argv: list[str]) -> None:
     opts = dict(a.split("=", 1) for a in argv if "=" in a)
     exp = load_experiment(Path(opts.get("experiment", REPO / "conf" / "quality.yaml")))
+    if opts.get("protocol", "seed") == "unseen":
+        unseen(opts, exp)
+        return
     data_args = [f"{k}={v}" for k, v in opts.items() if k == "data" or k.startswith("data.")]
     epochs = opts.get("epochs", str(exp["epochs"]))
     seeds = [int(s) for s in opts.get("seeds", ",".join(map(str, exp["seeds"]))).split(",")]

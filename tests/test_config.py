@@ -63,6 +63,16 @@ def test_experiment_preset_sets_model_objective_and_schedule_and_yields_to_the_c
     assert plain.objective.name == "reconstruct" and plain.lr_schedule == "constant" and not plain.model.projector
 
 
+def test_retrieval_preset_is_contrastive_plus_the_embed_settings_that_travel_with_the_run():
+    cfg = compose("train", "experiment=retrieval")
+    validate(cfg, TrainConfig)
+    contrastive = compose("train", "experiment=contrastive")
+    assert {k: v for k, v in cfg.items() if k != "eval_embed"} == {k: v for k, v in contrastive.items() if k != "eval_embed"}
+    e = cfg.eval_embed
+    assert (e.l2, e.pca_whiten, e.whiten_shrinkage, e.dba_k, e.qe_k) == (True, 192, 0.03, 10, 10)
+    assert compose("train", "experiment=retrieval", "eval_embed.qe_k=0").eval_embed.qe_k == 0
+
+
 # (command, override, text of the one line the CLI prints)
 COMPOSITION_ERRORS = [
     ("train", "epochs=abc", "could not be converted to Integer"),

@@ -16,11 +16,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 from conftest import results, run_cli, run_in_process
 
 from landmark_ae.errors import UserError
 from landmark_ae.model.checkpoints import load_checkpoint, model_from_checkpoint
-from landmark_ae.retrieval.embed_run import EmbedRun
+from landmark_ae.retrieval.embed_run import EmbedRun, train_run_embed_settings
 from landmark_ae.runs import write_run_record
 
 
@@ -195,3 +196,27 @@ def test_data_dir_and_images_together_are_refused(tiny_prepared, tmp_path):
     with pytest.raises(UserError, match="data_dir= and images= both name what to embed: pass one of them") as info:
         run_in_process("embed", f"data_dir={tiny_prepared}", f"images={tmp_path}", run_dir=tmp_path / "run")
     assert "\n" not in str(info.value)
+
+
+def test_embed_takes_the_train_runs_eval_embed_and_the_command_line_wins(tiny_trained, tmp_path):
+    train = tmp_path / "train_run"
+    shutil.copytree(tiny_trained, train)
+    config = yaml.safe_load((train / ".hydra" / "config.yaml").read_text())
+    config["eval_embed"].update(pooling="avg", l2=True, pca_whiten=4, whiten_shrinkage=0.05, dba_k=2, qe_k=1)
+    (train / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    assert train_run_embed_settings(train)["dba_k"] == 2
+    proc = run_cli("embed", f"train_run={train}", "pca_whiten=3", "progress=false", outputs=tmp_path / "outputs")
+    assert proc.returncode == 0, proc.stderr
+    meta = json.loads((Path(results(proc)["run_dir"]) / "embed.json").read_text())
+    assert (meta["pooling"], meta["l2"], meta["pca_whiten"], meta["dba_k"], meta["qe_k"]) == ("avg", True, 3, 2, 1)
+    assert meta["whiten_shrinkage"] == 0.05
+    assert meta["settings_from_train_run"] == {"pooling": "avg", "l2": True, "whiten_shrinkage": 0.05, "dba_k": 2,
+                                               "qe_k": 1}
+    assert "settings from train run" in proc.stderr and "pca_whiten" not in proc.stderr.split("settings from")[1].split("\n")[0]
+    # run.json's "embed" record, where a train run has one, is read first
+    record = json.loads((train / "run.json").read_text())
+    (train / "run.json").write_text(json.dumps({**record, "embed": {"l2": True, "qe_k": 5, "other": 1}}))
+    assert train_run_embed_settings(train) == {"l2": True, "qe_k": 5}
+    shutil.rmtree(train / ".hydra")
+    (train / "run.json").write_text(json.dumps(record))
+    assert train_run_embed_settings(train) == {}

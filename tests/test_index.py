@@ -15,7 +15,7 @@ from conftest import modules_loaded_by, run_in_process
 
 from landmark_ae.errors import UserError
 from landmark_ae.retrieval.embed_run import EmbedRun
-from landmark_ae.retrieval.index import INDEX_FILE, Index, build, ivf_nlist, load_index
+from landmark_ae.retrieval.index import INDEX_FILE, Index, build, drop_excluded, ivf_nlist, load_index
 from landmark_ae.retrieval.metrics import clustering_scores, kmeans_labels
 from landmark_ae.retrieval.retriever import Retriever
 from landmark_ae.retrieval.search import search
@@ -170,3 +170,21 @@ def test_a_damaged_or_missing_index_is_one_line_naming_the_file(hnsw_embedded, t
     with pytest.raises(UserError, match=INDEX_FILE) as exc:
         EmbedRun(run).index()
     assert str(path) in str(exc.value) and "\n" not in str(exc.value)  # the CLI prints it as its one line
+
+
+def test_exclude_works_alike_in_every_backend():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 6)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    exclude = np.arange(40)
+    exclude[3] = -1  # this one keeps itself
+    want_d, want_i = Index(x).search(x, 5, exclude=exclude)
+    assert (want_i != exclude[:, None]).all() and want_i[3, 0] == 3
+    for settings in ({"name": "flat"}, {"name": "hnsw", "M": 16, "efConstruction": 80, "efSearch": 64}):
+        got_d, got_i = build(x, settings, l2=True).search(x, 5, exclude=exclude)
+        assert np.array_equal(got_i, want_i) and np.allclose(got_d, want_d, atol=1e-5)
+    # k beyond the database: padded with (inf, -1) after the n - 1 others
+    d, i = build(x, {"name": "flat"}, l2=True).search(x[:2], 50, exclude=np.array([0, 1]))
+    assert i.shape == (2, 40) and (i[:, -1] == -1).all() and np.isinf(d[:, -1]).all() and (i[:, :-1] >= 0).all()
+    d, i = drop_excluded(np.array([[0.0, 1.0, 2.0]]), np.array([[7, 8, 9]]), np.array([5]), 2)
+    assert i.tolist() == [[7, 8]] and d.tolist() == [[0.0, 1.0]]  # not among them: the last dropped

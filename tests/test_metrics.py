@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from conftest import modules_loaded_by
 
+from landmark_ae.retrieval.index import Index, build
 from landmark_ae.retrieval.metrics import (
     average_precision_at_k,
     clustering_scores,
@@ -325,3 +326,19 @@ def test_evaluate_embeddings_separated_blobs():
 
 def test_metrics_import_does_not_load_sklearn():
     assert modules_loaded_by("landmark_ae.retrieval.metrics") == set()
+
+
+def test_all_vs_all_metrics_leave_the_query_out_by_hand():
+    # points on a line: 0, 1 and 6.2 are landmark 0; 10, 11 landmark 1
+    x = np.array([[0.0], [1.0], [10.0], [11.0], [6.2]], dtype=np.float32)
+    labels = np.array([0, 0, 1, 1, 0])
+    # query 4 (6.2) ranks 10 (d 3.8), 11 (4.8), 1 (5.2), 0 (6.2): AP = (1/3 + 2/4) / 2; the rest 1
+    for index in (None, Index(x), build(x, {"name": "flat"}, l2=False)):
+        r = retrieval_scores(x, labels, x, labels, k=100, index=index, exclude=np.arange(5), return_ap=True)
+        assert r["ap"][4] == pytest.approx((1 / 3 + 2 / 4) / 2)
+        assert r["map@100"] == pytest.approx((4 + (1 / 3 + 2 / 4) / 2) / 5)
+        assert r["p@1"] == pytest.approx(0.8)  # query 4's first result is landmark 1
+        assert r["p@10"] == pytest.approx((2 + 2 + 1 + 1 + 2) / 4 / 5)  # of the 4 other images
+        assert r["recall@100"] == pytest.approx(1.0)
+    # without exclusion every query finds itself first
+    assert retrieval_scores(x, labels, x, labels, k=100)["p@1"] == 1.0

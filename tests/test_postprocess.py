@@ -57,6 +57,16 @@ def test_pca_whitening_gives_identity_covariance_on_its_fitting_rows():
         Transform.fit(wide, pca_whiten=30)
 
 
+def test_whitening_shrinkage_by_hand():
+    # centred rows with variances 4 and 1 along the axes: full whitening scales by 1/2 and 1; a
+    # shrinkage s adds s * 4 (the largest eigenvalue) to both first: 1/sqrt(4 + 4s), 1/sqrt(1 + 4s)
+    x = np.array([[2.0, 0.0], [-2.0, 0.0], [0.0, 1.0], [0.0, -1.0]]) * np.sqrt(2)  # variances 4, 1
+    full = Transform.fit(x, pca_whiten=2, shrink=0.0)
+    assert np.allclose(np.abs(full.projection), [[0.5, 0.0], [0.0, 1.0]], atol=1e-6)
+    soft = Transform.fit(x, pca_whiten=2, shrink=0.25)
+    assert np.allclose(np.abs(soft.projection), [[1 / np.sqrt(5), 0.0], [0.0, 1 / np.sqrt(2)]], atol=1e-6)
+
+
 def test_transform_round_trips_through_npz(tmp_path):
     x = np.random.default_rng(1).normal(size=(50, 8)).astype(np.float32)
     t = Transform.fit(x, l2=True, pca_whiten=3)

@@ -10,15 +10,24 @@ An embed run dir holds:
     embeddings.npy   float32 (N, D), memory-mappable; row i is index.csv's row i
     index.csv        id, landmark_id (empty when unlabelled), split, path (absolute path of the image)
     embed.json       train run, checkpoint path + sha256, model config, dataset embedded and the one
-                     trained on, image sizes, post-processing (pooling, gem_p, l2, pca_whiten, raw_dim),
+                     trained on, image sizes, post-processing (pooling, gem_p, l2, pca_whiten,
+                     whiten_shrinkage, dba_k/dba_alpha, qe_k/qe_alpha, raw_dim; settings_from_train_run),
                      the index settings (`index`: name, metric, nlist/nprobe or M/efConstruction/efSearch)
     index.faiss      index=flat|ivf|hnsw: the FAISS index over the database rows (index.py); none for
-                     index=exact (numpy search over embeddings.npy)
+                     index=exact (numpy search over embeddings.npy, or database.npy)
+    database.npy     dba_k > 0: the database rows after database-side augmentation (expansion.py), in
+                     database order (train+val, or the collection): what query/serve search
     transform.npz    the L2 / PCA-whitening fitted on the database rows: train+val of a prepared
                      dataset, every row of a collection (query applies it too)
     failures.csv     images= only: files that could not be used (id, path, reason, detail)
 
-embeddings.npy holds the post-processed rows: evaluate and query search them as they are.
+embeddings.npy holds the post-processed rows (pooling, L2, PCA-whitening): a query image gets the
+same. The database is searched as it is there, or as database.npy after DBA; with qe_k > 0, query,
+serve and evaluate expand each query with its first results before the final search (αQE).
+
+Settings a train run carries (its `eval_embed`, retrieval/embed_run.train_run_embed_settings) are
+embed's defaults for that run: `landmark-ae embed train_run=<run>` applies them, and keys given on
+the command line win.
 """
 
 from __future__ import annotations
@@ -42,7 +51,8 @@ from landmark_ae.errors import UserError
 from landmark_ae.model.builder import ConvAutoencoder
 from landmark_ae.model.checkpoints import fingerprint, load_checkpoint, model_from_checkpoint
 from landmark_ae.retrieval.collection import FAILURE_COLUMNS, Collection, decode_batches, open_collection, training_image_size
-from landmark_ae.retrieval.embed_run import ARTIFACTS, INDEX_COLUMNS
+from landmark_ae.retrieval.embed_run import ARTIFACTS, DATABASE_FILE, INDEX_COLUMNS, train_run_embed_settings
+from landmark_ae.retrieval.expansion import dba
 from landmark_ae.retrieval.index import build
 from landmark_ae.retrieval.postprocess import Transform, pool
 from landmark_ae.runs import (
@@ -137,6 +147,33 @@ def embed_collection(collection: Collection, image_size: int, batch_size: int, e
                     {"database": len(index_rows)}, failures)
 
 
+def given_keys() -> set[str] | None:
+    """The keys set on this command line (Hydra's task overrides); None outside a Hydra job (a
+    config composed in code: every key counts as given)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    return {o.split("=", 1)[0].lstrip("+~") for o in HydraConfig.get().overrides.task}
+
+
+def apply_train_run_settings(cfg: DictConfig, train_run: Path) -> dict[str, Any]:
+    """The train run's embed settings (its eval_embed) as this run's, except the keys given on the
+    command line; returns those that changed a value, logged in one line."""
+    given = given_keys()
+    if given is None:
+        return {}
+    taken = {k: v for k, v in train_run_embed_settings(train_run).items() if k not in given}
+    changed = {k: v for k, v in taken.items() if enum_value(cfg[k]) != v}
+    for key, value in taken.items():
+        cfg[key] = value
+    if changed:
+        log.info("settings from train run %s (its eval_embed; keys given here win): %s", train_run,
+                 " ".join(f"{k}={'null' if v is None else str(v).lower() if isinstance(v, bool) else v}"
+                          for k, v in changed.items()))
+    return changed
+
+
 def run_embed(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     from landmark_ae.ui import progress_bar
 
@@ -152,6 +189,13 @@ def run_embed(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     if started.get("checkpoint_sha256") and sha256 != started["checkpoint_sha256"]:
         raise UserError(f"{checkpoint} changed since this embed run started: start a new embed run "
                         f"(`landmark-ae embed train_run={train_run}`)")
+    from_train_run = apply_train_run_settings(cfg, train_run)
+    if (cfg.dba_k or cfg.qe_k) and not cfg.l2:
+        inherited = [k for k in ("dba_k", "qe_k") if k in from_train_run]
+        hint = (f" ({' and '.join(inherited)} from train run {train_run}'s eval_embed: pass "
+                f"{' '.join(k + '=0' for k in inherited)} to turn them off)") if inherited else ""
+        raise UserError(f"dba_k={cfg.dba_k} qe_k={cfg.qe_k} need l2=true: they weigh neighbours by the cosine "
+                        f"similarity of unit-length rows{hint}")
     ckpt = load_checkpoint(checkpoint)
     model_cfg = ckpt["model_config"]
     trained_dir = Path(ckpt["data_dir"])
@@ -193,19 +237,29 @@ def run_embed(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     embeddings = part.embeddings
     raw_dim = int(embeddings.shape[1])
     try:
-        transform = Transform.fit(embeddings[part.database], l2=cfg.l2, pca_whiten=cfg.pca_whiten)
+        transform = Transform.fit(embeddings[part.database], l2=cfg.l2, pca_whiten=cfg.pca_whiten,
+                                  shrink=cfg.whiten_shrinkage)
     except ValueError as exc:
         raise UserError(f"pca_whiten={cfg.pca_whiten} is too large: {exc}") from None
     embeddings = transform.apply(embeddings)
+    database = embeddings[part.database]
+    if cfg.dba_k:  # neighbours found with the run's own kind of index over the rows as they were
+        tick = time.perf_counter()
+        database = dba(database, cfg.dba_k, cfg.dba_alpha, build(database, cfg.index, l2=True))
+        log.info("DBA over %d database rows (k %d, alpha %g) in %.1fs", len(database), cfg.dba_k, cfg.dba_alpha,
+                 time.perf_counter() - tick)
     # The database search (conf/index/): built once over the post-processed database rows.
     tick = time.perf_counter()
-    index = build(embeddings[part.database], cfg.index, l2=bool(cfg.l2))
+    index = build(database, cfg.index, l2=bool(cfg.l2))
     index_files = index.save(run_dir)
     index_meta = {**index.settings, "file": index_files[0] if index_files else None,
                   "build_s": round(time.perf_counter() - tick, 3)}
 
     with atomic_path(run_dir / "embeddings.npy") as tmp, open(tmp, "wb") as f:
         np.save(f, embeddings)
+    if cfg.dba_k:
+        with atomic_path(run_dir / DATABASE_FILE) as tmp, open(tmp, "wb") as f:
+            np.save(f, database)
     with atomic_path(run_dir / "transform.npz") as tmp:
         transform.save(tmp)
     with atomic_path(run_dir / "index.csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
@@ -228,6 +282,12 @@ def run_embed(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "gem_p": float(cfg.gem_p),
         "l2": bool(cfg.l2),
         "pca_whiten": cfg.pca_whiten,
+        "whiten_shrinkage": float(cfg.whiten_shrinkage),
+        "dba_k": int(cfg.dba_k),
+        "dba_alpha": float(cfg.dba_alpha),
+        "qe_k": int(cfg.qe_k),
+        "qe_alpha": float(cfg.qe_alpha),
+        "settings_from_train_run": from_train_run,
         "transform": "transform.npz",
         "index": index_meta,
         "counts": part.counts,
@@ -235,11 +295,13 @@ def run_embed(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     if collection is not None:
         meta["failed"] = len(part.failures)
     write_json_atomic(run_dir / "embed.json", meta)
-    write_manifest(run_dir, [*ARTIFACTS, "transform.npz", *index_files, *(["failures.csv"] if collection is not None else [])])
+    write_manifest(run_dir, [*ARTIFACTS, "transform.npz", *([DATABASE_FILE] if cfg.dba_k else []), *index_files,
+                             *(["failures.csv"] if collection is not None else [])])
     write_run_record(run_dir, "embed", "complete", train_run=str(train_run), model=model_cfg["name"], data=what["data"])
     total = len(part.index_rows)
-    log.info("embedded %d images of %s with %s (dim %d, %s pooling, l2 %s, pca_whiten %s, index %s) into %s", total,
-             what["data"], model_cfg["name"], meta["dim"], pooling, cfg.l2, cfg.pca_whiten, index.name, run_dir)
+    log.info("embedded %d images of %s with %s (dim %d, %s pooling, l2 %s, pca_whiten %s, dba_k %d, qe_k %d, index %s) "
+             "into %s", total, what["data"], model_cfg["name"], meta["dim"], pooling, cfg.l2, cfg.pca_whiten, cfg.dba_k,
+             cfg.qe_k, index.name, run_dir)
     out: dict[str, Any] = {"run_dir": run_dir, "model": model_cfg["name"], "images": total, "dim": meta["dim"],
                            "index": index.name}
     if collection is not None:

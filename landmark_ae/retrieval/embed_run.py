@@ -11,12 +11,14 @@ from pathlib import Path
 import numpy as np
 
 from landmark_ae.errors import UserError
-from landmark_ae.retrieval.index import Index, load_index
+from landmark_ae.retrieval.expansion import ExpandedIndex, dba
+from landmark_ae.retrieval.index import Index, build, load_index
 from landmark_ae.retrieval.postprocess import Transform
 from landmark_ae.runs import check_artifacts, read_json, read_run_record, resolve_run
 
 INDEX_COLUMNS = ["id", "landmark_id", "split", "path"]
-ARTIFACTS = ("embeddings.npy", "index.csv", "embed.json")  # and transform.npz, where used
+ARTIFACTS = ("embeddings.npy", "index.csv", "embed.json")  # and transform.npz, database.npy, where used
+DATABASE_FILE = "database.npy"  # dba_k > 0: the database rows after DBA, as searched
 REMAKE = "re-run `landmark-ae embed`"
 UNLABELLED = -1  # the label of a row without one (index.csv: an empty landmark_id)
 # What embed.json must hold for query/evaluate to use the run (embed writes all of them).
@@ -32,7 +34,7 @@ class EmbedRun:
         for name in ARTIFACTS:
             if not (self.run_dir / name).is_file():
                 raise UserError(f"{self.run_dir} is not a complete embed run ({name} missing): run `landmark-ae embed`")
-        needed = [*ARTIFACTS, *(["transform.npz"] if (self.run_dir / "transform.npz").is_file() else [])]
+        needed = [*ARTIFACTS, *(name for name in ("transform.npz", DATABASE_FILE) if (self.run_dir / name).is_file())]
         check_artifacts(self.run_dir, needed, REMAKE)
         try:
             self.meta = read_json(self.run_dir / "embed.json")
@@ -88,26 +90,70 @@ class EmbedRun:
         collection (split `database`)."""
         return self.rows("train", "val", "database")
 
+    @property
+    def dba_k(self) -> int:
+        return int(self.meta.get("dba_k") or 0)  # runs older than DBA: none
+
+    @property
+    def qe_k(self) -> int:
+        return int(self.meta.get("qe_k") or 0)
+
     def database_rows(self) -> np.ndarray:
-        """The database rows' embeddings: a memory-mapped slice when they are contiguous, else a copy."""
+        """The database rows as searched: database.npy (memory-mapped) after DBA; otherwise the
+        embeddings' database rows, a memory-mapped slice when they are contiguous, else a copy."""
         rows = self.database()
+        if self.dba_k:
+            path = self.run_dir / DATABASE_FILE
+            try:
+                database = np.load(path, mmap_mode="r", allow_pickle=False)
+            except (ValueError, OSError) as exc:
+                raise UserError(f"{path} is missing or damaged ({str(exc).splitlines()[0]}), but embed.json says the "
+                                f"database went through DBA (dba_k={self.dba_k}): {REMAKE}") from None
+            if database.shape != (len(rows), self.embeddings.shape[1]):
+                raise UserError(f"{path} holds {database.shape} values but the run has {len(rows)} database rows of "
+                                f"{self.embeddings.shape[1]}: {REMAKE}")
+            return database
         if len(rows) and int(rows[-1]) - int(rows[0]) + 1 == len(rows):
             return self.embeddings[int(rows[0]) : int(rows[-1]) + 1]
         return np.asarray(self.embeddings[rows])
+
+    def augment(self, rows: np.ndarray) -> np.ndarray:
+        """The index rows `rows` as this run's database: the stored database.npy where `rows` are the
+        run's own database, else DBA recomputed over them with the run's dba_k/dba_alpha (evaluate's
+        other protocols: val vs train, all vs all); the embeddings themselves without DBA."""
+        if np.array_equal(rows, self.database()):
+            return np.asarray(self.database_rows())
+        base = np.asarray(self.embeddings[rows], dtype=np.float32)
+        if not self.dba_k:
+            return base
+        return dba(base, self.dba_k, float(self.meta.get("dba_alpha", 3.0)), build(base, self.meta.get("index") or {}, l2=True))
+
+    def expand(self, index: Index, database: np.ndarray) -> Index:
+        """index with the run's αQE on top (qe_k > 0), else index itself."""
+        if not self.qe_k:
+            return index
+        return ExpandedIndex(index, database, self.qe_k, float(self.meta.get("qe_alpha", 3.0)))
 
     @property
     def index_name(self) -> str:
         """The database search embed stored: exact (numpy), flat, ivf or hnsw (FAISS, index.faiss)."""
         return str((self.meta.get("index") or {}).get("name", "exact"))
 
-    def index(self, database: np.ndarray | None = None) -> Index:
-        """The stored search over database() rows (`database`: those rows, when already loaded)."""
-        return load_index(self.run_dir, self.meta, self.database_rows() if database is None else database)
+    def index(self, database: np.ndarray | None = None, expand: bool = True) -> Index:
+        """The stored search over database_rows() (`database`: those rows, when already loaded), with
+        the run's αQE on top unless expand=False: what query and serve search."""
+        database = self.database_rows() if database is None else database
+        index = load_index(self.run_dir, self.meta, database)
+        return self.expand(index, database) if expand else index
 
     def protocol(self, queries: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(clustering rows, query rows, database rows). queries=test: test images query train+val
         (the seed's protocol, for reporting); queries=val: val images query train (for choosing
-        settings without looking at the test set). Clustering is on train either way."""
+        settings without looking at the test set); clustering on train for both. queries=all: every
+        row queries all rows (evaluate leaves the query itself out) and clustering is on all of them."""
+        if queries == "all":
+            every = np.arange(len(self.ids))
+            return every, every, every
         train = self.rows("train")
         if queries == "val":
             return train, self.rows("val"), train
@@ -121,3 +167,29 @@ def resolve_embed_run(given: str | None, output_dir: str) -> EmbedRun:
     if record is not None and record.get("status") != "complete":
         raise UserError(f"{run} is an unfinished embed run: run `landmark-ae embed` again")
     return EmbedRun(run)
+
+
+# What a train run says its embeddings should be made with: TrainConfig.eval_embed's keys.
+EMBED_SETTINGS = ("pooling", "gem_p", "l2", "pca_whiten", "whiten_shrinkage", "dba_k", "dba_alpha", "qe_k", "qe_alpha")
+
+
+def train_run_embed_settings(train_run: Path) -> dict:
+    """The embed settings a train run carries: run.json's "embed" where it records one, else its
+    Hydra record's `eval_embed` (.hydra/config.yaml); {} when it has neither (older runs, copies).
+    Only EMBED_SETTINGS keys, as plain values."""
+    record = read_run_record(Path(train_run)) or {}
+    settings = record.get("embed")
+    if not isinstance(settings, dict):
+        path = Path(train_run) / ".hydra" / "config.yaml"
+        if not path.is_file():
+            return {}
+        from omegaconf import OmegaConf
+
+        try:
+            cfg = OmegaConf.load(path)
+        except Exception as exc:  # a damaged record: embed's own defaults, and say so
+            raise UserError(f"{path} is damaged ({type(exc).__name__}): pass the embed settings on the command "
+                            "line, or restore the train run's .hydra/") from None
+        node = cfg.get("eval_embed") if isinstance(cfg, dict) or hasattr(cfg, "get") else None
+        settings = OmegaConf.to_container(node, resolve=True) if node is not None else {}
+    return {key: settings[key] for key in EMBED_SETTINGS if key in settings}

@@ -4,6 +4,9 @@ Clustering (the seed's protocol): k-means on the train embeddings with k = numbe
 landmarks; NMI and RI (the seed's), plus ARI and AMI (RI sits near 1 whenever there are many
 landmarks). Retrieval: every test image queries the train+val database; mAP@100 as GLDv2 defines
 it, P@1, P@10, recall@100. The raw-pixel baseline uses the same split in the same run.
+queries=val: val images query train (choosing settings); queries=all: every image queries all the
+others, clustering on all (a collection the model was not trained on). The model's rows go through
+the embed run's DBA and αQE as `query` applies them; the raw pixels through none.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from landmark_ae.data.prepared import SPLITS
 from landmark_ae.errors import UserError
 from landmark_ae.retrieval.baseline import pixel_baseline
 from landmark_ae.retrieval.embed_run import EmbedRun, resolve_embed_run
-from landmark_ae.retrieval.index import build
+from landmark_ae.retrieval.index import Index, build
 from landmark_ae.retrieval.metrics import evaluate_embeddings
 from landmark_ae.runs import write_json_atomic, write_run_record
 
@@ -35,25 +38,37 @@ METRICS = ["nmi", "ri", "ari", "ami", "map@{k}", "p@1", "p@10", "recall@{k}"]
 def score(x: np.ndarray, run: EmbedRun, cfg: DictConfig, stored_index: bool = False,
           return_ap: bool = False) -> dict[str, Any]:
     """Clustering and retrieval scores of the rows `x` (one per index row) under cfg.queries.
-    stored_index: x are the run's own rows; search them as `query` does (its index.faiss) where
-    the database is the one indexed (queries=test), and with an on-the-fly FAISS flat index (exact)
-    for queries=val. Otherwise (raw pixels, or an exact run) the numpy exact search. return_ap: also
-    "ap", each query row's AP@k (NaN without relevant images)."""
+    stored_index: x are the run's own rows, scored as `query` searches them: the database after the
+    run's DBA (database.npy where the protocol's database is the run's own, queries=test; recomputed
+    over the protocol's database otherwise), clustered there too, searched through its index.faiss
+    (or an on-the-fly FAISS flat index for another database) and with its αQE. Otherwise (raw
+    pixels) the numpy exact search of x as it is. queries=all leaves each query itself out of its
+    results. return_ap: also "ap", each query row's AP@k (NaN without relevant images)."""
     queries = enum_value(cfg.queries)
     train, query, database = run.protocol(queries)
     if len(train) == 0 or len(query) == 0:
         raise UserError(f"{run.run_dir}: needs train and {queries} images to evaluate "
                         f"({len(train)} train, {len(query)} {queries})")
     labels = run.labels
+    # Clustering rows are database rows in every protocol: k-means sees them as the database is searched.
+    in_db = np.searchsorted(database, train)
+    exclude = np.searchsorted(database, query) if queries == "all" else None
     index = None
-    if stored_index and run.index_name != "exact":
-        if np.array_equal(database, run.database()):
-            index = run.index(x[database])
-        else:  # val vs train: not the indexed database
-            index = build(x[database], {"name": "flat"}, l2=bool(run.meta["l2"]))
-    return evaluate_embeddings(x[train], labels[train], x[query], labels[query], x[database], labels[database],
+    if stored_index:
+        db = run.augment(database)
+        if run.index_name != "exact":
+            stored = np.array_equal(database, run.database())
+            index = run.index(db, expand=False) if stored else build(db, {"name": "flat"}, l2=bool(run.meta["l2"]))
+        if run.qe_k:
+            index = run.expand(index if index is not None else Index(db), db)
+    else:
+        db = x[database]
+    return evaluate_embeddings(db[in_db], labels[train], x[query], labels[query], db, labels[database],
                                seed=cfg.seed, n_init=cfg.n_init, k=cfg.k, kmeans=enum_value(cfg.kmeans),
-                               index=index, return_ap=return_ap)
+                               index=index, return_ap=return_ap, exclude=exclude)
+
+
+RETRIEVAL = {"val": "val vs train", "all": "each image vs all the others", "test": "test vs train+val"}
 
 
 def print_table(results: dict[str, dict[str, float]], k: int, retrieval: str = "test vs train+val") -> None:
@@ -61,7 +76,8 @@ def print_table(results: dict[str, dict[str, float]], k: int, retrieval: str = "
 
     from landmark_ae.ui import console
 
-    table = Table(title=f"evaluation (clustering: train; retrieval: {retrieval})")
+    clustering = "all" if retrieval == RETRIEVAL["all"] else "train"
+    table = Table(title=f"evaluation (clustering: {clustering}; retrieval: {retrieval})")
     table.add_column("embedding")
     table.add_column("dim", justify="right")
     for m in METRICS:
@@ -105,7 +121,7 @@ def write_figures(x: np.ndarray, run: EmbedRun, cfg: DictConfig, per_landmark: l
         points = pca.transform(np.asarray(x[rows], dtype=np.float64)) if len(rows) else np.zeros((0, n_components))
         return np.pad(points, ((0, 0), (0, 2 - n_components)))  # a 1-D embedding: on the x axis
 
-    where = "val vs train" if queries == "val" else "test vs train+val"
+    where = RETRIEVAL[queries]
     model = run.meta["model"]
     plot_embedding_map(project(db_rows), run.labels[db_rows], project(q_rows), run.labels[q_rows],
                        run_dir / "embedding_map.png",
@@ -136,7 +152,7 @@ def run_evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         results[name] = {"dim": int(pixels.shape[1]), **score(pixels, run, cfg)}
 
     queries = enum_value(cfg.queries)
-    print_table(results, cfg.k, "val vs train" if queries == "val" else "test vs train+val")
+    print_table(results, cfg.k, RETRIEVAL[queries])
     counts = {s: int(len(run.rows(s))) for s in SPLITS}
     metrics = {
         "embed_run": str(run.run_dir.resolve()),
@@ -147,7 +163,8 @@ def run_evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "counts": counts,
         "settings": {"seed": cfg.seed, "n_init": cfg.n_init, "k": cfg.k, "queries": queries,
                      "kmeans": enum_value(cfg.kmeans), "index": run.index_name},
-        "postprocess": {key: run.meta[key] for key in ("pooling", "gem_p", "l2", "pca_whiten", "raw_dim")},
+        "postprocess": {key: run.meta.get(key, 0) for key in ("pooling", "gem_p", "l2", "pca_whiten", "whiten_shrinkage",
+                                                                "raw_dim", "dba_k", "dba_alpha", "qe_k", "qe_alpha")},
         "results": results,
         "per_landmark_ap": per_landmark_ap(run.labels[run.protocol(queries)[1]], ap),
     }

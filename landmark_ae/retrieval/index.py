@@ -1,8 +1,10 @@
 """The database search of an embed run, behind one small interface (conf/index/*.yaml):
 
     build(x, cfg, l2)          -> Index over the database rows x (index settings: name, nlist, ...)
-    Index.search(queries, k)   -> (distances, positions): Euclidean, ascending, float64 / int64,
-                                  k clamped to the database size (retrieval/search.search's contract)
+    Index.search(queries, k[, exclude])
+                               -> (distances, positions): Euclidean, ascending, float64 / int64,
+                                  k clamped to the database size (retrieval/search.search's contract);
+                                  exclude: one database position per query left out (the query itself)
     Index.save(run_dir)        -> the files written (index.faiss for the FAISS backends, none for exact)
     load_index(run_dir, meta, database) -> the Index an embed run stored (embed.json's `index`)
 
@@ -26,7 +28,7 @@ from landmark_ae.errors import UserError
 from landmark_ae.retrieval.search import search as exact_search
 from landmark_ae.runs import atomic_path, check_artifacts
 
-__all__ = ["INDEX_FILE", "KINDS", "Index", "build", "load_index", "ivf_nlist"]
+__all__ = ["INDEX_FILE", "KINDS", "Index", "build", "drop_excluded", "load_index", "ivf_nlist"]
 
 INDEX_FILE = "index.faiss"
 KINDS = ("exact", "flat", "ivf", "hnsw")
@@ -59,8 +61,10 @@ class Index:
     def size(self) -> int:
         return int(self.database.shape[0])
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        return exact_search(queries, self.database, k)
+    def search(self, queries: np.ndarray, k: int, exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """exclude: one database position per query to leave out (-1: none), e.g. the query itself
+        where it is in the database; a query left with fewer than k results is padded (inf, -1)."""
+        return exact_search(queries, self.database, k, exclude=exclude)
 
     def save(self, run_dir: Path) -> list[str]:
         return []
@@ -77,7 +81,7 @@ class FaissIndex(Index):
     def size(self) -> int:
         return int(self.index.ntotal)
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries: np.ndarray, k: int, exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         q = np.ascontiguousarray(queries, dtype=np.float32)
         if q.ndim != 2 or q.shape[1] != self.index.d:
             raise ValueError(f"queries must be (q, {self.index.d}), got shape {q.shape}")
@@ -86,6 +90,9 @@ class FaissIndex(Index):
         kk = min(int(k), self.size)
         if len(q) == 0:
             return np.zeros((0, kk)), np.zeros((0, kk), dtype=np.int64)
+        if exclude is not None:  # one more, then the excluded position (or the last) dropped
+            distances, positions = self.search(q, min(kk + 1, self.size))
+            return drop_excluded(distances, positions, exclude, kk)
         scores, positions = self.index.search(q, kk)
         scores = scores.astype(np.float64)
         d2 = 2.0 - 2.0 * scores if self.ip else scores
@@ -101,6 +108,24 @@ class FaissIndex(Index):
         with atomic_path(Path(run_dir) / INDEX_FILE) as tmp:
             faiss.write_index(self.index, str(tmp))
         return [INDEX_FILE]
+
+
+def drop_excluded(distances: np.ndarray, positions: np.ndarray, exclude: np.ndarray,
+                  k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first k results of each row without its `exclude` position (-1: none; where it is not
+    among the results, the last one is dropped); rows short of k are padded with (inf, -1)."""
+    exclude = np.asarray(exclude, dtype=np.int64)
+    if exclude.shape != (len(positions),):
+        raise ValueError(f"exclude must hold one position per query ({len(positions)}), not shape {exclude.shape}")
+    keep = positions != exclude[:, None]
+    keep &= np.cumsum(keep, axis=1) <= k  # the first k kept entries of each row
+    out_d = np.full((len(positions), k), np.inf)
+    out_i = np.full((len(positions), k), -1, dtype=np.int64)
+    rows, cols = np.nonzero(keep)
+    slots = np.cumsum(keep, axis=1)[rows, cols] - 1
+    out_d[rows, slots] = distances[rows, cols]
+    out_i[rows, slots] = positions[rows, cols]
+    return out_d, out_i
 
 
 def build(x: np.ndarray, cfg: Any, l2: bool) -> Index:

@@ -105,6 +105,7 @@ def retrieval_scores(
     chunk_size: int = 1024,
     index=None,
     return_ap: bool = False,
+    exclude=None,
 ) -> dict:
     """Retrieval quality of embeddings: mAP@k, P@1, P@10, recall@k.
 
@@ -117,7 +118,9 @@ def retrieval_scores(
     is the share of a query's relevant database images found in its top k. index: a search over
     db_emb's rows (retrieval/index.py: flat, ivf, hnsw); None searches exactly. return_ap: also
     "ap", each query's AP@k (float64, one per query row; NaN for a query without relevant images),
-    whose mean over the others is f"map@{k}".
+    whose mean over the others is f"map@{k}". exclude: one database row per query left out of its
+    results and of its relevant images (-1: none), for queries that are themselves database rows
+    (every image queries the others); index.search must take exclude= then.
     """
     query_emb = np.asarray(query_emb)
     query_labels = np.asarray(query_labels)
@@ -137,10 +140,16 @@ def retrieval_scores(
     uniq, counts = np.unique(db_labels, return_counts=True)
     pos = np.clip(np.searchsorted(uniq, query_labels), 0, uniq.size - 1)
     n_rel = np.where(uniq[pos] == query_labels, counts[pos], 0)
+    if exclude is not None:
+        exclude = np.asarray(exclude, dtype=np.int64)
+        if exclude.shape != (n_q,) or np.any((exclude < -1) | (exclude >= n_db)):
+            raise ValueError(f"exclude must hold one database row (or -1) per query, in [-1, {n_db})")
+        n_rel = n_rel - ((exclude >= 0) & (db_labels[exclude] == query_labels))
+        n_db -= 1 if n_q and (exclude >= 0).all() else 0
     valid = n_rel > 0
 
-    k_eff = min(k, n_db)
-    k_p10 = min(10, n_db)
+    k_eff = max(1, min(k, n_db))
+    k_p10 = max(1, min(10, n_db))
     # Search deep enough for both the AP/recall cut-off and P@10.
     k_search = max(k_eff, k_p10)
     ap = np.zeros(n_q)
@@ -149,10 +158,13 @@ def retrieval_scores(
     rec = np.zeros(n_q)
     for s in range(0, n_q, chunk_size):
         sl = slice(s, min(s + chunk_size, n_q))
+        excl = None if exclude is None else exclude[sl]
         if index is None:
-            _, idx = search(query_emb[sl], db_emb, k_search, chunk_size=chunk_size)
-        else:
+            _, idx = search(query_emb[sl], db_emb, k_search, chunk_size=chunk_size, exclude=excl)
+        elif excl is None:
             _, idx = index.search(query_emb[sl], k_search)
+        else:
+            _, idx = index.search(query_emb[sl], k_search, exclude=excl)
         rel = (db_labels[idx] == query_labels[sl, None]) & (idx >= 0)  # -1: an approximate index found fewer
         nr = n_rel[sl]
         top = rel[:, :k_eff]
@@ -193,6 +205,7 @@ def evaluate_embeddings(
     kmeans: str = "sklearn",
     index=None,
     return_ap: bool = False,
+    exclude=None,
 ) -> dict:
     """k-means (one cluster per distinct train label; kmeans: sklearn or faiss) scores plus retrieval
     scores (index: a search over db_emb, None for exact).
@@ -205,5 +218,5 @@ def evaluate_embeddings(
     out = clustering_scores(train_labels, pred)
     out["n_clusters"] = n_clusters
     out.update(retrieval_scores(query_emb, query_labels, db_emb, db_labels, k=k, index=index,
-                                return_ap=return_ap))
+                                return_ap=return_ap, exclude=exclude))
     return out

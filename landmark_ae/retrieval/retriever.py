@@ -46,8 +46,8 @@ class Retriever:
         self.rows = run.database()
         if len(self.rows) == 0:
             raise UserError(f"{run.run_dir} has no database images to search")
-        self.database = run.database_rows()  # a memory-mapped slice where the rows are contiguous
-        self.index = run.index(self.database)  # exact (numpy) or the stored index.faiss
+        self.database = run.database_rows()  # memory-mapped: database.npy after DBA, or a slice of the embeddings
+        self.index = run.index(self.database)  # exact (numpy) or the stored index.faiss; with the run's αQE on top
         self.index_name = self.index.name
 
     @property
@@ -70,7 +70,8 @@ class Retriever:
         return queries
 
     def neighbours(self, images: np.ndarray, k: int) -> list[list[dict[str, Any]]]:
-        """For each image its k nearest database images, nearest first: rank, distance, id, landmark_id, path."""
+        """For each image its k nearest database images, nearest first: rank, distance, id, landmark_id, path.
+        With the run's αQE (qe_k > 0) these are the neighbours (and distances) of the expanded query."""
         if len(images) == 0:
             return []
         k = min(k, self.size)
