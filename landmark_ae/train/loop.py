@@ -224,8 +224,10 @@ def _train(cfg: DictConfig, run_dir: Path, ranks: Ranks, device: torch.device) -
     # Batches are read from the memory-mapped arrays and resized as they go: memory stays flat.
     train_images = ImageBatches(splits["train"].images, size)
     val_images = ImageBatches(splits["val"].images, size)
-    if len(train_images) == 0 or len(val_images) == 0:
-        raise UserError(f"{data_dir} has {len(train_images)} train and {len(val_images)} val images: both must be non-empty")
+    if min(len(train_images), len(val_images)) < ranks.world_size:  # one image per rank at least
+        per_rank = f" and hold one image for each of the {ranks.world_size} ranks" if ranks.distributed else ""
+        raise UserError(f"{data_dir} has {len(train_images)} train and {len(val_images)} val images: both must be "
+                        f"non-empty{per_rank}")
     data_name = dataset_name(data_dir)
     if data_name != cfg.data.name and state is None:
         log.info("%s holds the prepared %s dataset: recorded as such (data=%s does not apply)", data_dir, data_name,
