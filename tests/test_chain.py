@@ -107,3 +107,8 @@ def test_a_bad_eval_embed_is_one_line_before_training(tmp_path):
     proc = run_cli("train", "evaluate=true", "eval_embed.pca_whiten=0", outputs=tmp_path / "outputs")
     one_line_error(proc, "eval_embed.pca_whiten=0 is out of range: it must be >= 1")
     assert not any((tmp_path / "outputs").iterdir())  # no run dir left behind
+    # Neighbour expansion weighs by cosine similarity: without l2 it is refused before training, too.
+    proc = run_cli("train", "evaluate=true", "eval_embed.dba_k=5", outputs=tmp_path / "outputs")
+    one_line_error(proc, "eval_embed.dba_k=5 eval_embed.qe_k=0 need eval_embed.l2=true: they weigh neighbours by "
+                   "cosine similarity")
+    assert not any((tmp_path / "outputs").iterdir())
