@@ -43,6 +43,12 @@ def batch_rows(n: int, batch_size: int, ranks: Ranks = ONE) -> list[tuple[int, i
     return [(a, a + ranks.usable_rows(b - a)) for a, b in spans if ranks.usable_rows(b - a)]
 
 
+def check_global_batch(batch_size: int, ranks: Ranks) -> None:
+    if batch_size % ranks.world_size:
+        raise UserError(f"batch_size={batch_size} is the global batch and must split evenly over the "
+                        f"{ranks.world_size} ranks: use a multiple of {ranks.world_size}")
+
+
 def train_one_epoch(
     step: torch.nn.Module, images: ImageBatches, optimizer: torch.optim.Optimizer, batch_size: int,
     generator: torch.Generator, device: torch.device, on_batch: Callable[[torch.Tensor], None] = lambda loss: None,
@@ -181,9 +187,7 @@ def run_train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 
 
 def _train(cfg: DictConfig, run_dir: Path, ranks: Ranks, device: torch.device) -> dict[str, Any]:
-    if cfg.batch_size % ranks.world_size:
-        raise UserError(f"batch_size={cfg.batch_size} is the global batch and must split evenly over the "
-                        f"{ranks.world_size} ranks: use a multiple of {ranks.world_size}")
+    check_global_batch(cfg.batch_size, ranks)
     precision = Precision.from_config(cfg.amp, device)
     last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
 
