@@ -40,6 +40,17 @@ METRICS = [("best_val_loss", "val loss"), ("nmi", "NMI"), ("ri", "RI"), ("ari", 
            ("p@10", "P@10"), ("train_seconds", "train s")]
 
 
+def print_results(table: list[str], out: Path, results: dict[str, list[dict]], keys: list[str]) -> None:
+    """The table to stderr; the run dir and each row's mean of each metric to stdout, key<TAB>value."""
+    print("\n".join(table), file=sys.stderr)
+    print(f"run_dir\t{out}")
+    for name, runs in results.items():
+        for k in keys:
+            values = [float(r[k]) for r in runs if r.get(k) not in (None, "")]
+            if values:
+                print(f"{name}.{k}\t{statistics.mean(values):.6f}")
+
+
 def cli(command: str, *args: str) -> dict[str, str]:
     """Run `landmark-ae <command> <args>` (the chain's own step runner); the key/value lines it printed."""
     try:
@@ -252,13 +263,7 @@ def unseen(opts: dict, exp: dict) -> None:
                 if name.startswith("pixels_"):
                     pixels.setdefault(f"raw pixels {name.removeprefix('pixels_')}", values)
             lines = write()
-    print("\n".join(lines), file=sys.stderr)
-    print(f"run_dir\t{out}")
-    for name, runs in results.items():
-        for k, _ in columns:
-            values = [float(r[k]) for r in runs if r.get(k) not in (None, "")]
-            if values:
-                print(f"{name}.{k}\t{statistics.mean(values):.6f}")
+    print_results(lines, out, results, [k for k, _ in columns])
     for name, values in pixels.items():
         print(f"{name}.map@100\t{values['map@100']:.6f}")
 
@@ -342,13 +347,7 @@ def main(argv: list[str]) -> None:
     lines = write_table(out, results, pixels, opts, epochs, queries, data_dir, seeds, exp)
     if pixels is not None:
         results[pixels["name"]] = [pixels]
-    print("\n".join(lines), file=sys.stderr)
-    print(f"run_dir\t{out}")
-    for name, runs in results.items():
-        for k, _ in METRICS:
-            values = [float(r[k]) for r in runs if r.get(k) not in (None, "")]
-            if values:
-                print(f"{name}.{k}\t{statistics.mean(values):.6f}")
+    print_results(lines, out, results, [k for k, _ in METRICS])
 
 
 if __name__ == "__main__":
