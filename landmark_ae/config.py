@@ -192,18 +192,31 @@ class QuerySet(str, enum.Enum):
 
 
 @dataclass
-class EvalEmbedConfig:
-    """`train evaluate=true`: how its evaluation embeds the run (EmbedConfig's keys of the same names)."""
+class EmbedSettings:
+    """How embed turns a model's latents into searchable rows; shared by EmbedConfig and by train's
+    eval_embed (the settings a train run carries: a plain `embed train_run=<run>` applies them)."""
 
-    pooling: Pooling = Pooling.flatten
+    pooling: Pooling = Pooling.flatten  # of a conv latent (C, H, W); a vector latent is kept
     gem_p: float = _range(0.1, 100.0, 3.0)
-    l2: bool = False
+    l2: bool = False  # unit-length rows
+    # null, or the number of principal axes kept, each scaled to unit variance (L2 before and after when l2)
     pca_whiten: Optional[int] = _min(1, None)
+    # pca_whiten: this share of the largest eigenvalue is added to every eigenvalue before scaling,
+    # so weak axes are scaled up less (0.01-0.1: a softer whitening that keeps many axes usable)
     whiten_shrinkage: float = _range(0.0, 10.0, 1e-6)
+    # Label-free re-ranking (need l2=true; 0 = off), stored with the run and applied by query/serve/
+    # evaluate too. DBA: each database row -> the sim^dba_alpha-weighted mean of itself and its dba_k
+    # nearest database rows, L2. αQE: each query -> the sim^qe_alpha-weighted mean of itself and its
+    # qe_k first results, L2, searched again. alpha 0: plain means.
     dba_k: int = _min(0, 0)
     dba_alpha: float = _range(0.0, 100.0, 3.0)
     qe_k: int = _min(0, 0)
     qe_alpha: float = _range(0.0, 100.0, 3.0)
+
+
+@dataclass
+class EvalEmbedConfig(EmbedSettings):
+    """`train evaluate=true`: how its evaluation embeds the run (EmbedConfig's keys of the same names)."""
 
 
 class DistBackend(str, enum.Enum):
@@ -290,8 +303,8 @@ class KMeansBackend(str, enum.Enum):
 
 
 @dataclass
-class EmbedConfig:
-    """Post-processing is fitted on the database (train+val) rows only, stored as transform.npz and
+class EmbedConfig(EmbedSettings):
+    """Post-processing (EmbedSettings) is fitted on the database (train+val) rows only, stored as transform.npz and
     applied by `query` too."""
 
     paths: PathsConfig = field(default_factory=PathsConfig)
@@ -305,22 +318,6 @@ class EmbedConfig:
     batch_size: int = _min(1, 256)
     device: str = "auto"
     progress: bool = True
-    pooling: Pooling = Pooling.flatten  # of a conv latent (C, H, W); a vector latent is kept
-    gem_p: float = _range(0.1, 100.0, 3.0)
-    l2: bool = False  # unit-length rows
-    # null, or the number of principal axes kept, each scaled to unit variance (L2 before and after when l2)
-    pca_whiten: Optional[int] = _min(1, None)
-    # pca_whiten: this share of the largest eigenvalue is added to every eigenvalue before scaling,
-    # so weak axes are scaled up less (0.01-0.1: a softer whitening that keeps many axes usable)
-    whiten_shrinkage: float = _range(0.0, 10.0, 1e-6)
-    # Label-free re-ranking (need l2=true; 0 = off), stored with the run and applied by query/serve/
-    # evaluate too. DBA: each database row -> the sim^dba_alpha-weighted mean of itself and its dba_k
-    # nearest database rows, L2. αQE: each query -> the sim^qe_alpha-weighted mean of itself and its
-    # qe_k first results, L2, searched again. alpha 0: plain means.
-    dba_k: int = _min(0, 0)
-    dba_alpha: float = _range(0.0, 100.0, 3.0)
-    qe_k: int = _min(0, 0)
-    qe_alpha: float = _range(0.0, 100.0, 3.0)
     index: IndexConfig = field(default_factory=IndexConfig)
 
 

@@ -132,11 +132,11 @@ def test_missing_and_empty_sources_are_image_errors(tmp_path):
         assert info.value.reason == reason, source
 
 
-def test_write_file_atomic_leaves_the_file_whole_with_the_ordinary_mode_and_no_temp_file(tmp_path):
+def test_write_bytes_atomic_leaves_the_file_whole_with_the_ordinary_mode_and_no_temp_file(tmp_path):
     import stat
 
-    from landmark_ae.data.images import write_file_atomic
     from landmark_ae.runs import FILE_MODE
+    from landmark_ae.runs import write_bytes_atomic as write_file_atomic
 
     dest = tmp_path / "a.jpg"
     write_file_atomic(dest, b"first")

@@ -25,6 +25,7 @@ from landmark_ae.config import config_dir, register_configs, validate
 from landmark_ae.errors import UserError, describe_os_error
 from landmark_ae.runs import (
     RUN_RECORD,
+    RUN_STAMP_FORMAT,
     read_run_record,
     remove_run_dir,
     remove_temp_files,
@@ -43,13 +44,13 @@ OmegaConf.register_new_resolver(
 )
 # A new run's timestamp; under torchrun every rank takes rank 0's (launch), so they share one run dir.
 OmegaConf.register_new_resolver(
-    "run_stamp", lambda: os.environ.get(RUN_STAMP_ENV) or datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f"),
-    replace=True,
+    "run_stamp", lambda: os.environ.get(RUN_STAMP_ENV) or datetime.now().strftime(RUN_STAMP_FORMAT),
+    replace=True, use_cache=True,  # resolved once per config, as Hydra's own ${now:}
 )
 # A resumed run keeps the original .hydra/ record and adds its own beside it.
 OmegaConf.register_new_resolver(
     "hydra_subdir",
-    lambda resume: f".hydra/resume-{datetime.now():%Y-%m-%d_%H-%M-%S-%f}" if resume else ".hydra",
+    lambda resume: f".hydra/resume-{datetime.now().strftime(RUN_STAMP_FORMAT)}" if resume else ".hydra",
     replace=True,
 )
 

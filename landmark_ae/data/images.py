@@ -8,15 +8,11 @@ from __future__ import annotations
 
 import errno
 import io
-import itertools
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
-
-from landmark_ae.runs import FILE_MODE
 
 # The file suffixes taken as images where a folder is listed (query image=<folder>, embed images=<folder>).
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
@@ -145,12 +141,6 @@ def open_rgb(source: bytes | Path | str, draft_size: int | None = None, max_pixe
     return _decode(source, draft_size, max_pixels)[0]
 
 
-def original_size(source: bytes | Path) -> tuple[int, int]:
-    data = Path(source).read_bytes() if isinstance(source, Path) else source
-    with Image.open(io.BytesIO(data)) as img:
-        return img.size
-
-
 def resized_rgb(source: bytes | Path | str, size: int) -> tuple[Image.Image, tuple[int, int]]:
     """Decode and resize to size x size, as prepare stores images; returns (image, original size).
 
@@ -174,44 +164,7 @@ def prepare_image(source: bytes | Path | str, size: int, quality: int = 95) -> P
     return Prepared(array=decode_array(jpeg), jpeg=jpeg, width=width, height=height)
 
 
-_temp_names = itertools.count()
-
-
-def write_file_atomic(dest: Path, data: bytes) -> None:
-    """runs.write_bytes_atomic's contract (a temp file `.<name>.<tag>.tmp` beside `dest`, renamed over
-    it; a killed writer leaves only the temp file, which remove_temp_files clears) in the fewest
-    system calls: one exclusive create with the final mode, the writes, one rename. prepare writes one
-    file per image, where mkstemp + reopen + chmod + stat cost as much as the encoding."""
-    while True:
-        tmp = dest.with_name(f".{dest.name}.{os.getpid()}-{next(_temp_names)}.tmp")
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), FILE_MODE)
-        except FileExistsError:  # left by an earlier process with the same pid
-            continue
-        break
-    try:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-        finally:
-            os.close(fd)
-        os.replace(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def save_prepared(prepared: Prepared, dest: Path) -> None:
-    write_file_atomic(dest, prepared.jpeg)
-
-
 def decode_array(jpeg: bytes | Path) -> np.ndarray:
     """A stored (already resized) image, as bytes or a path, as a uint8 (H, W, 3) array."""
     with Image.open(io.BytesIO(jpeg) if isinstance(jpeg, bytes) else jpeg) as img:
         return np.asarray(img if img.mode == "RGB" else img.convert("RGB"), dtype=np.uint8)
-
-
-def load_array(path: Path) -> np.ndarray:
-    """A stored (already resized) image as a uint8 array."""
-    return decode_array(Path(path))

@@ -39,10 +39,10 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from landmark_ae.config import enum_value
-from landmark_ae.data.images import ImageError, decode_array, resized_jpeg, write_file_atomic
+from landmark_ae.data.images import ImageError, decode_array, resized_jpeg
 from landmark_ae.data.sources import Results, make_source, resolve_source
 from landmark_ae.data.splits import ID_PATTERN, Sample, check_landmark_range, read_sample, split_rows
-from landmark_ae.runs import atomic_path, write_json_atomic, write_manifest, write_run_record
+from landmark_ae.runs import atomic_path, write_bytes_atomic, write_json_atomic, write_manifest, write_run_record
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +195,7 @@ def process_rows(
         for row, source in batch:
             try:
                 jpeg, width, height = resized_jpeg(source, size, quality)
-                write_file_atomic(split_dirs[row.split] / f"{row.id}.jpg", jpeg)
+                write_bytes_atomic(split_dirs[row.split] / f"{row.id}.jpg", jpeg)
             except ImageError as exc:
                 out.append((row, exc))
             else:

@@ -5,11 +5,13 @@ query/database rows. Kept to numpy (no pandas, sklearn or torch): `query` reads 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from landmark_ae.config import EmbedSettings
 from landmark_ae.errors import UserError
 from landmark_ae.retrieval.expansion import ExpandedIndex, dba
 from landmark_ae.retrieval.index import Index, build, load_index
@@ -169,27 +171,26 @@ def resolve_embed_run(given: str | None, output_dir: str) -> EmbedRun:
     return EmbedRun(run)
 
 
-# What a train run says its embeddings should be made with: TrainConfig.eval_embed's keys.
-EMBED_SETTINGS = ("pooling", "gem_p", "l2", "pca_whiten", "whiten_shrinkage", "dba_k", "dba_alpha", "qe_k", "qe_alpha")
+# The post-processing keys: embed.json records them, a train run's eval_embed carries them.
+EMBED_SETTINGS = tuple(f.name for f in dataclasses.fields(EmbedSettings))
 
 
 def train_run_embed_settings(train_run: Path) -> dict:
     """The embed settings a train run carries: run.json's "embed" where it records one, else its
     Hydra record's `eval_embed` (.hydra/config.yaml); {} when it has neither (older runs, copies).
     Only EMBED_SETTINGS keys, as plain values."""
-    record = read_run_record(Path(train_run)) or {}
-    settings = record.get("embed")
+    settings = (read_run_record(Path(train_run)) or {}).get("embed")
     if not isinstance(settings, dict):
         path = Path(train_run) / ".hydra" / "config.yaml"
         if not path.is_file():
             return {}
-        from omegaconf import OmegaConf
+        from omegaconf import DictConfig, OmegaConf
 
         try:
             cfg = OmegaConf.load(path)
         except Exception as exc:  # a damaged record: embed's own defaults, and say so
             raise UserError(f"{path} is damaged ({type(exc).__name__}): pass the embed settings on the command "
                             "line, or restore the train run's .hydra/") from None
-        node = cfg.get("eval_embed") if isinstance(cfg, dict) or hasattr(cfg, "get") else None
+        node = cfg.get("eval_embed") if isinstance(cfg, DictConfig) else None
         settings = OmegaConf.to_container(node, resolve=True) if node is not None else {}
     return {key: settings[key] for key in EMBED_SETTINGS if key in settings}

@@ -24,7 +24,7 @@ from landmark_ae.config import enum_value
 from landmark_ae.data.prepared import SPLITS
 from landmark_ae.errors import UserError
 from landmark_ae.retrieval.baseline import pixel_baseline
-from landmark_ae.retrieval.embed_run import EmbedRun, resolve_embed_run
+from landmark_ae.retrieval.embed_run import EMBED_SETTINGS, EmbedRun, resolve_embed_run
 from landmark_ae.retrieval.index import Index, build
 from landmark_ae.retrieval.metrics import evaluate_embeddings
 from landmark_ae.runs import write_json_atomic, write_run_record
@@ -163,8 +163,7 @@ def run_evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "counts": counts,
         "settings": {"seed": cfg.seed, "n_init": cfg.n_init, "k": cfg.k, "queries": queries,
                      "kmeans": enum_value(cfg.kmeans), "index": run.index_name},
-        "postprocess": {key: run.meta.get(key, 0) for key in ("pooling", "gem_p", "l2", "pca_whiten", "whiten_shrinkage",
-                                                                "raw_dim", "dba_k", "dba_alpha", "qe_k", "qe_alpha")},
+        "postprocess": {key: run.meta.get(key, 0) for key in (*EMBED_SETTINGS, "raw_dim")},
         "results": results,
         "per_landmark_ap": per_landmark_ap(run.labels[run.protocol(queries)[1]], ap),
     }

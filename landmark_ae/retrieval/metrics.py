@@ -161,8 +161,6 @@ def retrieval_scores(
         excl = None if exclude is None else exclude[sl]
         if index is None:
             _, idx = search(query_emb[sl], db_emb, k_search, chunk_size=chunk_size, exclude=excl)
-        elif excl is None:
-            _, idx = index.search(query_emb[sl], k_search)
         else:
             _, idx = index.search(query_emb[sl], k_search, exclude=excl)
         rel = (db_labels[idx] == query_labels[sl, None]) & (idx >= 0)  # -1: an approximate index found fewer

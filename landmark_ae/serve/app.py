@@ -21,6 +21,7 @@ from typing import Any, Awaitable, Callable
 from aiohttp import web
 
 from landmark_ae.data.images import ImageError
+from landmark_ae.retrieval.embed_run import EMBED_SETTINGS
 from landmark_ae.retrieval.retriever import Retriever
 from landmark_ae.serve.batcher import MicroBatcher, QueueFull
 
@@ -126,7 +127,7 @@ async def info(request: web.Request) -> web.Response:
     return web.json_response({
         "model": meta["model"], "dim": int(retriever.database.shape[1]), "database_size": retriever.size,
         "checkpoint_sha256": retriever.checkpoint_sha256, "index": retriever.index_name, "embed_run": str(retriever.run.run_dir),
-        "postprocess": {key: meta.get(key) for key in ("pooling", "l2", "pca_whiten", "dba_k", "dba_alpha", "qe_k", "qe_alpha")},
+        "postprocess": {key: meta.get(key) for key in EMBED_SETTINGS},
         "batches": request.app[BATCHER].batches,
     })
 

@@ -25,8 +25,7 @@ import torch
 import torch.distributed as dist
 
 from landmark_ae.errors import UserError
-
-STAMP_FORMAT = "%Y-%m-%d_%H-%M-%S-%f"
+from landmark_ae.runs import RUN_STAMP_FORMAT
 
 
 def launched_by_torchrun() -> bool:
@@ -82,7 +81,7 @@ def agree_run_stamp() -> str:
     key = (f"landmark_ae/run_stamp/{os.environ.get('TORCHELASTIC_RUN_ID', '')}/"
            f"{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}")
     if rank_from_env() == 0:
-        store.set(key, datetime.now().strftime(STAMP_FORMAT))
+        store.set(key, datetime.now().strftime(RUN_STAMP_FORMAT))
     return store.get(key).decode()
 
 

@@ -92,11 +92,8 @@ def resolve_csv(cfg: DictConfig, run_dir: Path, progress: bool = True) -> Path:
 def local_fetch(root: Path, max_bytes: int) -> Fetch:
     """Local files, capped like downloads (data.http.max_bytes), by size before anything is read."""
 
-    images = root / "images"
-
     def fetch(row: Any) -> Path:
-        image_id = row.id
-        path = images / f"{image_id[0]}/{image_id[1]}/{image_id[2]}/{image_id}.jpg"  # gldv2_image_path, one join
+        path = gldv2_image_path(root, row.id)
         try:
             st = os.stat(path)
         except OSError as exc:
