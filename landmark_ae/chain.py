@@ -81,7 +81,7 @@ def embed_and_evaluate(train_run: Path | str, queries: str = "val", embed: Seque
                       embed_run=Path(embedded["run_dir"]), evaluate_run=evaluate_run)
 
 
-def _override_value(value: Any) -> str:
+def override_value(value: Any) -> str:
     from landmark_ae.config import enum_value
 
     value = enum_value(value)
@@ -95,7 +95,7 @@ def evaluate_train_run(cfg: Any, run_dir: Path) -> dict[str, Any]:
     from landmark_ae.runs import read_run_record, write_json_atomic, write_run_record
 
     queries = enum_value(cfg.eval_queries)
-    embed = [f"{key}={_override_value(value)}" for key, value in cfg.eval_embed.items()]
+    embed = [f"{key}={override_value(value)}" for key, value in cfg.eval_embed.items()]
     # The model's scores only: a sweep's trials need no raw-pixel baseline each.
     result = embed_and_evaluate(run_dir, queries=queries, embed=embed, evaluate=["pixel_baseline=false"],
                                 output_dir=cfg.paths.output_dir)

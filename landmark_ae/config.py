@@ -196,6 +196,11 @@ class EmbedSettings:
     """How embed turns a model's latents into searchable rows; shared by EmbedConfig and by train's
     eval_embed (the settings a train run carries: a plain `embed train_run=<run>` applies them)."""
 
+    # null, or the side in pixels images are resized to for the encoder, in place of the size it was
+    # trained at (the checkpoint's model.input_size). Trained on random crops, a model sees objects
+    # larger than a whole image shows them; a larger embed size matches that (FixRes). Needs an
+    # encoder that takes any size (conv + pooling, as M5): a flattened conv latent changes length.
+    input_size: Optional[int] = _min(8, None)
     pooling: Pooling = Pooling.flatten  # of a conv latent (C, H, W); a vector latent is kept
     gem_p: float = _range(0.1, 100.0, 3.0)
     l2: bool = False  # unit-length rows

@@ -32,7 +32,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from landmark_ae.chain import embed_and_evaluate, quote, run_step
+from landmark_ae.chain import embed_and_evaluate, override_value, quote, run_step
 from landmark_ae.errors import UserError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -85,10 +85,13 @@ def train_settings(cfg) -> dict:
     return out
 
 
-def find_reusable(reuse: list[Path], overrides: list[str], seed: int, epochs: str, data_dir: str) -> Path | None:
+def find_reusable(reuse: list[Path], overrides: list[str], seed: int, epochs: str,
+                  data_dir: str) -> tuple[Path, list[str]] | None:
     """A complete train run under `reuse` made with exactly these settings: the same data_dir and
     the same REUSE_KEYS as `landmark-ae train <overrides> epochs=.. seed=..` composes to (so
-    presets such as experiment=contrastive match the runs they made)."""
+    presets such as experiment=contrastive match the runs they made). With it, the embed overrides
+    that give it the eval_embed those overrides compose to now, where the run recorded others (a
+    preset whose embed settings changed since): the row is embedded as a fresh run would be."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
@@ -96,7 +99,9 @@ def find_reusable(reuse: list[Path], overrides: list[str], seed: int, epochs: st
     from landmark_ae.config import config_dir
 
     with initialize_config_dir(version_base="1.3", config_dir=str(config_dir())):
-        wanted = train_settings(compose("train", overrides=[*overrides, f"epochs={epochs}", f"seed={seed}"]))
+        composed = compose("train", overrides=[*overrides, f"epochs={epochs}", f"seed={seed}"])
+    wanted = train_settings(composed)
+    eval_embed = OmegaConf.to_container(composed.eval_embed, enum_to_str=True)
     for root in reuse:
         for cfg_path in sorted(root.glob("**/.hydra/config.yaml"), reverse=True):  # newest first
             run = cfg_path.parent.parent
@@ -105,9 +110,20 @@ def find_reusable(reuse: list[Path], overrides: list[str], seed: int, epochs: st
                 continue
             if Path(record.get("data_dir", "/nonexistent")).resolve() != Path(data_dir).resolve():
                 continue
-            if train_settings(OmegaConf.load(cfg_path)) == wanted:
-                return run
+            stored = OmegaConf.load(cfg_path)
+            if train_settings(stored) == wanted:
+                had = OmegaConf.to_container(stored.get("eval_embed") or {}, enum_to_str=True)
+                return run, [f"{k}={override_value(v)}" for k, v in eval_embed.items() if had.get(k) != v]
     return None
+
+
+def reused(found: tuple[Path, list[str]], name: str, seed: int) -> dict:
+    """A reused train run as `cli("train", ...)` would report it, plus the embed overrides it needs."""
+    run, preset_embed = found
+    note = f" (embedded with the preset's eval_embed of now: {' '.join(preset_embed)})" if preset_embed else ""
+    print(f"quality: reusing {run} for {name} seed {seed}{note}", file=sys.stderr)
+    best = json.loads((run / "run.json").read_text()).get("best_val_loss")
+    return {"run_dir": str(run), "best_val_loss": best, "preset_embed": preset_embed}
 
 
 def pixel_pca_row(embed_run: Path, dims: int, queries: str) -> dict:
@@ -238,8 +254,7 @@ def unseen(opts: dict, exp: dict) -> None:
             if key not in trained:
                 found = find_reusable(reuse, row["train"], seed, epochs, seen_dir) if reuse else None
                 if found is not None:
-                    print(f"quality: reusing {found} for {row['name']} seed {seed}", file=sys.stderr)
-                    res = {"run_dir": str(found)}
+                    res = reused(found, row["name"], seed)
                 else:
                     res = cli("train", *data_args, f"data_dir={seen_dir}", *row["train"], f"epochs={epochs}",
                               f"seed={seed}", "progress=false", *common)
@@ -250,7 +265,7 @@ def unseen(opts: dict, exp: dict) -> None:
             try:
                 evaluation = embed_and_evaluate(
                     train["run_dir"], queries="all", evaluate=[f"pixel_baseline={'true' if seed == seeds[0] else 'false'}"],
-                    embed=[f"data_dir={quote(unseen_dir)}", *row.get("embed", []),
+                    embed=[f"data_dir={quote(unseen_dir)}", *train.get("preset_embed", []), *row.get("embed", []),
                            *[c for c in common if c.startswith("device")]])
             except UserError as exc:
                 sys.exit(f"quality: {exc}")
@@ -309,9 +324,7 @@ def main(argv: list[str]) -> None:
                 tick = time.perf_counter()
                 found = find_reusable(reuse, row["train"], seed, row_epochs, data_dir) if reuse else None
                 if found is not None:
-                    print(f"quality: reusing {found} for {row['name']} seed {seed}", file=sys.stderr)
-                    best = json.loads((found / "run.json").read_text())
-                    res = {"run_dir": str(found), "best_val_loss": best.get("best_val_loss")}
+                    res = reused(found, row["name"], seed)
                 else:
                     res = cli("train", *data_args, f"data_dir={data_dir}", *row["train"], f"epochs={row_epochs}",
                               f"seed={seed}", "progress=false", *common)
@@ -324,7 +337,8 @@ def main(argv: list[str]) -> None:
             try:
                 evaluation = embed_and_evaluate(
                     train["run_dir"], queries=queries, evaluate=[f"pixel_baseline={baseline}"],
-                    embed=[*row.get("embed", []), *[c for c in common if c.startswith("device")]])
+                    embed=[*train.get("preset_embed", []), *row.get("embed", []),
+                           *[c for c in common if c.startswith("device")]])
             except UserError as exc:
                 sys.exit(f"quality: {exc}")
             last_embed = evaluation.embed_run

@@ -17,10 +17,12 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import results, run_cli, run_in_process
+from conftest import model_config, results, run_cli, run_in_process
 
 from landmark_ae.errors import UserError
+from landmark_ae.model.builder import build_model
 from landmark_ae.model.checkpoints import load_checkpoint, model_from_checkpoint
+from landmark_ae.retrieval.embed import check_input_size
 from landmark_ae.retrieval.embed_run import EmbedRun, train_run_embed_settings
 from landmark_ae.runs import write_run_record
 
@@ -190,6 +192,16 @@ def test_embed_another_prepared_dataset_with_data_dir(tiny_source, tiny_trained,
     metrics = json.loads((tmp_path / "evaluate" / "metrics.json").read_text())
     assert metrics["data"] == "landmarks10" and metrics["trained_on"] == "gldv2"
     assert out["model.n_clusters"] == 3 and out["pixels.name"] == "pixels_11x11"
+
+
+def test_an_input_size_the_encoder_cannot_take_is_a_one_line_error():
+    # M4 ends its encoder in a linear layer: it takes 92x92 only. M5 pools, so any size goes.
+    m4, m5 = model_config("m4"), model_config("m5")
+    with pytest.raises(UserError, match=r"^input_size=64: m4 was trained at 92x92 and its encoder takes no other "
+                                        r"size; pass input_size=null \(or 92\)$"):
+        check_input_size(build_model(m4), m4, 64)
+    assert check_input_size(build_model(m4), m4, None) == check_input_size(build_model(m4), m4, 92) == 92
+    assert check_input_size(build_model(m5), m5, 80) == 80
 
 
 def test_data_dir_and_images_together_are_refused(tiny_prepared, tmp_path):

@@ -1,5 +1,6 @@
 """scripts/quality.py protocol=unseen end to end on the tiny source: train on the lower landmarks,
-embed the others with `embed data_dir=`, evaluate every image against all the others (queries=all)."""
+embed the others with `embed data_dir=`, evaluate every image against all the others (queries=all);
+and how it reuses train runs (reuse=)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from conftest import REPO
-
-pytestmark = pytest.mark.slow
 
 EXPERIMENT = """
 epochs: 1
@@ -33,6 +32,7 @@ unseen:
 """
 
 
+@pytest.mark.slow
 def test_unseen_protocol_end_to_end(tiny_source, tmp_path):
     outputs = tmp_path / "outputs"
     (tmp_path / "quality.yaml").write_text(EXPERIMENT)
@@ -61,3 +61,38 @@ def test_unseen_protocol_end_to_end(tiny_source, tmp_path):
     assert all(e["results"]["m1"]["n_queries"] == n for e in evaluations)
     md = (Path(lines[0][1]) / "quality_unseen.md").read_text()
     assert "| M1 | 392 | 1 |" in md and "1.00 |" in md  # the reference row is 1.00x itself
+
+
+def load_quality_script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("quality_script", REPO / "scripts" / "quality.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_reused_run_is_embedded_with_its_presets_eval_embed_of_now(tmp_path):
+    # A train run made by experiment=retrieval before its embed settings changed: reuse finds it (the
+    # training is the same) and says which embed overrides bring it to the preset's settings of now.
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    import landmark_ae.commands  # noqa: F401 - registers the schemas
+    from landmark_ae.config import config_dir
+
+    quality = load_quality_script()
+    with initialize_config_dir(version_base="1.3", config_dir=str(config_dir())):
+        cfg = compose("train", overrides=["experiment=retrieval", "epochs=24", "seed=1"])
+    now = OmegaConf.to_container(cfg.eval_embed, enum_to_str=True)
+    run = tmp_path / "train" / "run"
+    (run / ".hydra").mkdir(parents=True)
+    cfg.eval_embed.input_size = None
+    cfg.eval_embed.whiten_shrinkage = 0.5
+    OmegaConf.save(cfg, run / ".hydra" / "config.yaml")
+    (run / "best.pt").write_bytes(b"")
+    (run / "run.json").write_text(json.dumps({"status": "complete", "data_dir": str(tmp_path)}))
+    found = quality.find_reusable([tmp_path / "train"], ["experiment=retrieval"], 1, "24", str(tmp_path))
+    assert found == (run, [f"input_size={now['input_size']}", f"whiten_shrinkage={now['whiten_shrinkage']}"])
+    assert quality.find_reusable([tmp_path / "train"], ["experiment=retrieval"], 2, "24", str(tmp_path)) is None
+    assert quality.find_reusable([tmp_path / "train"], ["experiment=contrastive"], 1, "24", str(tmp_path))[0] == run

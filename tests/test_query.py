@@ -130,6 +130,25 @@ def test_m5_query_through_its_48px_input_and_stored_whitening_finds_itself(tiny_
     assert first[2] == target["id"] and float(first[1]) < 1e-3
 
 
+def test_m5_embedded_at_a_larger_input_size_is_queried_at_that_size(tiny_contrastive, tiny_prepared, tmp_path,
+                                                                      capsys):
+    # input_size=64 (M5 trains at 48): embed.json records it and query resizes its images to 64 too,
+    # so a database image still finds itself at distance ~0; at 48 it would not.
+    embed = run_in_process("embed", f"train_run={tiny_contrastive}", "input_size=64", "l2=true", "progress=false",
+                           run_dir=tmp_path / "embed")
+    meta = json.loads((embed["run_dir"] / "embed.json").read_text())
+    assert (meta["input_size"], meta["model_config"]["input_size"], meta["dim"]) == (64, 48, 192)
+    at48 = run_in_process("embed", f"train_run={tiny_contrastive}", "l2=true", "progress=false",
+                          run_dir=tmp_path / "embed48")
+    assert json.loads((at48["run_dir"] / "embed.json").read_text())["input_size"] == 48
+    rows64, rows48 = (np.load(run["run_dir"] / "embeddings.npy") for run in (embed, at48))
+    assert not np.allclose(rows64, rows48, atol=1e-3)
+    target = pd.read_csv(tiny_prepared / "train.csv", dtype={"id": str}).iloc[5]
+    out = query(capsys, embed["run_dir"], tmp_path / "q", f"image={tiny_prepared / target['path']}", "k=3")
+    first = out.splitlines()[1].split("\t")
+    assert first[2] == target["id"] and float(first[1]) < 1e-3
+
+
 def test_query_reads_paths_from_stdin_in_batches_and_skips_unreadable_ones(tiny_embedded, tiny_prepared, tmp_path):
     images = sorted((tiny_prepared / "test").glob("*.jpg"))[:5]
     broken = tmp_path / "broken.jpg"

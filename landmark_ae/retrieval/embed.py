@@ -10,7 +10,7 @@ An embed run dir holds:
     embeddings.npy   float32 (N, D), memory-mappable; row i is index.csv's row i
     index.csv        id, landmark_id (empty when unlabelled), split, path (absolute path of the image)
     embed.json       train run, checkpoint path + sha256, model config, dataset embedded and the one
-                     trained on, image sizes, post-processing (pooling, gem_p, l2, pca_whiten,
+                     trained on, image sizes (input_size: what the encoder saw), post-processing (pooling, gem_p, l2, pca_whiten,
                      whiten_shrinkage, dba_k/dba_alpha, qe_k/qe_alpha, raw_dim; settings_from_train_run),
                      the index settings (`index`: name, metric, nlist/nprobe or M/efConstruction/efSearch)
     index.faiss      index=flat|ivf|hnsw: the FAISS index over the database rows (index.py); none for
@@ -84,6 +84,23 @@ def embed_images(
     if not out:
         return np.zeros((0, 0), dtype=np.float32)
     return np.concatenate(out).astype(np.float32, copy=False)
+
+
+@torch.inference_mode()
+def check_input_size(model: ConvAutoencoder, model_cfg: dict[str, Any], input_size: int | None) -> int:
+    """The side images are resized to for the encoder: input_size, or the model's training size when
+    None. A size the encoder cannot take (a linear layer after its convolutions, as M4's) is a
+    one-line error, found on one blank image before anything is embedded."""
+    trained = int(model_cfg["input_size"])
+    if input_size is None or int(input_size) == trained:
+        return trained
+    model.eval()
+    try:
+        model.embed(torch.zeros(1, 3, int(input_size), int(input_size), device=next(model.parameters()).device))
+    except RuntimeError:
+        raise UserError(f"input_size={input_size}: {model_cfg['name']} was trained at {trained}x{trained} and its "
+                        f"encoder takes no other size; pass input_size=null (or {trained})") from None
+    return int(input_size)
 
 
 def resolve_train_run(cfg: DictConfig) -> Path:
@@ -223,10 +240,10 @@ def run_embed(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                      checkpoint_sha256=sha256, data_dir=what["data_dir"], images=what["images"])
 
     pooling = enum_value(cfg.pooling)
+    input_size = check_input_size(model, model_cfg, cfg.input_size)
 
     def embed(batch: np.ndarray, on_batch: Callable[[int], None] = lambda n: None) -> np.ndarray:
-        return embed_images(model, batch, int(model_cfg["input_size"]), cfg.batch_size, device, on_batch, pooling,
-                            cfg.gem_p)
+        return embed_images(model, batch, input_size, cfg.batch_size, device, on_batch, pooling, cfg.gem_p)
 
     description = f"embed with {model_cfg['name']}"
     with progress_bar(cfg.progress) as bar:
@@ -276,6 +293,7 @@ def run_embed(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         **what,  # data, data_dir, images: what was embedded
         "trained_on": ckpt["data"],
         "image_size": image_size,
+        "input_size": input_size,  # what the encoder saw (query and serve resize their images to it too)
         "dim": int(embeddings.shape[1]),
         "raw_dim": raw_dim,
         "pooling": pooling,
@@ -299,9 +317,9 @@ def run_embed(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                              *(["failures.csv"] if collection is not None else [])])
     write_run_record(run_dir, "embed", "complete", train_run=str(train_run), model=model_cfg["name"], data=what["data"])
     total = len(part.index_rows)
-    log.info("embedded %d images of %s with %s (dim %d, %s pooling, l2 %s, pca_whiten %s, dba_k %d, qe_k %d, index %s) "
-             "into %s", total, what["data"], model_cfg["name"], meta["dim"], pooling, cfg.l2, cfg.pca_whiten, cfg.dba_k,
-             cfg.qe_k, index.name, run_dir)
+    log.info("embedded %d images of %s with %s at %d px (dim %d, %s pooling, l2 %s, pca_whiten %s, dba_k %d, qe_k %d, "
+             "index %s) into %s", total, what["data"], model_cfg["name"], input_size, meta["dim"], pooling, cfg.l2,
+             cfg.pca_whiten, cfg.dba_k, cfg.qe_k, index.name, run_dir)
     out: dict[str, Any] = {"run_dir": run_dir, "model": model_cfg["name"], "images": total, "dim": meta["dim"],
                            "index": index.name}
     if collection is not None:

@@ -39,7 +39,8 @@ class Retriever:
         ckpt = load_checkpoint(path)
         self.device = pick_device(device)
         self.model = model_from_checkpoint(ckpt).to(self.device).eval()
-        self.input_size = int(ckpt["model_config"]["input_size"])
+        # The size the embed run's encoder saw (input_size=); older runs record none: the trained size.
+        self.input_size = int(run.meta.get("input_size") or ckpt["model_config"]["input_size"])
         self.image_size = int(run.meta["image_size"])
         self.batch_size = batch_size
         self.transform = run.transform()  # the embed run's L2 / PCA-whitening, fitted on its database
