@@ -13,10 +13,10 @@ EPOCHS ?= 20
 LAUNCHER ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo table1 quality lint test test-all clean
+.PHONY: help install demo table1 quality quality-unseen lint test test-all clean
 
 help: ## list the targets
-	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-10s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-15s %s\n", $$1, $$2}'
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,9 @@ table1: install ## reproduce the seed's Table 1 (M1/M2/M3, 20 epochs) on DATA; r
 
 quality: install ## seed M1/M2/M3 vs M4 and the contrastive M5 (+objectives, post-processing) on DATA in one table, mean ± std over SEEDS
 	$(BIN)/python scripts/quality.py data=$(DATA) $(if $(DATA_ROOT),data.root=$(DATA_ROOT)) $(if $(DATA_DIR),data_dir=$(DATA_DIR)) epochs=$(EPOCHS) $(if $(SEEDS),seeds=$(SEEDS)) $(if $(REUSE),reuse=$(REUSE)) $(if $(THREADS),threads=$(THREADS))
+
+quality-unseen: install ## M5 recipe vs M2 vs pixels, trained on landmark ids < SPLIT (5) of DATA (landmarks10), retrieving among the others
+	$(BIN)/python scripts/quality.py protocol=unseen data=$(DATA) $(if $(DATA_ROOT),data.root=$(DATA_ROOT)) $(if $(SPLIT),split=$(SPLIT)) $(if $(SEEDS),seeds=$(SEEDS)) $(if $(REUSE),reuse=$(REUSE)) $(if $(THREADS),threads=$(THREADS))
 
 lint: install ## ruff: pyflakes, pycodestyle, import order, bugbear (config in pyproject.toml)
 	$(BIN)/ruff check landmark_ae scripts tests

@@ -31,6 +31,16 @@ def config_dir() -> str:
     return str(Path(__file__).resolve().parent.parent / "conf")
 
 
+def model_yaml(name: str) -> dict:
+    """conf/model/<name>.yaml as the plain dict build_model takes (benchmarks and tests; `train`
+    composes it through Hydra instead)."""
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.to_container(OmegaConf.load(Path(config_dir()) / "model" / f"{name}.yaml"))
+    cfg.pop("defaults", None)
+    return cfg
+
+
 def enum_value(value: Any) -> Any:
     """A config value as plain data: an enum member (e.g. Pooling.avg) becomes its value ("avg")."""
     return value.value if isinstance(value, enum.Enum) else value

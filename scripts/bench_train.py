@@ -21,16 +21,14 @@ import sys
 CHILD = r"""
 import sys, time, torch, torch.nn.functional as F
 from omegaconf import OmegaConf
-from landmark_ae.config import config_dir
+from landmark_ae.config import ObjectiveConfig, config_dir, model_yaml
 from landmark_ae.model.builder import build_model
-from landmark_ae.config import ObjectiveConfig
 from landmark_ae.train.objectives import contrastive_loss
 threads, model_name, batch, steps = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 layout, objective = sys.argv[5], sys.argv[6]
 torch.set_num_threads(threads)
 torch.manual_seed(0)
-cfg = OmegaConf.to_container(OmegaConf.load(f"{config_dir()}/model/{model_name}.yaml"))
-cfg.pop("defaults", None)
+cfg = model_yaml(model_name)
 model = build_model(cfg)
 if layout == "channels_last":
     model = model.to(memory_format=torch.channels_last)

@@ -129,13 +129,9 @@ def step_of(model, objective=None):
 
 def model_config(name: str) -> dict:
     """conf/model/<name>.yaml as the plain dict build_model takes."""
-    from omegaconf import OmegaConf
+    from landmark_ae.config import model_yaml
 
-    from landmark_ae.config import config_dir
-
-    cfg = OmegaConf.to_container(OmegaConf.load(Path(config_dir()) / "model" / f"{name}.yaml"))
-    cfg.pop("defaults", None)
-    return cfg
+    return model_yaml(name)
 
 
 # ---- prepare inputs and outcomes (http, tar, local) ----------------------------------------

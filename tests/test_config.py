@@ -69,7 +69,7 @@ def test_retrieval_preset_is_contrastive_plus_the_embed_settings_that_travel_wit
     contrastive = compose("train", "experiment=contrastive")
     assert {k: v for k, v in cfg.items() if k != "eval_embed"} == {k: v for k, v in contrastive.items() if k != "eval_embed"}
     e = cfg.eval_embed
-    assert (e.l2, e.pca_whiten, e.whiten_shrinkage, e.dba_k, e.qe_k) == (True, 192, 0.03, 10, 10)
+    assert (e.input_size, e.l2, e.pca_whiten, e.whiten_shrinkage, e.dba_k, e.qe_k) == (112, True, 192, 0.01, 10, 10)
     assert compose("train", "experiment=retrieval", "eval_embed.qe_k=0").eval_embed.qe_k == 0
 
 
