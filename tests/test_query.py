@@ -17,6 +17,7 @@ from conftest import run_cli, run_in_process
 from PIL import Image
 
 from landmark_ae.errors import UserError
+from landmark_ae.runs import MANIFEST, write_manifest
 
 
 def near_duplicate(src: Path, dest: Path, **save: object) -> Path:
@@ -145,6 +146,15 @@ def test_m5_embedded_at_a_larger_input_size_is_queried_at_that_size(tiny_contras
     assert not np.allclose(rows64, rows48, atol=1e-3)
     target = pd.read_csv(tiny_prepared / "train.csv", dtype={"id": str}).iloc[5]
     out = query(capsys, embed["run_dir"], tmp_path / "q", f"image={tiny_prepared / target['path']}", "k=3")
+    first = out.splitlines()[1].split("\t")
+    assert first[2] == target["id"] and float(first[1]) < 1e-3
+    # An embed run made before input_size existed records none: queried at the model's trained size.
+    meta48 = json.loads((at48["run_dir"] / "embed.json").read_text())
+    del meta48["input_size"]
+    (at48["run_dir"] / "embed.json").write_text(json.dumps(meta48))
+    manifest = json.loads((at48["run_dir"] / MANIFEST).read_text())
+    write_manifest(at48["run_dir"], list(manifest["artifacts"]))  # as that older run would have written it
+    out = query(capsys, at48["run_dir"], tmp_path / "q48", f"image={tiny_prepared / target['path']}", "k=3")
     first = out.splitlines()[1].split("\t")
     assert first[2] == target["id"] and float(first[1]) < 1e-3
 
