@@ -10,8 +10,9 @@ An embed run dir holds:
     embeddings.npy   float32 (N, D), memory-mappable; row i is index.csv's row i
     index.csv        id, landmark_id (empty when unlabelled), split, path (absolute path of the image)
     embed.json       train run, checkpoint path + sha256, model config, dataset embedded and the one
-                     trained on, image sizes (input_size: what the encoder saw), post-processing (pooling, gem_p, l2, pca_whiten,
-                     whiten_shrinkage, dba_k/dba_alpha, qe_k/qe_alpha, raw_dim; settings_from_train_run),
+                     trained on, image sizes (input_size: the side the encoder saw), post-processing
+                     (pooling, gem_p, l2, pca_whiten, whiten_shrinkage, dba_k/dba_alpha, qe_k/qe_alpha,
+                     raw_dim; settings_from_train_run),
                      the index settings (`index`: name, metric, nlist/nprobe or M/efConstruction/efSearch)
     index.faiss      index=flat|ivf|hnsw: the FAISS index over the database rows (index.py); none for
                      index=exact (numpy search over embeddings.npy, or database.npy)
