@@ -28,7 +28,6 @@ import json
 import os
 import statistics
 import sys
-import time
 from datetime import datetime
 from pathlib import Path
 
@@ -126,6 +125,34 @@ def reused(found: tuple[Path, list[str]], name: str, seed: int) -> dict:
     return {"run_dir": str(run), "best_val_loss": best, "preset_embed": preset_embed}
 
 
+def new_out_dir(table: str) -> Path:
+    """A new outputs/quality/<run stamp>/ (LANDMARK_AE_OUTPUTS moves it), where `table` is rewritten after every row."""
+    from landmark_ae.runs import RUN_STAMP_FORMAT
+
+    out = Path(os.environ.get("LANDMARK_AE_OUTPUTS", "outputs")) / "quality" / datetime.now().strftime(RUN_STAMP_FORMAT)
+    out.mkdir(parents=True)
+    print(f"quality: writing {out}/{table} after every row", file=sys.stderr)
+    return out
+
+
+def train_once(trained: dict[tuple, dict], reuse: list[Path], row: dict, seed: int, epochs: str, data_dir: str,
+               data_args: list[str], common: list[str]) -> dict:
+    """The train run of `row` at this seed and epochs: one per (train overrides, epochs, seed) in
+    `trained`, taken from `reuse` where a run matches, else trained; with its summed epoch seconds."""
+    key = (tuple(row["train"]), epochs, seed)
+    if key not in trained:
+        found = find_reusable(reuse, row["train"], seed, epochs, data_dir) if reuse else None
+        if found is not None:
+            res = reused(found, row["name"], seed)
+        else:
+            res = cli("train", *data_args, f"data_dir={data_dir}", *row["train"], f"epochs={epochs}",
+                      f"seed={seed}", "progress=false", *common)
+        with open(Path(res["run_dir"]) / "history.csv") as f:
+            seconds = sum(float(r["seconds"]) for r in csv.DictReader(f))
+        trained[key] = {**res, "train_seconds": seconds}
+    return trained[key]
+
+
 def pixel_pca_row(embed_run: Path, dims: int, queries: str) -> dict:
     """evaluate's raw-pixel baseline (at the embedding's own size), PCA-whitened to `dims` on train+val,
     L2: no learning."""
@@ -205,9 +232,7 @@ def unseen(opts: dict, exp: dict) -> None:
     unseen_dir = opts.get("unseen_dir") or cli("prepare", *data_args, f"data.landmark_min={split}",
                                                "progress=false")["run_dir"]
     reuse = [Path(p) for p in opts["reuse"].split(",")] if opts.get("reuse") else []
-    out = Path(os.environ.get("LANDMARK_AE_OUTPUTS", "outputs")) / "quality" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
-    out.mkdir(parents=True)
-    print(f"quality: writing {out}/quality_unseen.md after every row", file=sys.stderr)
+    out = new_out_dir("quality_unseen.md")
     trained: dict[tuple, dict] = {}
     results: dict[str, list[dict]] = {}
     pixels: dict[str, dict] = {}  # raw pixels at each row's embedding size (M5: 8x8, M2: 23x23)
@@ -250,18 +275,7 @@ def unseen(opts: dict, exp: dict) -> None:
     for row in rows:
         epochs = str(row.get("epochs", exp["epochs"]))
         for seed in seeds:
-            key = (tuple(row["train"]), epochs, seed)
-            if key not in trained:
-                found = find_reusable(reuse, row["train"], seed, epochs, seen_dir) if reuse else None
-                if found is not None:
-                    res = reused(found, row["name"], seed)
-                else:
-                    res = cli("train", *data_args, f"data_dir={seen_dir}", *row["train"], f"epochs={epochs}",
-                              f"seed={seed}", "progress=false", *common)
-                with open(Path(res["run_dir"]) / "history.csv") as f:
-                    seconds = sum(float(r["seconds"]) for r in csv.DictReader(f))
-                trained[key] = {**res, "train_seconds": seconds}
-            train = trained[key]
+            train = train_once(trained, reuse, row, seed, epochs, seen_dir, data_args, common)
             try:
                 evaluation = embed_and_evaluate(
                     train["run_dir"], queries="all", evaluate=[f"pixel_baseline={'true' if seed == seeds[0] else 'false'}"],
@@ -308,9 +322,7 @@ def main(argv: list[str]) -> None:
     # `make table1` run on the same data_dir) instead of training them again.
     reuse = [Path(p) for p in opts["reuse"].split(",")] if opts.get("reuse") else []
 
-    out = Path(os.environ.get("LANDMARK_AE_OUTPUTS", "outputs")) / "quality" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
-    out.mkdir(parents=True)
-    print(f"quality: writing {out}/quality.md after every row", file=sys.stderr)
+    out = new_out_dir("quality.md")
     trained: dict[tuple, dict] = {}  # (train overrides, seed) -> train results
     results: dict[str, list[dict]] = {}
     pixels: dict | None = None
@@ -319,20 +331,7 @@ def main(argv: list[str]) -> None:
         row_seeds = seeds if row.get("headline") else [int(row.get("seed", exp["default_seed"]))]
         row_epochs = str(row.get("epochs", epochs))  # a row may fix its own (e.g. a time budget)
         for seed in row_seeds:
-            key = (tuple(row["train"]), row_epochs, seed)
-            if key not in trained:
-                tick = time.perf_counter()
-                found = find_reusable(reuse, row["train"], seed, row_epochs, data_dir) if reuse else None
-                if found is not None:
-                    res = reused(found, row["name"], seed)
-                else:
-                    res = cli("train", *data_args, f"data_dir={data_dir}", *row["train"], f"epochs={row_epochs}",
-                              f"seed={seed}", "progress=false", *common)
-                history = Path(res["run_dir"]) / "history.csv"
-                with open(history) as f:
-                    seconds = sum(float(r["seconds"]) for r in csv.DictReader(f))
-                trained[key] = {**res, "train_seconds": seconds, "wall_seconds": time.perf_counter() - tick}
-            train = trained[key]
+            train = train_once(trained, reuse, row, seed, row_epochs, data_dir, data_args, common)
             baseline = "true" if pixels is None and row["train"] == ["model=m2"] else "false"
             try:
                 evaluation = embed_and_evaluate(
