@@ -14,7 +14,6 @@ tiny_trained -> tiny_embedded, the end-to-end pipeline every retrieval test buil
 
 from __future__ import annotations
 
-import importlib
 import io
 import os
 import subprocess
@@ -94,22 +93,18 @@ def run_in_process(command: str, *overrides: str, run_dir: Path) -> Any:
     bookkeeping (Hydra's run dir and .hydra/, the lock, resume checks, error printing).
     Expected failures surface as landmark_ae.errors.UserError. Unless `paths.output_dir=` is given,
     runs are looked up in <run_dir's parent>/outputs, never in the repo's outputs/."""
+    from landmark_ae.commands import embed, evaluate, prepare, query
     from landmark_ae.config import validate
+    from landmark_ae.train.loop import run_train
 
-    bodies = {
-        "prepare": "landmark_ae.data.prepare:run_prepare",
-        "train": "landmark_ae.train.loop:run_train",
-        "embed": "landmark_ae.retrieval.embed:run_embed",
-        "evaluate": "landmark_ae.retrieval.evaluate:run_evaluate",
-        "query": "landmark_ae.retrieval.query:run_query",
-    }
+    bodies = {"prepare": prepare.run, "train": run_train, "embed": embed.run, "evaluate": evaluate.run,
+              "query": query.run}
     if not any(o.startswith("paths.output_dir=") for o in overrides):
         overrides = (f"paths.output_dir={run_dir.parent / 'outputs'}", *overrides)
     cfg = compose(command, *overrides)
     validate(cfg, schema_of(command))
-    module, function = bodies[command].split(":")
     run_dir.mkdir(parents=True, exist_ok=True)
-    return getattr(importlib.import_module(module), function)(cfg, run_dir)
+    return bodies[command](cfg, run_dir)
 
 
 def batches(x: Any):

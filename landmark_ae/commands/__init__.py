@@ -5,7 +5,6 @@ Importing it registers the config schemas and the `run_dir` resolver before Hydr
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import signal
@@ -134,12 +133,15 @@ def _holds_work(run_dir: Path, command: str) -> bool:
     return any(p.name not in bookkeeping for p in run_dir.iterdir())
 
 
-def execute(command: str, cfg: DictConfig, schema: type, body: str) -> dict[str, Any] | None:
+Stage = Callable[[DictConfig, Path], "dict[str, Any] | None"]
+
+
+def execute(command: str, cfg: DictConfig, schema: type, body: Stage) -> dict[str, Any] | None:
     """Validate cfg, run body(cfg, run_dir), print its results as `key<TAB>value` lines on stdout and
     return them (a sweep's job can return its objective from them: commands/train.py).
 
-    body is "module:function", imported only after validation: a bad value is reported before
-    torch is even imported.
+    body is the command module's own function, which imports its stage inside it: the stage (and torch)
+    is imported only after validation, so a bad value is reported before torch is even imported.
 
     Expected failures become one line on stderr (and in the run's log), exit code 2. A run dir this
     call created that holds no work yet is removed, so a typo leaves no debris; one with work is
@@ -165,9 +167,8 @@ def execute(command: str, cfg: DictConfig, schema: type, body: str) -> dict[str,
                 removed = 0 if secondary else remove_temp_files(run_dir)
                 if removed:
                     log.info("removed %d temp file(s) left by the interrupted run", removed)
-            module, function = body.split(":")
             working = True
-            results = getattr(importlib.import_module(module), function)(cfg, run_dir)
+            results = body(cfg, run_dir)
     except (UserError, MissingMandatoryValue) as exc:
         if isinstance(exc, MissingMandatoryValue):
             key = exc.full_key or "a required value"

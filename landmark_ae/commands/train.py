@@ -41,7 +41,7 @@ def _optuna_sweep() -> bool:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def _main(cfg: DictConfig) -> float | None:
-    results = execute("train", cfg, TrainConfig, "landmark_ae.commands.train:train_and_evaluate")
+    results = execute("train", cfg, TrainConfig, train_and_evaluate)
     # A sweeper that optimises (hydra/sweeper=optuna) reads the job's return value.
     return float(results[OBJECTIVE]) if results and OBJECTIVE in results else None
 
