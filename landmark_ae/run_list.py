@@ -1,8 +1,7 @@
 """`landmark-ae runs`: every run under the outputs dir (or one sweep) with its status, settings and results.
 
-Read-only: it reads run.json, .hydra/config.yaml, .hydra/overrides.yaml, embed.json and metrics.json,
-and writes nothing (conf/runs.yaml keeps Hydra's own run dir for this command out of the outputs dir)
-but, with `plot=true sweep=<dir>`, that sweep's `sweep.png`. Anything it cannot read is an empty cell;
+Read-only: it reads each run through runs.Run (run.json, .hydra/), and embed.json and metrics.json, and
+writes nothing (conf/runs.yaml keeps Hydra's own run dir for this command out of the outputs dir) but, with `plot=true sweep=<dir>`, that sweep's `sweep.png`. Anything it cannot read is an empty cell;
 a run.json it cannot read shows as status `damaged`. A train run's overrides (`model=m2`,
 `objective.temperature=0.1`, ...) become columns after the fixed ones, so a sweep's table shows
 what each job varied.
@@ -18,11 +17,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from landmark_ae.config import enum_value
 from landmark_ae.errors import UserError
-from landmark_ae.runs import RUN_RECORD, run_status
+from landmark_ae.runs import RUN_RECORD, Run
 
 # Stable columns, in this order: `sort -t$'\t' -k3,3` sorts by status, `awk -F'\t' '$2=="train"'` picks trains.
 COLUMNS = ["run_dir", "command", "status", "started", "data", "model", "objective", "epochs", "seed",
@@ -34,24 +33,11 @@ COMMANDS = ["prepare", "train", "embed", "evaluate", "query", "serve"]
 
 
 def _read(path: Path) -> Any:
-    """A JSON or YAML file's contents, or None if it is missing or unreadable."""
+    """A JSON file's contents, or None if it is missing or unreadable."""
     try:
-        if path.suffix == ".json":
-            return json.loads(path.read_text(encoding="utf-8"))
-        return OmegaConf.to_container(OmegaConf.load(path))
-    except Exception:  # a damaged file of any kind is an empty cell, never a traceback
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # a damaged file is an empty cell, never a traceback
         return None
-
-
-def _config(run_dir: Path) -> dict:
-    """The run's composed config: the latest resume's if it was resumed, else its first."""
-    hydra = run_dir / ".hydra"
-    candidates = [hydra / "config.yaml", *sorted(hydra.glob("resume-*/config.yaml"))]
-    for path in reversed(candidates):
-        cfg = _read(path) if path.is_file() else None
-        if isinstance(cfg, dict):
-            return cfg
-    return {}
 
 
 def _get(obj: Any, *keys: str) -> Any:
@@ -70,15 +56,12 @@ def _fmt(value: Any, digits: int = 6) -> str:
     return " ".join(str(value).split())  # no tabs or newlines inside a cell
 
 
-def overrides(run_dir: Path) -> dict[str, str]:
+def overrides(run: Run | Path) -> dict[str, str]:
     """The run's Hydra command-line overrides (.hydra/overrides.yaml: what a sweep gave this job; a
     resume's own, `progress=false` and the like, are not settings), key -> value as given, in their
     order; `resume`, `paths.*` and `hydra.*` (or hydra/...) left out."""
-    path = run_dir / ".hydra" / "overrides.yaml"
-    items = _read(path) if path.is_file() else None
     out: dict[str, str] = {}
-    for item in items if isinstance(items, list) else []:
-        text = str(item)
+    for text in (run if isinstance(run, Run) else Run(run)).overrides:
         if text.startswith("~"):  # a deletion sets nothing
             continue
         key, sep, value = text.lstrip("+").partition("=")
@@ -95,22 +78,22 @@ def _set_scores(row: dict[str, str], metrics: Any) -> None:
         row[column] = _fmt(_get(scores, column), 4)
 
 
-def describe(run_dir: Path, command_from_path: str) -> dict[str, str]:
-    """One row: what run.json and the run's files say about run_dir (a train run's overrides that are
+def describe(run: Run, command_from_path: str) -> dict[str, str]:
+    """One row: what run.json and the run's files say about the run (a train run's overrides that are
     not fixed columns follow them)."""
-    record = _read(run_dir / RUN_RECORD)
     row = dict.fromkeys(COLUMNS, "")
-    row["run_dir"] = str(run_dir)
-    if not isinstance(record, dict):
+    row["run_dir"] = str(run.path)
+    record = run.record
+    if record is None:
         row.update(command=command_from_path, status="damaged")
         return row
     command = str(record.get("command") or command_from_path)
-    cfg = _config(run_dir)
+    cfg = run.config
     objective = record.get("objective")
     row.update(
         command=command,
-        status=run_status(record),
-        started=_fmt(record.get("started")),
+        status=run.status,
+        started=_fmt(run.started),
         data=_fmt(record.get("data") or _get(cfg, "data", "name")),
         model=_fmt(record.get("model") or _get(cfg, "model", "name")),
         objective=_fmt(_get(objective, "name") if isinstance(objective, dict) else objective)
@@ -120,52 +103,55 @@ def describe(run_dir: Path, command_from_path: str) -> dict[str, str]:
     )
     if command == "train":
         row["best_val_loss"] = _fmt(record.get("best_val_loss"))
-        if (run_dir / "metrics.json").is_file():  # `train evaluate=true`
-            _set_scores(row, _read(run_dir / "metrics.json"))
-        row.update({key: _fmt(value) for key, value in overrides(run_dir).items() if key not in COLUMNS})
+        if (run.path / "metrics.json").is_file():  # `train evaluate=true`
+            _set_scores(row, _read(run.path / "metrics.json"))
+        row.update({key: _fmt(value) for key, value in overrides(run).items() if key not in COLUMNS})
     elif command == "embed":
-        row["dim"] = _fmt(_get(_read(run_dir / "embed.json"), "dim"))
+        row["dim"] = _fmt(_get(_read(run.path / "embed.json"), "dim"))
     elif command == "evaluate":
-        _set_scores(row, _read(run_dir / "metrics.json"))
+        _set_scores(row, _read(run.path / "metrics.json"))
     return row
+
+
+def _job_number(path: Path) -> int:
+    """A sweep job's number from its dir name; -1 for any other name (`²` is a digit to str.isdigit)."""
+    name = path.name
+    return int(name) if name.isascii() and name.isdigit() else -1
+
+
+def _newest_first(row: dict[str, str]) -> tuple:
+    """When it started (run.json's mtime where that is unknown: a damaged record); a sweep's jobs,
+    started within the same second, by job number."""
+    path = Path(row["run_dir"])
+    started = row["started"]
+    if not started:
+        try:
+            started = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime((path / RUN_RECORD).stat().st_mtime))
+        except OSError:
+            pass
+    job = _job_number(path)
+    return (started, str(path.parent) if job >= 0 else str(path), job)
 
 
 def find_runs(output_dir: Path, command: str | None, sweep: str | None) -> list[dict[str, str]]:
     """Rows for the run dirs under output_dir (<command>/<time>/ and sweep jobs <command>/<time>/<n>/),
-    or under one sweep dir, newest first."""
+    or under one sweep dir, newest first. A run dir removed while it is listed is left out."""
     if sweep is not None:
         root = Path(sweep).expanduser()
         if not root.is_dir():
             raise UserError(f"sweep={sweep}: no such directory; give a multirun sweep dir, e.g. "
                             f"{output_dir}/train/<time>")
-        records = list(root.glob(f"*/{RUN_RECORD}"))
         guess = root.parent.name  # <output dir>/<command>/<time>
-        found = [(path.parent, guess) for path in records]
+        found = [(run, guess) for run in Run.sweep_jobs(root)]
     else:
-        roots = [output_dir / command] if command else sorted(p for p in output_dir.glob("*") if p.is_dir())
-        found = [(path.parent, root.name) for root in roots
-                 for pattern in (f"*/{RUN_RECORD}", f"*/*/{RUN_RECORD}") for path in root.glob(pattern)]
-    rows = [describe(run_dir, guess) for run_dir, guess in found]
+        found = [(run, run.path.relative_to(output_dir).parts[0]) for run in Run.under(output_dir, command)]
+    rows = [describe(run, guess) for run, guess in found if run.record is not None or run.damaged]
     if command:
         rows = [row for row in rows if row["command"] == command]
     # Every row gets every column: the fixed ones, then the union of the overrides, sorted.
     columns = COLUMNS + sorted({key for row in rows for key in row} - set(COLUMNS))
     rows = [{c: row.get(c, "") for c in columns} for row in rows]
-
-    def newest(row: dict[str, str]) -> tuple:
-        # When it started (run.json's mtime where that is unknown: a damaged record); a sweep's
-        # jobs, started within the same second, by job number.
-        path = Path(row["run_dir"])
-        started = row["started"]
-        if not started:
-            try:
-                started = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime((path / RUN_RECORD).stat().st_mtime))
-            except OSError:
-                pass
-        job = int(path.name) if path.name.isdigit() else -1
-        return (started, str(path.parent) if job >= 0 else str(path), job)
-
-    return sorted(rows, key=newest, reverse=True)
+    return sorted(rows, key=_newest_first, reverse=True)
 
 
 def _number(cell: str) -> float | None:

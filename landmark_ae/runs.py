@@ -10,15 +10,18 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import logging
 import os
 import shutil
 import socket
 import tempfile
 import time
 from contextlib import contextmanager
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from landmark_ae.common import OUTPUTS_ENV, RUN_STAMP_FORMAT
 from landmark_ae.errors import UserError
 
 RUN_RECORD = "run.json"
@@ -27,8 +30,7 @@ RUN_RECORD = "run.json"
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 FILE_MODE = 0o666 & ~_UMASK
-# A new run dir's timestamp (conf/hydra: outputs/<command>/<stamp>/), to the microsecond.
-RUN_STAMP_FORMAT = "%Y-%m-%d_%H-%M-%S-%f"
+__all__ = ["RUN_STAMP_FORMAT", "Run"]  # RUN_STAMP_FORMAT lives in common; importable from here too
 _TEMP_NAMES = itertools.count()
 
 
@@ -107,26 +109,16 @@ def write_run_record(run_dir: Path, command: str, status: str, **fields: Any) ->
 
 
 def read_run_record(run_dir: Path | str) -> dict | None:
-    path = Path(run_dir) / RUN_RECORD
-    if not path.is_file():
-        return None
-    try:
-        return read_json(path)
-    except (OSError, ValueError):
-        return None
+    """run.json's record, or None when there is none or it is damaged (Run says which)."""
+    return Run(run_dir).record
 
 
 def latest_run(
     output_dir: Path | str, command: str, accept: Callable[[dict], bool] = lambda r: True
 ) -> Path | None:
     """The most recently started complete run of `command` under output_dir that `accept` likes."""
-    root = Path(output_dir) / command
-    found: list[tuple[str, float, Path]] = []
-    for record_path in root.glob(f"**/{RUN_RECORD}"):
-        record = read_run_record(record_path.parent)
-        if record and record.get("status") == "complete" and accept(record):
-            found.append((record.get("started", ""), record_path.stat().st_mtime, record_path.parent))
-    return max(found)[2] if found else None
+    run = Run.latest(output_dir, command, accept)
+    return run.path if run is not None else None
 
 
 def resolve_run(
@@ -134,15 +126,7 @@ def resolve_run(
     accept: Callable[[dict], bool] = lambda r: True,
 ) -> Path:
     """The run dir the user gave, or the latest complete one; a UserError says what to do if none."""
-    if given:
-        path = Path(given).expanduser()
-        if not path.is_dir():
-            raise UserError(f"{what} {given} does not exist: {how}")
-        return path
-    path = latest_run(output_dir, command, accept)
-    if path is None:
-        raise UserError(f"no complete {command} run found under {Path(output_dir) / command}: {how}")
-    return path
+    return Run.resolve(given, output_dir, command, what, how, accept).path
 
 
 def process_alive(pid: int | None, host: str | None) -> bool:
@@ -154,7 +138,7 @@ def process_alive(pid: int | None, host: str | None) -> bool:
         return True
     try:
         os.kill(int(pid), 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError, ValueError, TypeError):  # gone, or no pid at all
         return False
     except PermissionError:  # exists, owned by someone else
         return True
@@ -169,21 +153,218 @@ def run_status(record: dict) -> str:
     return status
 
 
+# What a run record's fields must be; a record that breaks this is `damaged`, never a traceback.
+_RECORD_TYPES: dict[str, type] = {"command": str, "status": str, "host": str, "started": str, "updated": str}
+_MAX_PID = 2**31 - 1  # a pid_t; anything larger (or a bool, a string, a list) is no process id
+log = logging.getLogger(__name__)
+
+
+def record_problem(record: Any) -> str | None:
+    """Why a parsed run.json cannot be trusted (not an object, a field of the wrong type), or None."""
+    if not isinstance(record, dict):
+        return f"not a JSON object but a {type(record).__name__}"
+    for key, kind in _RECORD_TYPES.items():
+        if record.get(key) is not None and not isinstance(record[key], kind):
+            return f"{key!r} is {record[key]!r}"
+    pid = record.get("pid")
+    if pid is not None and (type(pid) is not int or not 0 < pid <= _MAX_PID):
+        return f"'pid' is {pid!r}"
+    return None
+
+
+def _load_yaml(path: Path) -> Any:
+    """A YAML file as plain data (interpolations left as text); None when missing; ValueError when damaged."""
+    from omegaconf import OmegaConf
+
+    try:
+        return OmegaConf.to_container(OmegaConf.load(path))
+    except FileNotFoundError:
+        return None
+    except Exception as exc:  # any parse error: the file is damaged
+        raise ValueError(f"{path} is damaged ({type(exc).__name__})") from None
+
+
+class Run:
+    """A run dir and what it recorded: run.json (`record`, `status`), Hydra's record of it (`config`,
+    `overrides`, `choices`) and `manifest`; `latest`, `under` and `sweep_jobs` find runs.
+
+    Everything is read once, lazily; a file that is missing or damaged reads as empty here, so a
+    listing never fails on one run (`damaged` and `record_problem` say what was wrong)."""
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r})"
+
+    @cached_property
+    def _record(self) -> tuple[dict | None, str | None]:
+        try:
+            text = (self.path / RUN_RECORD).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None, None
+        except (OSError, UnicodeDecodeError) as exc:
+            return None, f"unreadable ({type(exc).__name__})"
+        try:
+            record = json.loads(text)
+        except ValueError:
+            return None, "not valid JSON"
+        problem = record_problem(record)
+        return (None, problem) if problem else (record, None)
+
+    @property
+    def record(self) -> dict | None:
+        """run.json, or None when there is none or it is damaged."""
+        return self._record[0]
+
+    @property
+    def damaged(self) -> bool:
+        return self._record[1] is not None
+
+    @property
+    def problem(self) -> str | None:
+        """What is wrong with a damaged run.json, e.g. "'pid' is 'abc'"."""
+        return self._record[1]
+
+    @property
+    def command(self) -> str | None:
+        return (self.record or {}).get("command")
+
+    @property
+    def status(self) -> str:
+        """complete, running, failed, interrupted (running, its process gone), damaged or missing."""
+        if self.damaged:
+            return "damaged"
+        return run_status(self.record) if self.record is not None else "missing"
+
+    @property
+    def started(self) -> str:
+        return (self.record or {}).get("started") or ""
+
+    def load_config(self, original: bool = False) -> dict | None:
+        """The run's composed config: the latest resume's (.hydra/resume-*/config.yaml) if it was resumed,
+        else its first (.hydra/config.yaml); `original`: the first. None when there is none; a damaged
+        file raises UserError naming it."""
+        hydra = self.path / ".hydra"
+        candidates = [hydra / "config.yaml"] if original else [hydra / "config.yaml", *sorted(hydra.glob("resume-*/config.yaml"))]
+        for path in reversed(candidates):
+            try:
+                cfg = _load_yaml(path)
+            except ValueError as exc:
+                raise UserError(f"{exc}: restore the run's .hydra/, or start a new run") from None
+            if isinstance(cfg, dict):
+                return cfg
+        return None
+
+    @cached_property
+    def config(self) -> dict:
+        """load_config(), or {} when it is missing or damaged (a listing's empty cells)."""
+        try:
+            return self.load_config() or {}
+        except UserError:
+            return {}
+
+    def _lenient(self, relative: str) -> Any:
+        try:
+            return _load_yaml(self.path / relative)
+        except ValueError:
+            return None
+
+    @cached_property
+    def overrides(self) -> list[str]:
+        """The command line the run was first composed from (.hydra/overrides.yaml), as given."""
+        items = self._lenient(".hydra/overrides.yaml")
+        return [str(item) for item in items] if isinstance(items, list) else []
+
+    @cached_property
+    def choices(self) -> dict[str, Any] | None:
+        """The config group chosen for each group (hydra.yaml's runtime.choices: model=m1, ...)."""
+        hydra = self._lenient(".hydra/hydra.yaml")
+        choices = ((hydra or {}).get("hydra") or {}).get("runtime", {}).get("choices") if isinstance(hydra, dict) else None
+        return choices if isinstance(choices, dict) else None
+
+    @cached_property
+    def manifest(self) -> dict | None:
+        """manifest.json (what the run wrote, written last), or None when missing or damaged."""
+        try:
+            manifest = read_json(self.path / MANIFEST)
+        except (OSError, ValueError):
+            return None
+        return manifest if isinstance(manifest, dict) else None
+
+    # ---- discovery ---------------------------------------------------------------------------
+
+    @classmethod
+    def under(cls, output_dir: Path | str, command: str | None = None) -> list[Run]:
+        """The runs under output_dir: <command>/<time>/ and a sweep's jobs <command>/<time>/<n>/, of
+        one command or (None) all. Dirs that vanish while they are listed are left out."""
+        root = Path(output_dir)
+        try:
+            roots = [root / command] if command else sorted(p for p in root.iterdir() if p.is_dir())
+        except OSError:  # no outputs dir yet, or it went away
+            return []
+        return [cls(path.parent) for top in roots for pattern in (f"*/{RUN_RECORD}", f"*/*/{RUN_RECORD}")
+                for path in sorted(top.glob(pattern))]
+
+    @classmethod
+    def sweep_jobs(cls, sweep_dir: Path | str) -> list[Run]:
+        """The jobs of a multirun sweep dir (<sweep>/<n>/run.json)."""
+        return [cls(path.parent) for path in sorted(Path(sweep_dir).glob(f"*/{RUN_RECORD}"))]
+
+    @classmethod
+    def latest(cls, output_dir: Path | str, command: str, accept: Callable[[dict], bool] = lambda r: True) -> Run | None:
+        """The most recently started complete run of `command` anywhere under <output_dir>/<command>/
+        whose record `accept` likes. Damaged records are skipped, with one warning naming them."""
+        root = Path(output_dir) / command
+        found: list[tuple[str, float, str, Run]] = []
+        damaged: list[Run] = []
+        for record_path in root.glob(f"**/{RUN_RECORD}"):
+            run = cls(record_path.parent)
+            if run.damaged:
+                damaged.append(run)
+            elif run.record is not None and run.record.get("status") == "complete" and accept(run.record):
+                try:
+                    found.append((run.started, record_path.stat().st_mtime, str(run.path), run))
+                except OSError:  # removed meanwhile
+                    continue
+        if damaged:
+            log.warning("skipped %d damaged run record(s) under %s: %s (%s)%s", len(damaged), root.resolve(),
+                        damaged[0].path / RUN_RECORD, damaged[0].problem, ", ..." if len(damaged) > 1 else "")
+        return max(found, key=lambda item: item[:3])[3] if found else None
+
+    @classmethod
+    def resolve(cls, given: str | None, output_dir: Path | str, command: str, what: str, how: str,
+                accept: Callable[[dict], bool] = lambda r: True) -> Run:
+        """The run dir the user gave (`what`=<dir>), or the latest complete one; a UserError that says
+        where it looked and what to do (`how`) if there is none."""
+        if given:
+            path = Path(given).expanduser()
+            if not path.is_dir():
+                raise UserError(f"{what} {given} does not exist: {how}")
+            return cls(path)
+        run = cls.latest(output_dir, command, accept)
+        if run is None:
+            where = (Path(output_dir) / command).resolve()
+            raise UserError(f"no complete {command} run found under {where}: {how} (runs are looked up under "
+                            f"{OUTPUTS_ENV} or paths.output_dir=<outputs dir>)")
+        return run
+
+
 def check_resumable(given: str, command: str) -> Path:
     """The run dir `resume=` names, if it is an unfinished run of `command` that no process is working
     on; otherwise a UserError that says what to do. Called before anything is created or written."""
     path = Path(given).expanduser()
     if not path.is_dir():
         raise UserError(f"resume={given}: no such run dir; start a new run without resume=")
-    record_path = path / RUN_RECORD
-    if not record_path.is_file():
+    run = Run(path)
+    if run.record is None and not run.damaged:
         raise UserError(f"resume={given}: not a landmark-ae run dir (no {RUN_RECORD}); start a new run without resume=")
-    record = read_run_record(path)
-    if record is None:
-        raise UserError(f"resume={given}: its {RUN_RECORD} is damaged; start a new run without resume=")
-    if record.get("command") != command:
-        raise UserError(f"resume={given} is a {record.get('command')} run: resume it with "
-                        f"`landmark-ae {record.get('command')} resume={given}`")
+    if run.damaged:
+        raise UserError(f"resume={given}: its {RUN_RECORD} is damaged ({run.problem}); start a new run without resume=")
+    record = run.record
+    if run.command != command:
+        raise UserError(f"resume={given} is a {run.command} run: resume it with "
+                        f"`landmark-ae {run.command} resume={given}`")
     if not (path / ".hydra" / "config.yaml").is_file():
         raise UserError(f"resume={given}: the run's own config (.hydra/config.yaml) is missing; start a new run")
     status = run_status(record)
