@@ -79,3 +79,61 @@ def test_unknown_keys_get_the_closest_key_or_the_keys_there():
         with pytest.raises(Exception) as info:
             compose("train", override)
         assert expected in hydra_errors.short_message(info.value)
+
+
+def _original_report(func):  # what Hydra's own run_and_report would do with an error: re-raise it here
+    return func()
+
+
+@pytest.mark.parametrize(("override", "reason"), [
+    ("optimizer.lr=interval(1.0,0.05)", "the `low` value must be smaller than or equal to the `high` value (low=1.0, high=0.05)"),
+    ("optimizer.lr=tag(log,interval(0,1))", "the `low` value must be larger than 0 for a log distribution (low=0.0, high=1.0)"),
+    ("epochs=range(1,0)", "the `low` value must be smaller than or equal to the `high` value (low=1, high=0)"),
+])
+def test_a_search_space_optuna_refuses_is_one_line_naming_it_exit_2(override, reason, monkeypatch, capsys):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra_plugins.hydra_optuna_sweeper._impl import create_optuna_distribution_from_override
+
+    [parsed] = OverridesParser.create().parse_overrides([override])
+    monkeypatch.setattr(hydra_errors, "COMMAND", "train")
+    with pytest.raises(SystemExit) as exited:  # as the sweeper meets it, inside Hydra's run_and_report
+        hydra_errors._report(_original_report, lambda: create_optuna_distribution_from_override(parsed))
+    assert exited.value.code == 2
+    assert capsys.readouterr().err == f"landmark-ae train: error: hydra/sweeper=optuna cannot search {override}: {reason}\n"
+    assert hydra_errors.search_space_message(ValueError("not from a search space")) is None
+
+
+def test_a_sweep_with_cfg_is_one_line_exit_2(tmp_path):
+    from conftest import one_line_error, run_cli
+
+    proc = run_cli("train", "-m", "model=m1,m2", "--cfg", "job", outputs=tmp_path / "outputs")
+    one_line_error(proc, "landmark-ae train: error: --cfg shows the config of one run, not of a sweep: drop -m and give "
+                   "one value per key (landmark-ae train model=m1 --cfg job)")
+    assert not (tmp_path / "outputs").exists()
+    assert hydra_errors.one_mode_message(["--info", "--cfg", "job"]).startswith("give one of -m/--multirun, --cfg")
+
+
+def test_faiss_and_alembic_info_lines_stay_quiet_under_hydras_logging_config():
+    import logging
+    import logging.config
+
+    from omegaconf import OmegaConf
+
+    from landmark_ae.config import config_dir
+
+    hydra_conf = OmegaConf.load(f"{config_dir()}/hydra/default.yaml")
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        for section in ("hydra_logging", "job_logging"):  # as Hydra applies them, before and in a job
+            conf = OmegaConf.to_container(hydra_conf[section])
+            conf["handlers"] = {"console": {"class": "logging.NullHandler"}}
+            conf["root"]["handlers"] = ["console"]
+            logging.config.dictConfig(conf)
+            for name in ("faiss.loader", "alembic.runtime.plugins"):
+                assert not logging.getLogger(name).isEnabledFor(logging.INFO), (section, name)
+                assert logging.getLogger(name).isEnabledFor(logging.WARNING), (section, name)
+            assert logging.getLogger("landmark_ae").isEnabledFor(logging.INFO)
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)

@@ -6,11 +6,19 @@ private `hydra._internal.utils.run_and_report` that `@hydra.main` calls. pyproje
 hydra-core 1.3.x only, and tests/test_hydra_errors.py pins the function this relies on; if a Hydra
 release moves it, `install()` leaves Hydra's own (longer) reports in place instead of failing.
 HYDRA_FULL_ERROR=1 always gets Hydra's full report.
+
+Also here, as the launching process sees them: a Ctrl-C or SIGTERM of a multirun (its jobs are
+stopped and waited for, then one line names the sweep: sweep_interrupts), an Optuna search space
+Optuna refuses, Hydra's mode flags combined (`-m ... --cfg job`), and third-party log lines that
+read as failures (QUIET_LOGGERS).
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -19,6 +27,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 from omegaconf.errors import ConfigAttributeError
 
+from landmark_ae.commands import sweep_interrupts
 from landmark_ae.config import unknown_key_message
 from landmark_ae.errors import describe_os_error
 from landmark_ae.runs import remove_run_dir
@@ -26,6 +35,17 @@ from landmark_ae.runs import remove_run_dir
 PATCHED = "_landmark_ae_concise"
 COMMAND = ""  # the subcommand being run, for messages ("train has no key ...")
 SWEEP_DIR: Path | None = None  # a multirun's sweep dir, once Hydra has resolved it
+
+# INFO lines that look like failures but are not: FAISS tries its AVX512/AVX2 builds first
+# ("Could not load library with AVX512 support due to: ModuleNotFoundError"), and Optuna's
+# storage layer, alembic, lists each plugin it sets up. Their warnings and errors still show.
+QUIET_LOGGERS = ("faiss.loader", "alembic")
+
+
+def quiet_third_party_loggers() -> None:
+    """Set before Hydra configures logging: its dictConfig keeps the levels of loggers it does not name."""
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 class JobFailed(Exception):
@@ -45,11 +65,16 @@ class JobFailed(Exception):
 
 class SweepDirCallback(Callback):
     """Notes a multirun's sweep dir (conf/hydra/default.yaml lists this callback), so that a sweep
-    whose jobs fail to compose does not leave a sweep dir holding nothing but multirun.yaml."""
+    whose jobs fail to compose does not leave a sweep dir holding nothing but multirun.yaml, and an
+    interrupted sweep stops its jobs and names itself (sweep_interrupts)."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         global SWEEP_DIR
         SWEEP_DIR = Path(str(config.hydra.sweep.dir))  # resolves ${now:...} once, as the launcher will
+        sweep_interrupts.watch(SWEEP_DIR)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_interrupts.unwatch()
 
 
 def _remove_empty_sweep_dir() -> None:
@@ -94,45 +119,114 @@ def short_message(exc: BaseException) -> str:
     return message
 
 
+def search_space_message(exc: BaseException) -> str | None:
+    """An Optuna search space Optuna refused (`interval(1.0,0.05)`, `tag(log,interval(0,1))`,
+    `range(1,0)`), as one line naming the override; None for any other error. Optuna raises a bare
+    ValueError while the sweeper turns one override into a distribution: that frame names it."""
+    tb = exc.__traceback__
+    override = None
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name == "create_optuna_distribution_from_override":
+            override = tb.tb_frame.f_locals.get("override")
+        tb = tb.tb_next
+    if override is None or not isinstance(exc, ValueError):
+        return None
+    given = getattr(override, "input_line", None) or "a search space"  # the override as typed
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return f"hydra/sweeper=optuna cannot search {given}: {reason[:1].lower()}{reason[1:].rstrip('.')}"
+
+
+# Hydra refuses to combine these flags with a ValueError raised outside run_and_report.
+ONE_MODE_ERROR = "Only one of --run, --multirun, --cfg, --info and --shell_completion can be specified"
+
+
+def one_mode_message(argv: list[str]) -> str:
+    """What to do instead of combining Hydra's mode flags (`train -m model=m1,m2 --cfg job`)."""
+    if any(a in ("-m", "--multirun") for a in argv) and any(a in ("-c", "--cfg") for a in argv):
+        return ("--cfg shows the config of one run, not of a sweep: drop -m and give one value per key "
+                f"(landmark-ae {COMMAND or 'train'} model=m1 --cfg job)")
+    return "give one of -m/--multirun, --cfg, --info, --run and --shell-completion at a time"
+
+
+def error_line(message: str) -> str:
+    return f"landmark-ae {COMMAND}: error: {message}" if COMMAND else f"landmark-ae: error: {message}"
+
+
+def _report(original: Callable[[Callable[[], Any]], Any], func: Callable[[], Any]) -> Any:
+    """Hydra's run_and_report, with expected failures as one line on stderr (see install)."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        return original(func)
+    try:
+        return func()
+    except JobFailed as exc:
+        _remove_empty_sweep_dir()
+        print(exc.message, file=sys.stderr)
+        sys.exit(exc.code)
+    except (HydraException, OmegaConfBaseException) as exc:
+        _remove_empty_sweep_dir()
+        print(f"landmark-ae: error: {short_message(exc)}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        if SWEEP_DIR is None:
+            raise  # not a sweep: the command's own handling (execute) has already run
+        sweep_interrupts.end_sweep(SWEEP_DIR, COMMAND, 128 + (sweep_interrupts.SIGNAL or signal.SIGINT))
+    except SystemExit as exc:  # a sweep's in-process job (the basic launcher) ended by a signal
+        if SWEEP_DIR is not None and exc.code in (130, 143):
+            sweep_interrupts.end_sweep(SWEEP_DIR, COMMAND, int(exc.code))
+        raise
+    except Exception as exc:
+        message = search_space_message(exc)
+        if message is not None:
+            _remove_empty_sweep_dir()
+            print(error_line(message), file=sys.stderr)
+            sys.exit(2)
+        message = describe_os_error(exc)  # e.g. Hydra creating the run dir on a read-only disk
+        if message is not None:
+            print(f"landmark-ae: error: {message}", file=sys.stderr)
+            sys.exit(1)
+        err = exc  # anything else is Hydra's to report, unchanged
+
+        def reraise() -> Any:
+            raise err
+
+        return original(reraise)
+
+
+def _concise_run_hydra(original: Callable[..., Any]) -> Callable[..., Any]:
+    def run_hydra(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return original(*args, **kwargs)
+        except ValueError as exc:
+            if os.environ.get("HYDRA_FULL_ERROR") == "1" or not str(exc).startswith(ONE_MODE_ERROR):
+                raise
+            print(error_line(one_mode_message(sys.argv[1:])), file=sys.stderr)
+            sys.exit(2)
+
+    setattr(run_hydra, PATCHED, True)
+    return run_hydra
+
+
 def install() -> bool:
     """Make @hydra.main print config errors as one line with exit code 2; True if installed."""
     try:
         import hydra._internal.utils as hydra_utils
-    except ImportError:  # pragma: no cover - a Hydra without the module: keep its own reports
+        import hydra.main  # noqa: F401 - the module; `hydra.main` the attribute is the decorator
+    except ImportError:  # pragma: no cover - a Hydra without the modules: keep its own reports
         return False
     original = getattr(hydra_utils, "run_and_report", None)
     if original is None:
         return False
+    quiet_third_party_loggers()
     if getattr(original, PATCHED, False):
         return True
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    def run_and_report(func: Callable[[], Any]) -> Any:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
-            return original(func)
-        try:
-            return func()
-        except JobFailed as exc:
-            _remove_empty_sweep_dir()
-            print(exc.message, file=sys.stderr)
-            sys.exit(exc.code)
-        except (HydraException, OmegaConfBaseException) as exc:
-            _remove_empty_sweep_dir()
-            print(f"landmark-ae: error: {short_message(exc)}", file=sys.stderr)
-            sys.exit(2)
-        except Exception as exc:
-            message = describe_os_error(exc)  # e.g. Hydra creating the run dir on a read-only disk
-            if message is not None:
-                print(f"landmark-ae: error: {message}", file=sys.stderr)
-                sys.exit(1)
-            err = exc  # anything else is Hydra's to report, unchanged
-
-            def reraise() -> Any:
-                raise err
-
-            return original(reraise)
-
+    run_and_report = functools.partial(_report, original)
     setattr(run_and_report, PATCHED, True)
     hydra_utils.run_and_report = run_and_report
+    # @hydra.main calls the _run_hydra it imported by name: the mode-flag check is raised there.
+    hydra_main = sys.modules["hydra.main"]
+    if callable(getattr(hydra_main, "_run_hydra", None)) and not getattr(hydra_main._run_hydra, PATCHED, False):
+        hydra_main._run_hydra = _concise_run_hydra(hydra_main._run_hydra)
     return True
