@@ -1,4 +1,10 @@
-"""`landmark-ae train`: fit an autoencoder to reconstruct its input (MSE), as the seed study does.
+"""`landmark-ae train`: fit an autoencoder to reconstruct its input (MSE), as the seed study does, or
+under another objective (objectives.py).
+
+run_train's phases (_train): restore_or_start (a new run, or resume from last.pt) -> build_fit ->
+load_splits -> record_start -> plan_schedule -> fit_epochs (train_one_epoch + validation_loss each
+epoch; best.pt on a better val loss, history.csv and last.pt every epoch) -> finish (figures,
+manifest, results).
 
 A train run dir holds:
     best.pt        best-validation weights + the resolved model config (rebuilds the model alone)
@@ -13,12 +19,12 @@ from __future__ import annotations
 import logging
 import math
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -30,7 +36,8 @@ from landmark_ae.model.builder import ConvAutoencoder, build_model
 from landmark_ae.model.checkpoints import load_checkpoint, model_from_checkpoint, save_checkpoint
 from landmark_ae.runs import atomic_path, read_run_record, resolve_run, write_manifest, write_run_record
 from landmark_ae.train.distributed import Ranks, close_ranks, init_ranks, sum_over_ranks
-from landmark_ae.train.objectives import ONE, contrastive_loss
+from landmark_ae.train.objectives import OBJECTIVES, ONE, Objective, objective_for
+from landmark_ae.train.resumable import check_train_resume
 from landmark_ae.train.step import Precision, build_step, to_device
 
 log = logging.getLogger(__name__)
@@ -54,8 +61,8 @@ def train_one_epoch(
     generator: torch.Generator, device: torch.device, on_batch: Callable[[torch.Tensor], None] = lambda loss: None,
     scheduler: Any = None, ranks: Ranks = ONE, precision: Precision | None = None,
 ) -> float:
-    """One pass over `images` in a seeded random order; returns the mean loss. `step` is the model
-    with its objective (step.py: ObjectiveModule, DDP-wrapped under torchrun). `scheduler`, if any,
+    """One pass over `images` in a seeded random order; returns the mean training loss. `step` is the
+    model with its objective (step.py: ObjectiveModule, DDP-wrapped under torchrun). `scheduler`, if any,
     is stepped after every batch. The loss is summed on the device and read once an epoch, so the
     GPU never waits for the host."""
     precision = precision or Precision(device)
@@ -81,13 +88,13 @@ def train_one_epoch(
 @torch.inference_mode()
 def validation_loss(model: ConvAutoencoder, images: ImageBatches, batch_size: int, device: torch.device,
                     objective: Any = None, ranks: Ranks = ONE, precision: Precision | None = None) -> float:
-    """Validation loss (eval mode: BatchNorm uses its running statistics): the mean reconstruction
-    MSE of the clean images, or for the contrastive objective its own loss on views drawn from a
-    fixed seed, so that epochs are compared on the same views. Under torchrun each rank scores its
-    share of every batch and the sums are added over ranks: all ranks get the same value."""
+    """The mean validation loss `objective` (an ObjectiveConfig; None: reconstruct) defines, in eval
+    mode (BatchNorm uses its running statistics). Views are drawn from a fixed seed, so that epochs
+    are compared on the same views. Under torchrun each rank scores its share of every batch and the
+    sums are added over ranks: all ranks get the same value."""
     precision = precision or Precision(device)
     model.eval()
-    contrastive = objective is not None and objective.name == "contrastive"
+    loss_sum = objective_for(objective).val_loss_sum
     generator = torch.Generator().manual_seed(0)
     total = torch.zeros((), dtype=torch.float64, device=device)
     count = 0
@@ -95,12 +102,8 @@ def validation_loss(model: ConvAutoencoder, images: ImageBatches, batch_size: in
         lo, hi = ranks.rows(stop - start)
         batch = to_device(images.slice(start + lo, start + hi), device)
         with precision.autocast():
-            if contrastive:
-                part = (lo, hi, stop - start) if ranks.distributed else None
-                total += contrastive_loss(model, batch, objective, generator, part, ranks).double() * len(batch)
-            else:
-                x = to_model_range(batch)
-                total += F.mse_loss(model(x).float(), x, reduction="sum").double() / x[0].numel()
+            total += loss_sum(model, batch, objective, generator, (lo, hi, stop - start) if ranks.distributed else None,
+                              ranks)
         count += len(batch)
     total, count = sum_over_ranks(torch.stack([total, total.new_tensor(count)]), ranks)
     return (total / count).item()
@@ -172,8 +175,8 @@ def open_tensorboard(cfg: DictConfig, run_dir: Path, start_epoch: int) -> Any:
 
 
 def run_train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    if cfg.logger not in LOGGERS:
-        raise UserError(f"logger={cfg.logger}: choose one of null, tensorboard")
+    if _logger(cfg) not in LOGGERS:
+        raise UserError(f"logger={enum_value(cfg.logger)}: choose one of null, tensorboard")
     threads = cfg.threads or sweep_job_threads()
     if threads:
         if not cfg.threads:
@@ -186,26 +189,92 @@ def run_train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         close_ranks(ranks)
 
 
+def _logger(cfg: DictConfig) -> str | None:
+    value = enum_value(cfg.logger)
+    return None if value in (None, "none", "null") else value
+
+
 def _train(cfg: DictConfig, run_dir: Path, ranks: Ranks, device: torch.device) -> dict[str, Any]:
+    """The run's phases: restore or start, load the splits, fit the epochs, finish."""
     check_global_batch(cfg.batch_size, ranks)
     precision = Precision.from_config(cfg.amp, device)
-    last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
+    start = restore_or_start(cfg, run_dir, ranks)
+    fit = build_fit(cfg, run_dir, start, ranks, device, precision)
+    fit.train_images, fit.val_images = load_splits(start.data_dir, int(start.model_cfg["input_size"]), ranks)
+    record_start(fit)
+    fit.step = build_step(fit.model, start.objective, ranks, device, cfg.sync_bn, cfg.compile)
+    plan_schedule(fit)
+    writer = open_tensorboard(cfg, run_dir, len(fit.history) + 1) if ranks.main else None
+    fit_epochs(fit, writer)
+    return finish(fit, writer)
 
-    state = load_checkpoint(last_path) if last_path.is_file() else None
-    if state is not None:
-        model_cfg, data_dir = state["model_config"], Path(state["data_dir"])
-        log.info("resuming %s from epoch %d of %s", model_cfg["name"], state["epoch"], run_dir)
-    else:
-        model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
-        # Killed before its first epoch ended: start again in place, on the dataset it had chosen.
-        started_on = (read_run_record(run_dir) or {}).get("data_dir") if cfg.resume else None
-        data_dir = Path(started_on) if started_on else _resolve_data_dir(cfg)
 
+@dataclass
+class Start:
+    """What a run starts from: a new run's settings, or those its last.pt saved (a resumed run keeps
+    its model, memory layout, objective, dataset and schedule, whatever the command line says now)."""
+
+    model_cfg: dict
+    data_dir: Path
+    objective: DictConfig  # an ObjectiveConfig
+    channels_last: bool
+    state: dict | None = None  # last.pt, when resuming from it
+
+
+def restore_or_start(cfg: DictConfig, run_dir: Path, ranks: Ranks) -> Start:
+    """Resume from the run dir's last.pt if it has one, else start the run (again, in place, on the
+    dataset it had chosen, if it was killed before its first epoch ended)."""
+    last_path = run_dir / "last.pt"
+    if cfg.resume or last_path.is_file():
+        check_train_resume(run_dir, ranks.world_size)
+    if last_path.is_file():
+        state = load_checkpoint(last_path)
+        log.info("resuming %s from epoch %d of %s", state["model_config"]["name"], state["epoch"], run_dir)
+        return Start(state["model_config"], Path(state["data_dir"]), OmegaConf.create(state["objective"]),
+                     bool(state["channels_last"]), state)
+    started_on = (read_run_record(run_dir) or {}).get("data_dir") if cfg.resume else None
+    data_dir = Path(started_on) if started_on else _resolve_data_dir(cfg)
+    return Start(OmegaConf.to_container(cfg.model, resolve=True), data_dir, cfg.objective, bool(cfg.channels_last))
+
+
+@dataclass
+class Fit:
+    """A run's training state: what the epochs work on and what they add to."""
+
+    cfg: DictConfig
+    run_dir: Path
+    start: Start
+    ranks: Ranks
+    device: torch.device
+    precision: Precision
+    model: ConvAutoencoder
+    optimizer: torch.optim.Optimizer
+    generator: torch.Generator
+    history: list[dict] = field(default_factory=list)
+    best: dict = field(default_factory=lambda: {"val_loss": math.inf, "epoch": 0})
+    train_images: Any = None  # ImageBatches (load_splits)
+    val_images: Any = None
+    record: dict = field(default_factory=dict)  # run.json's fields (record_start)
+    step: Any = None  # the model with its objective (step.build_step)
+    schedule: dict = field(default_factory=dict)  # name, epochs, batches (plan_schedule)
+    scheduler: Any = None
+
+    @property
+    def objective(self) -> Objective:
+        return objective_for(self.start.objective)
+
+    @property
+    def batches(self) -> int:
+        return len(batch_rows(len(self.train_images), self.cfg.batch_size, self.ranks))
+
+
+def build_fit(cfg: DictConfig, run_dir: Path, start: Start, ranks: Ranks, device: torch.device,
+              precision: Precision) -> Fit:
+    """The seeded model, its optimizer and the run's generator; a resumed run's weights, generator
+    state, history and best epoch (the optimizer's state comes with its schedule: plan_schedule)."""
     torch.manual_seed(cfg.seed)
-    model = build_model(model_cfg).to(device)
-    # A resumed run keeps its memory layout, objective and dataset, whatever the command line says now.
-    channels_last = bool(state["channels_last"]) if state is not None else bool(cfg.channels_last)
-    if channels_last:
+    model = build_model(start.model_cfg).to(device)
+    if start.channels_last:
         # NHWC weights make CPU (oneDNN) convolutions faster on M5 (1.10x images/s, BENCHMARKS.md);
         # numbers differ from NCHW in the last float bits only, and a run is deterministic either way.
         model = model.to(memory_format=torch.channels_last)
@@ -213,125 +282,153 @@ def _train(cfg: DictConfig, run_dir: Path, ranks: Ranks, device: torch.device) -
         optimizer = instantiate(cfg.optimizer, params=model.parameters())
     except Exception as exc:
         raise UserError(f"optimizer: cannot build {cfg.optimizer.get('_target_')}: {str(exc).splitlines()[0]}") from None
-    generator = torch.Generator().manual_seed(cfg.seed)
-    history: list[dict] = []
-    best = {"val_loss": math.inf, "epoch": 0}
-    if state is not None:
-        model.load_state_dict(state["state_dict"])
-        generator.set_state(state["generator"])
-        history, best = list(state["history"]), dict(state["best"])
+    fit = Fit(cfg, run_dir, start, ranks, device, precision, model, optimizer, torch.Generator().manual_seed(cfg.seed))
+    if start.state is not None:
+        model.load_state_dict(start.state["state_dict"])
+        fit.generator.set_state(start.state["generator"])
+        fit.history, fit.best = list(start.state["history"]), dict(start.state["best"])
+    return fit
 
-    objective_cfg = OmegaConf.create(state["objective"]) if state is not None else cfg.objective
-    objective = objective_cfg if objective_cfg.name != "reconstruct" else None  # None: the seed's loop
+
+def load_splits(data_dir: Path, size: int, ranks: Ranks) -> tuple[ImageBatches, ImageBatches]:
+    """The train and val images, read from the memory-mapped arrays and resized batch by batch as
+    they go (memory stays flat in the dataset's size)."""
     splits = load_prepared(data_dir, ("train", "val"), manifests=False)
-    size = int(model_cfg["input_size"])
-    # Batches are read from the memory-mapped arrays and resized as they go: memory stays flat.
-    train_images = ImageBatches(splits["train"].images, size)
-    val_images = ImageBatches(splits["val"].images, size)
+    train_images, val_images = ImageBatches(splits["train"].images, size), ImageBatches(splits["val"].images, size)
     if min(len(train_images), len(val_images)) < ranks.world_size:  # one image per rank at least
         per_rank = f" and hold one image for each of the {ranks.world_size} ranks" if ranks.distributed else ""
         raise UserError(f"{data_dir} has {len(train_images)} train and {len(val_images)} val images: both must be "
                         f"non-empty{per_rank}")
-    data_name = dataset_name(data_dir)
-    if data_name != cfg.data.name and state is None:
-        log.info("%s holds the prepared %s dataset: recorded as such (data=%s does not apply)", data_dir, data_name,
-                 cfg.data.name)
-    record = dict(data=data_name, data_dir=str(data_dir), model=model_cfg["name"],
-                  objective=OmegaConf.to_container(objective_cfg, resolve=True, enum_to_str=True),
-                  world_size=ranks.world_size)
+    return train_images, val_images
+
+
+def record_start(fit: Fit) -> None:
+    """run.json says the run is running, on what (rank 0 writes it); the log says what it trains."""
+    cfg, start, ranks = fit.cfg, fit.start, fit.ranks
+    data_name = dataset_name(start.data_dir)
+    if data_name != cfg.data.name and start.state is None:
+        log.info("%s holds the prepared %s dataset: recorded as such (data=%s does not apply)", start.data_dir,
+                 data_name, cfg.data.name)
+    fit.record = dict(data=data_name, data_dir=str(start.data_dir), model=start.model_cfg["name"],
+                      objective=OmegaConf.to_container(start.objective, resolve=True, enum_to_str=True),
+                      world_size=ranks.world_size)
     if ranks.main:
-        write_run_record(run_dir, "train", "running", **record)
-    log.info("training %s (objective %s) on %d images (val %d) from %s on %s%s", model_cfg["name"],
-             record["objective"]["name"], len(train_images), len(val_images), data_dir, device,
+        write_run_record(fit.run_dir, "train", "running", **fit.record)
+    log.info("training %s (objective %s) on %d images (val %d) from %s on %s%s", start.model_cfg["name"],
+             fit.record["objective"]["name"], len(fit.train_images), len(fit.val_images), start.data_dir, fit.device,
              f", {ranks.world_size} ranks of {cfg.batch_size // ranks.world_size} images a batch"
              if ranks.distributed else "")
-    step = build_step(model, objective, ranks, device, cfg.sync_bn, cfg.compile)
 
-    from landmark_ae.ui import progress_bar
 
-    start_epoch = len(history) + 1
-    batches = len(batch_rows(len(train_images), cfg.batch_size, ranks))
-    # The schedule spans the epochs the run started with; a resumed run keeps it (and may not outrun it).
+def plan_schedule(fit: Fit) -> None:
+    """The lr schedule spans the epochs the run started with; a resumed run keeps it (and may not
+    outrun it, nor change the batches an epoch holds). A resumed run's optimizer and scheduler get
+    their saved state."""
+    cfg, state, batches = fit.cfg, fit.start.state, fit.batches
     if state is None:
-        schedule = {"name": enum_value(cfg.lr_schedule), "epochs": cfg.epochs, "batches": batches}
+        fit.schedule = {"name": enum_value(cfg.lr_schedule), "epochs": cfg.epochs, "batches": batches}
     else:
-        schedule = dict(state["schedule"])
-    if schedule["name"] != "constant" and cfg.epochs > schedule["epochs"]:
-        raise UserError(f"this run's {schedule['name']} schedule ends at epoch {schedule['epochs']}: "
-                        f"resume it with epochs<={schedule['epochs']}, or start a new run for more epochs")
-    if schedule["name"] != "constant" and batches != schedule["batches"]:
-        raise UserError(f"this run's {schedule['name']} schedule counts {schedule['batches']} batches an epoch, "
+        fit.schedule = dict(state["schedule"])
+    name, epochs = fit.schedule["name"], fit.schedule["epochs"]
+    if name != "constant" and cfg.epochs > epochs:
+        raise UserError(f"this run's {name} schedule ends at epoch {epochs}: "
+                        f"resume it with epochs<={epochs}, or start a new run for more epochs")
+    if name != "constant" and batches != fit.schedule["batches"]:
+        raise UserError(f"this run's {name} schedule counts {fit.schedule['batches']} batches an epoch, "
                         f"batch_size={cfg.batch_size} gives {batches}: resume with the batch_size it started with")
     # The scheduler is built on the fresh optimizer (its max lr is the configured lr), then both get
     # their saved state: building it after loading would take the resumed lr as the max and reset the
     # optimizer's lr and momentum to the schedule's first step.
-    scheduler = make_scheduler(schedule["name"], optimizer, schedule["epochs"], schedule["batches"])
+    fit.scheduler = make_scheduler(name, fit.optimizer, epochs, fit.schedule["batches"])
     if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
-        if scheduler is not None:
-            scheduler.load_state_dict(state["scheduler"])
-    writer = open_tensorboard(cfg, run_dir, start_epoch) if ranks.main else None
+        fit.optimizer.load_state_dict(state["optimizer"])
+        if fit.scheduler is not None:
+            fit.scheduler.load_state_dict(state["scheduler"])
+
+
+def fit_epochs(fit: Fit, writer: Any) -> None:
+    """Train and validate each epoch still to run; rank 0 saves after each (save_epoch)."""
+    from landmark_ae.ui import progress_bar
+
+    cfg, start_epoch = fit.cfg, len(fit.history) + 1
     with progress_bar(cfg.progress) as bar:
-        task = bar.add_task(f"train {model_cfg['name']}", total=batches * max(cfg.epochs - start_epoch + 1, 0), status="")
+        task = bar.add_task(f"train {fit.start.model_cfg['name']}", total=fit.batches * max(cfg.epochs - start_epoch + 1, 0),
+                            status="")
         for epoch in range(start_epoch, cfg.epochs + 1):
-            tick = time.perf_counter()
 
             def on_batch(loss: torch.Tensor, epoch: int = epoch) -> None:
                 # Reading the loss waits for the device: on a GPU only every 20th batch's is read.
-                quiet = device.type == "cuda" and bar.tasks[task].completed % 20
+                quiet = fit.device.type == "cuda" and bar.tasks[task].completed % 20
                 status = {} if quiet else {"status": f"epoch {epoch}/{cfg.epochs} loss {float(loss):.4f}"}
                 bar.update(task, advance=1, **status)
 
-            train_loss = train_one_epoch(step, train_images, optimizer, cfg.batch_size, generator, device, on_batch,
-                                         scheduler, ranks, precision)
-            train_seconds = time.perf_counter() - tick
-            val_loss = validation_loss(model, val_images, cfg.batch_size, device, objective, ranks, precision)
-            row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
-                   "seconds": round(time.perf_counter() - tick, 3),
-                   "images_per_s": round(len(train_images) / train_seconds, 1)}
-            history.append(row)
-            log.info("epoch %d/%d train %.5f val %.5f (%.1fs, %.0f images/s)", epoch, cfg.epochs,
-                     train_loss, val_loss, row["seconds"], row["images_per_s"])
-            if val_loss < best["val_loss"]:
-                best = {"val_loss": val_loss, "epoch": epoch}
-                improved = True
-            else:
-                improved = False
-            if not ranks.main:
-                continue  # rank 0 alone writes
-            if writer is not None:
-                writer.add_scalar("loss/train", train_loss, epoch)
-                writer.add_scalar("loss/val", val_loss, epoch)
-                writer.add_scalar("lr", optimizer.param_groups[0]["lr"], epoch)
-                writer.add_scalar("images_per_s", row["images_per_s"], epoch)
-                writer.flush()
-            common = dict(model_config=model_cfg, data_dir=str(data_dir), data=data_name, train_run=str(run_dir),
-                          objective=record["objective"], channels_last=channels_last, world_size=ranks.world_size)
+            row = fit_one_epoch(fit, epoch, on_batch)
+            improved = row["val_loss"] < fit.best["val_loss"]
             if improved:
-                save_checkpoint(best_path, state_dict=model.state_dict(), epoch=epoch, val_loss=val_loss, **common)
-            with atomic_path(run_dir / "history.csv") as tmp:
-                pd.DataFrame(history).to_csv(tmp, index=False)
-            # last.pt is written last: a run killed before it resumes from the previous epoch and
-            # redoes this one, rewriting best.pt and history.csv the same way.
-            save_checkpoint(last_path, state_dict=model.state_dict(), epoch=epoch, optimizer=optimizer.state_dict(),
-                            generator=generator.get_state(), history=history, best=best, schedule=schedule,
-                            scheduler=scheduler.state_dict() if scheduler is not None else None, **common)
+                fit.best = {"val_loss": row["val_loss"], "epoch": epoch}
+            if fit.ranks.main:  # rank 0 alone writes
+                save_epoch(fit, row, improved, writer)
 
+
+def fit_one_epoch(fit: Fit, epoch: int, on_batch: Callable[[torch.Tensor], None]) -> dict[str, Any]:
+    """One epoch's training pass and validation pass: its history.csv row, added to the history."""
+    cfg, tick = fit.cfg, time.perf_counter()
+    train_loss = train_one_epoch(fit.step, fit.train_images, fit.optimizer, cfg.batch_size, fit.generator, fit.device,
+                                 on_batch, fit.scheduler, fit.ranks, fit.precision)
+    train_seconds = time.perf_counter() - tick
+    val_loss = validation_loss(fit.model, fit.val_images, cfg.batch_size, fit.device, fit.start.objective, fit.ranks,
+                               fit.precision)
+    train_name, val_name = fit.objective.loss_names
+    row = {"epoch": epoch, train_name: train_loss, val_name: val_loss, "seconds": round(time.perf_counter() - tick, 3),
+           "images_per_s": round(len(fit.train_images) / train_seconds, 1)}
+    fit.history.append(row)
+    log.info("epoch %d/%d train %.5f val %.5f (%.1fs, %.0f images/s)", epoch, cfg.epochs,
+             train_loss, val_loss, row["seconds"], row["images_per_s"])
+    return row
+
+
+def save_epoch(fit: Fit, row: dict[str, Any], improved: bool, writer: Any) -> None:
+    """An epoch's files: best.pt if it improved, history.csv, then last.pt (and its TensorBoard scalars)."""
+    epoch, (train_name, val_name) = row["epoch"], fit.objective.loss_names
+    if writer is not None:
+        writer.add_scalar("loss/train", row[train_name], epoch)
+        writer.add_scalar("loss/val", row[val_name], epoch)
+        writer.add_scalar("lr", fit.optimizer.param_groups[0]["lr"], epoch)
+        writer.add_scalar("images_per_s", row["images_per_s"], epoch)
+        writer.flush()
+    run_dir, model = fit.run_dir, fit.model
+    common = dict(model_config=fit.start.model_cfg, data_dir=str(fit.start.data_dir), data=fit.record["data"],
+                  train_run=str(run_dir), objective=fit.record["objective"], channels_last=fit.start.channels_last,
+                  world_size=fit.ranks.world_size)
+    if improved:
+        save_checkpoint(run_dir / "best.pt", state_dict=model.state_dict(), epoch=epoch, val_loss=row[val_name], **common)
+    with atomic_path(run_dir / "history.csv") as tmp:
+        pd.DataFrame(fit.history).to_csv(tmp, index=False)
+    # last.pt is written last: a run killed before it resumes from the previous epoch and
+    # redoes this one, rewriting best.pt and history.csv the same way.
+    save_checkpoint(run_dir / "last.pt", state_dict=model.state_dict(), epoch=epoch, optimizer=fit.optimizer.state_dict(),
+                    generator=fit.generator.get_state(), history=fit.history, best=fit.best, schedule=fit.schedule,
+                    scheduler=fit.scheduler.state_dict() if fit.scheduler is not None else None, **common)
+
+
+def finish(fit: Fit, writer: Any) -> dict[str, Any]:
+    """The run's results; on rank 0 also its figures, manifest and `complete` record."""
+    history, best, run_dir = fit.history, fit.best, fit.run_dir
     speeds = sorted(h["images_per_s"] for h in history)
     results = {
         "run_dir": run_dir,
-        "model": model_cfg["name"],
+        "model": fit.start.model_cfg["name"],
         "epochs": len(history),
         "best_epoch": best["epoch"],
         "best_val_loss": f"{best['val_loss']:.6f}",
         "train_images_per_s": speeds[len(speeds) // 2] if speeds else 0,
     }
-    if ranks.distributed:
-        results["world_size"] = ranks.world_size
-    if not ranks.main:
+    if fit.ranks.distributed:
+        results["world_size"] = fit.ranks.world_size
+    if not fit.ranks.main:
         return results
-    loss_name = "NT-Xent + MSE" if record["objective"]["name"] == "contrastive" else "MSE"
-    write_figures(run_dir, history, best_path, val_images, cfg.recon_images, model_cfg["name"], device, loss_name)
+    write_figures(run_dir, history, run_dir / "best.pt", fit.val_images, fit.cfg.recon_images,
+                  fit.start.model_cfg["name"], fit.device, fit.objective)
     if writer is not None:
         if (run_dir / "reconstructions.png").is_file():
             import numpy as np
@@ -341,22 +438,24 @@ def _train(cfg: DictConfig, run_dir: Path, ranks: Ranks, device: torch.device) -
                 writer.add_image("reconstructions", np.asarray(figure.convert("RGB")), len(history), dataformats="HWC")
         writer.close()
     write_manifest(run_dir, ["best.pt", "last.pt", "history.csv"])
-    write_run_record(run_dir, "train", "complete", best_val_loss=best["val_loss"], best_epoch=best["epoch"], **record)
+    write_run_record(run_dir, "train", "complete", best_val_loss=best["val_loss"], best_epoch=best["epoch"], **fit.record)
     return results
 
 
 def write_figures(run_dir: Path, history: list[dict], best_path: Path, val_images: ImageBatches, n: int,
-                  name: str, device: torch.device, loss_name: str = "MSE") -> None:
+                  name: str, device: torch.device, objective: Objective = OBJECTIVES["reconstruct"]) -> None:
+    """loss_curve.png (the history's two losses, as the objective names them) and reconstructions.png
+    (the first `n` validation images rebuilt by best.pt)."""
     from landmark_ae.figures import plot_losses, plot_reconstructions
 
     if not history:
         return
-    plot_losses([h["epoch"] for h in history], [h["train_loss"] for h in history],
-                [h["val_loss"] for h in history], run_dir / "loss_curve.png", f"{name}: {loss_name} loss")
+    train_name, val_name = objective.loss_names
+    plot_losses([h["epoch"] for h in history], [h[train_name] for h in history], [h[val_name] for h in history],
+                run_dir / "loss_curve.png", f"{name}: {objective.loss_label} loss")
     model = model_from_checkpoint(load_checkpoint(best_path)).to(device).eval()
     x = to_model_range(val_images.slice(0, min(n, len(val_images)))).to(device)
     with torch.inference_mode():
         recon = model(x)
     plot_reconstructions(to_uint8_hwc(x), to_uint8_hwc(recon), run_dir / "reconstructions.png",
                          f"{name}: validation images (top) and reconstructions (bottom)")
-

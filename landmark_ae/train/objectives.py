@@ -1,8 +1,20 @@
-"""Training objectives: the loss of one batch for each `objective.name` (see ObjectiveConfig).
+"""Training objectives, one registry (OBJECTIVES, keyed by `objective.name`; see ObjectiveConfig).
 
-reconstruct/denoise/augment/masked: MSE between the clean batch and the reconstruction of its
-corrupted view (views.py); `invariance` adds the disagreement of two views' embeddings; contrastive:
-SimCLR's NT-Xent on the projector's output of two views, plus the decoder's MSE on each view.
+Each objective owns what the loop and the validation pass ask of it: the encoder's input (`views`),
+its training loss, its validation loss, and their names (`loss_names`: history.csv's loss columns;
+`loss_label`: what the loss curve calls them). Adding one is a subclass with `@register("name")`, plus its name in
+config.ObjectiveName.
+
+    reconstruct  the seed: MSE of the clean image rebuilt from itself
+    denoise      MSE of the clean image rebuilt from a noisy view (views.noisy)
+    augment      ... from an augmented view (views.augmented)
+    masked       ... from a view with patches greyed out (views.masked)
+    contrastive  SimCLR's NT-Xent on the projector's output of two augmented views, plus the
+                 decoder's MSE on each view
+
+denoise/augment/masked with `invariance` > 0 rebuild two views and add the disagreement of their
+embeddings (and with `redundancy`, their cross-correlation). The reconstructive objectives validate
+on the clean images' MSE; contrastive on its own loss, on views drawn from a fixed seed.
 
 Under torchrun (distributed.py) `clean` is this rank's share of the global batch (`part`); the terms
 that compare images across the batch (NT-Xent, the invariance and redundancy terms) act on the
@@ -11,39 +23,142 @@ embeddings gathered from every rank, so they see the global batch as one process
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 
+from landmark_ae.config import enum_value
 from landmark_ae.data.prepared import to_model_range
 from landmark_ae.model.builder import ConvAutoencoder
 from landmark_ae.train.distributed import Ranks, gather_rows
-from landmark_ae.train.views import Part, corrupt
+from landmark_ae.train.views import Part, augmented, masked, noisy
 
 ONE = Ranks.single()
+# history.csv's loss columns, in order (every objective logs a train and a validation loss).
+LOSS_COLUMNS = ("train_loss", "val_loss")
+
+
+class Objective:
+    """The seed's objective (reconstruct) and the base of the others. `settings` is the run's
+    ObjectiveConfig; for reconstruct it may be None (the seed's loop has no settings to read)."""
+
+    name = "reconstruct"
+    loss_names = LOSS_COLUMNS  # history.csv's columns for (train loss, validation loss)
+    loss_label = "MSE"  # the loss curve's title: "<model>: MSE loss"
+
+    def views(self, clean: torch.Tensor, settings: Any, generator: torch.Generator,
+              part: Part | None = None) -> torch.Tensor:
+        """The encoder's uint8 input for a clean uint8 batch (a new tensor or `clean` itself)."""
+        return clean
+
+    def train_loss(self, model: ConvAutoencoder, clean: torch.Tensor, settings: Any, generator: torch.Generator,
+                   part: Part | None = None, ranks: Ranks = ONE) -> torch.Tensor:
+        target = to_model_range(clean)
+        return F.mse_loss(model(target), target)
+
+    def val_loss_sum(self, model: ConvAutoencoder, clean: torch.Tensor, settings: Any, generator: torch.Generator,
+                     part: Part | None = None, ranks: Ranks = ONE) -> torch.Tensor:
+        """The batch's validation loss summed over its images (float64; the pass divides by the count)."""
+        return reconstruction_sum(model, to_model_range(clean))
+
+    def unused_parameters(self, model: ConvAutoencoder, settings: Any) -> bool:
+        """Whether some parameters get no gradient (DDP must then look for them every step)."""
+        return model.projector is not None  # only the contrastive objective trains the projector
+
+
+OBJECTIVES: dict[str, Objective] = {}
+
+
+def register(name: str) -> Callable[[type[Objective]], type[Objective]]:
+    def add(cls: type[Objective]) -> type[Objective]:
+        cls.name = name
+        OBJECTIVES[name] = cls()
+        return cls
+
+    return add
+
+
+def objective_for(settings: Any) -> Objective:
+    """The registered objective an ObjectiveConfig names; None (the seed's loop) is reconstruct."""
+    name = "reconstruct" if settings is None else enum_value(settings.name)
+    if name not in OBJECTIVES:
+        raise ValueError(f"unknown objective {name!r} (known: {', '.join(OBJECTIVES)})")
+    return OBJECTIVES[name]
+
+
+register("reconstruct")(Objective)
+
+
+class RebuildClean(Objective):
+    """The decoder rebuilds the clean image from a corrupted view (subclasses say which)."""
+
+    def train_loss(self, model: ConvAutoencoder, clean: torch.Tensor, settings: Any, generator: torch.Generator,
+                   part: Part | None = None, ranks: Ranks = ONE) -> torch.Tensor:
+        target = to_model_range(clean)
+        if not settings.invariance:
+            return F.mse_loss(model(to_model_range(self.views(clean, settings, generator, part))), target)
+        views = torch.cat([self.views(clean, settings, generator, part), self.views(clean, settings, generator, part)])
+        latent = model.encoder(to_model_range(views))
+        loss = F.mse_loss(model.decoder(latent), torch.cat([target, target]))
+        a, b = (gather_rows(half, ranks) for half in latent.flatten(1).chunk(2))
+        loss = loss + settings.invariance * view_disagreement(a, b)
+        if settings.redundancy:
+            loss = loss + settings.redundancy * cross_redundancy(a, b)
+        return loss
+
+
+@register("denoise")
+class Denoise(RebuildClean):
+    def views(self, clean, settings, generator, part=None):
+        return noisy(clean, generator, settings.noise_std, part)
+
+
+@register("augment")
+class Augment(RebuildClean):
+    def views(self, clean, settings, generator, part=None):
+        return augmented_view(clean, settings, generator, part)
+
+
+@register("masked")
+class Masked(RebuildClean):
+    def views(self, clean, settings, generator, part=None):
+        return masked(clean, generator, settings.mask_ratio, settings.mask_patch, part)
+
+
+@register("contrastive")
+class Contrastive(Augment):
+    """Validated on its own loss: views drawn from the validation pass's fixed-seed generator, so
+    that epochs are compared on the same views."""
+
+    loss_label = "NT-Xent + MSE"
+
+    def train_loss(self, model, clean, settings, generator, part=None, ranks=ONE):
+        return contrastive_loss(model, clean, settings, generator, part, ranks)
+
+    def val_loss_sum(self, model, clean, settings, generator, part=None, ranks=ONE):
+        return contrastive_loss(model, clean, settings, generator, part, ranks).double() * len(clean)
+
+    def unused_parameters(self, model, settings):
+        return not settings.reconstruction  # the decoder, when its MSE has no weight
 
 
 def objective_loss(model: ConvAutoencoder, clean: torch.Tensor, objective: Any, generator: torch.Generator,
                    part: Part | None = None, ranks: Ranks = ONE) -> torch.Tensor:
-    """MSE between the clean batch and the reconstruction of its corrupted view (see augment.py);
-    with `invariance` > 0, of two views, plus the weighted disagreement of their embeddings.
-    `contrastive`: see contrastive_loss."""
-    target = to_model_range(clean)
-    if objective is None:
-        return F.mse_loss(model(target), target)
-    if objective.name == "contrastive":
-        return contrastive_loss(model, clean, objective, generator, part, ranks)
-    if not objective.invariance:
-        return F.mse_loss(model(to_model_range(corrupt(clean, objective, generator, part))), target)
-    views = torch.cat([corrupt(clean, objective, generator, part), corrupt(clean, objective, generator, part)])
-    latent = model.encoder(to_model_range(views))
-    loss = F.mse_loss(model.decoder(latent), torch.cat([target, target]))
-    a, b = (gather_rows(half, ranks) for half in latent.flatten(1).chunk(2))
-    loss = loss + objective.invariance * view_disagreement(a, b)
-    if objective.redundancy:
-        loss = loss + objective.redundancy * cross_redundancy(a, b)
-    return loss
+    """The training loss of one clean uint8 batch under `objective` (an ObjectiveConfig, or None
+    for the seed's reconstruction)."""
+    return objective_for(objective).train_loss(model, clean, objective, generator, part, ranks)
+
+
+def augmented_view(clean: torch.Tensor, settings: Any, generator: torch.Generator, part: Part | None = None) -> torch.Tensor:
+    """augment's and contrastive's view: a random resized crop, flip, colour jitter and greyscale."""
+    return augmented(clean, generator, settings.crop_scale, settings.flip, settings.jitter,
+                     greyscale=settings.greyscale, part=part)
+
+
+def reconstruction_sum(model: ConvAutoencoder, x: torch.Tensor) -> torch.Tensor:
+    """Per-image MSE of the model rebuilding x (in model range), summed over the batch, in float64."""
+    return F.mse_loss(model(x).float(), x, reduction="sum").double() / x[0].numel()
 
 
 def contrastive_loss(model: ConvAutoencoder, clean: torch.Tensor, objective: Any, generator: torch.Generator,
@@ -54,8 +169,8 @@ def contrastive_loss(model: ConvAutoencoder, clean: torch.Tensor, objective: Any
     Rebuilding the view (not the clean image) keeps the decoder's task possible: a crop cannot
     tell what lay outside it. The projector is optional (without one, NT-Xent acts on the
     embedding itself)."""
-    views = to_model_range(torch.cat([corrupt(clean, objective, generator, part),
-                                      corrupt(clean, objective, generator, part)]))
+    views = to_model_range(torch.cat([augmented_view(clean, objective, generator, part),
+                                      augmented_view(clean, objective, generator, part)]))
     latent = model.encoder(views)
     z = latent.flatten(1)
     if model.projector is not None:

@@ -16,7 +16,7 @@ from landmark_ae.config import enum_value
 from landmark_ae.errors import UserError
 from landmark_ae.model.builder import ConvAutoencoder
 from landmark_ae.train.distributed import Ranks
-from landmark_ae.train.objectives import objective_loss
+from landmark_ae.train.objectives import objective_for
 from landmark_ae.train.views import Part
 
 
@@ -28,18 +28,16 @@ class ObjectiveModule(nn.Module):
     def __init__(self, model: ConvAutoencoder, objective: Any, ranks: Ranks):
         super().__init__()
         self.model, self.objective, self.ranks = model, objective, ranks
+        self.loss = objective_for(objective).train_loss  # looked up once, outside what torch.compile traces
 
     def forward(self, clean: torch.Tensor, generator: torch.Generator, part: Part | None = None) -> torch.Tensor:
-        return objective_loss(self.model, clean, self.objective, generator, part, self.ranks)
+        return self.loss(self.model, clean, self.objective, generator, part, self.ranks)
 
 
 def _unused_parameters(model: ConvAutoencoder, objective: Any) -> bool:
     """Whether some parameters get no gradient (DDP must then look for them every step): the
     projector outside the contrastive objective, the decoder in a contrastive run without MSE."""
-    contrastive = objective is not None and enum_value(objective.name) == "contrastive"
-    if model.projector is not None and not contrastive:
-        return True
-    return contrastive and not objective.reconstruction
+    return objective_for(objective).unused_parameters(model, objective)
 
 
 def build_step(model: ConvAutoencoder, objective: Any, ranks: Ranks, device: torch.device, sync_bn: bool,

@@ -1,4 +1,5 @@
-"""Corrupted views for the training objectives, made on uint8 image batches on the training device.
+"""Corrupted views for the training objectives, made on uint8 image batches on the training device
+(which objective takes which view: the registry in objectives.py).
 
 Every function takes a uint8 (B, 3, H, W) batch and returns a new uint8 batch of the same shape;
 the clean batch is never modified (it is the reconstruction target). Random parameters are drawn
@@ -21,8 +22,6 @@ import math
 
 import torch
 import torch.nn.functional as F
-
-from landmark_ae.config import enum_value
 
 __all__ = ["noisy", "augmented", "masked", "corrupt"]
 
@@ -110,15 +109,8 @@ def masked(x: torch.Tensor, generator: torch.Generator, ratio: float = 0.5, patc
 
 
 def corrupt(x: torch.Tensor, objective, generator: torch.Generator, part: Part | None = None) -> torch.Tensor:
-    """The encoder's input under `objective` (an ObjectiveConfig): x itself for `reconstruct`."""
-    name = enum_value(objective.name)
-    if name == "reconstruct":
-        return x
-    if name == "denoise":
-        return noisy(x, generator, objective.noise_std, part)
-    if name in ("augment", "contrastive"):
-        return augmented(x, generator, objective.crop_scale, objective.flip, objective.jitter,
-                         greyscale=objective.greyscale, part=part)
-    if name == "masked":
-        return masked(x, generator, objective.mask_ratio, objective.mask_patch, part)
-    raise ValueError(f"unknown objective {name!r}")
+    """The encoder's input under `objective` (an ObjectiveConfig): x itself for `reconstruct`. The
+    objective registry (objectives.py) says which view each objective takes."""
+    from landmark_ae.train.objectives import objective_for  # objectives.py imports this module
+
+    return objective_for(objective).views(x, objective, generator, part)
