@@ -403,9 +403,12 @@ class ServeConfig:
     max_k: int = _min(1, 1000)
     max_batch: int = _min(1, 32)  # queries embedded in one forward pass
     max_wait_ms: float = _range(0.0, 1000.0, 5.0)  # how long the first waiting query waits for others
-    max_queue: int = _min(0, 256)  # waiting queries beyond this are answered 503
-    max_body_mb: float = _min(0.001, 20.0)  # larger bodies are answered 413 without being read
-    timeout_s: float = _min(0.1, 30.0)  # a request waiting longer is answered 503
+    max_queue: int = _min(1, 256)  # waiting queries beyond this are answered 503
+    max_body_mb: float = _min(0.001, 20.0)  # larger bodies are answered 413 (counted while read, multipart too)
+    max_inflight_mb: float = _min(0.001, 256.0)  # bytes all requests hold at once; beyond: 503 + Retry-After
+    max_pixels: int = _range(1, 64_000_000, 40_000_000)  # larger images: 400, from the header, before decoding
+    timeout_s: float = _min(0.1, 30.0)  # a request not answered within this (read, decode, search) is 503
+    drain_s: float = _min(0.0, 30.0)  # on SIGTERM/SIGINT: how long requests in flight get to finish
     device: str = "cpu"
     threads: int = _min(0, 0)  # torch intra-op threads; 0 = torch's default
     batch_size: int = _min(1, 64)

@@ -4,54 +4,90 @@
     GET  /healthz     200 {"status": "ok"}
     GET  /info        model, dim, database size, checkpoint sha256, index
 
-Bad input never takes the server down: a body that is not a usable image or a bad k is 400, a body
-over max_body_mb 413 (refused from its Content-Length, or cut off while reading), more waiting
-queries than max_queue or a request over timeout_s 503. Nothing from a request is used as a path.
+Bad input never takes the server down and is never a 500: a body that is not a usable image, a bad k, a
+malformed multipart body or one that does not decode as its Content-Encoding says is 400, as is an image
+over max_pixels (read from its header, before decoding); a body over max_body_mb 413 (refused from its
+Content-Length, or cut off while reading, multipart included). A request that would take the bytes all
+requests hold past max_inflight_mb, more waiting queries than max_queue, or a request not answered
+within timeout_s (reading, decoding and searching together) is 503 with Retry-After. Nothing from a
+request is used as a path.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
+import io
+import ipaddress
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Awaitable, Callable
 
+import numpy as np
 from aiohttp import web
+from PIL import Image
 
 from landmark_ae.data.images import ImageError
 from landmark_ae.retrieval.embed_run import EMBED_SETTINGS
-from landmark_ae.retrieval.retriever import Retriever
 from landmark_ae.serve.batcher import MicroBatcher, QueueFull
+from landmark_ae.serve.body import Busy, BytesInFlight, Held, read_image_bytes
 
 log = logging.getLogger("landmark_ae.serve")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-RETRIEVER = web.AppKey("retriever", Retriever)
+RETRY_AFTER = {"Retry-After": "1"}  # seconds: every 503 says when to try again
+MAX_K_DIGITS = 9
+
+
+@dataclass
+class ServeState:
+    budget: BytesInFlight
+    inflight: int = 0  # requests being handled (the drain on SIGTERM waits for none)
+    stopping: bool = False  # set on SIGTERM: answers close their connection
+
+
+RETRIEVER = web.AppKey("retriever", object)  # a Retriever (typed loosely: this module does not import torch)
 BATCHER = web.AppKey("batcher", MicroBatcher)
 SETTINGS = web.AppKey("settings", dict)
 DECODERS = web.AppKey("decoders", ThreadPoolExecutor)
+STATE = web.AppKey("state", ServeState)
 
 
-def error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def error(status: int, message: str, headers: dict | None = None) -> web.Response:
+    return web.json_response({"error": message}, status=status, headers=headers)
 
 
 @web.middleware
 async def log_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """One line per request on stderr (and serve.log): method, path, status, milliseconds."""
+    """One line per request on stderr (and serve.log): method, path, status, milliseconds; counted in
+    flight while handled."""
     tick = time.perf_counter()
-    status = 500
+    state = request.app[STATE]
+    state.inflight += 1
+    response = None
     try:
         response = await handler(request)
-        status = response.status
-        return response
-    except web.HTTPException as exc:  # aiohttp's own (404, 405, 413 while reading): as JSON
-        status = exc.status
-        return error(exc.status, exc.reason)
+    except web.HTTPException as exc:  # aiohttp's own (404, 405, 413 while reading) and ours (400): as JSON
+        response = error(exc.status, exc.reason, RETRY_AFTER if exc.status == 503 else None)
     finally:
+        state.inflight -= 1
+        status = 500 if response is None else response.status  # None: a bug, which aiohttp answers 500
         log.info("%s %s %d %.1fms", request.method, request.path, status, (time.perf_counter() - tick) * 1000)
+    if state.stopping or request.content.exception() is not None:
+        response.force_close()  # stopping, or a body that cannot be read to its end: no more on this connection
+    return response
 
 
 def require_token(token: str) -> Any:
@@ -67,77 +103,102 @@ def require_token(token: str) -> Any:
     return check
 
 
-async def read_body(request: web.Request, limit: int) -> bytes:
-    """The raw body, or the first file of a multipart body; over `limit` bytes is a 413."""
-    if request.content_length is not None and request.content_length > limit:
-        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
-    if request.content_type.startswith("multipart/"):
-        reader = await request.multipart()
-        part = await reader.next()
-        while part is not None and getattr(part, "filename", None) is None and part.name not in ("image", "file"):
-            part = await reader.next()
-        if part is None:
-            raise web.HTTPBadRequest(reason="the multipart body holds no image part (name it image or file)")
-        data = bytearray()
-        while chunk := await part.read_chunk():
-            data.extend(chunk)
-            if len(data) > limit:
-                raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(data))
-        return bytes(data)
-    return await request.read()  # bounded by the app's client_max_size (a 413 beyond it)
-
-
 def parse_k(request: web.Request, default: int, most: int) -> int:
     raw = request.query.get("k")
     if raw is None:
         return default
-    if not raw.isdigit() or not 1 <= int(raw) <= most:
+    # isascii: "²" is a digit to str.isdigit() but not to int(); the length bounds int()'s work
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= MAX_K_DIGITS and 1 <= int(raw) <= most):
         raise web.HTTPBadRequest(reason=f"k must be a whole number from 1 to {most}, not {raw[:20]!r}")
     return int(raw)
 
 
-async def query(request: web.Request) -> web.Response:
+def decode(retriever: Any, data: bytes, max_pixels: int) -> np.ndarray:
+    """The query image as the model takes it; an image over max_pixels is refused from its header, before
+    its pixels are decoded (Image.open reads only the header)."""
+    try:
+        with Image.open(io.BytesIO(data)) as probe:
+            width, height = probe.size
+    except Image.DecompressionBombError:
+        raise ImageError("too_large", f"over {max_pixels} pixels (max_pixels)") from None
+    except (OSError, SyntaxError, ValueError):
+        width = height = 0  # not an image: load_image says why
+    if width * height > max_pixels:
+        raise ImageError("too_large", f"{width}x{height} pixels; this server takes at most max_pixels={max_pixels}")
+    return retriever.load_image(data)
+
+
+async def decode_in_pool(app: web.Application, data: bytes, held: Held) -> np.ndarray:
+    """decode() in the bounded decoder pool. Cancelled (the request's deadline): a decode still waiting
+    is dropped; one already running finishes in its thread, and the request's bytes stay counted until then."""
+    job = app[DECODERS].submit(decode, app[RETRIEVER], data, app[SETTINGS]["max_pixels"])
+    held.pin(job)
+    return await asyncio.wrap_future(job)
+
+
+async def answer(request: web.Request, k: int, held: Held) -> web.Response:
     app = request.app
-    settings, retriever = app[SETTINGS], app[RETRIEVER]
-    k = parse_k(request, settings["k"], settings["max_k"])
-    data = await read_body(request, settings["max_body"])
+    data = await read_image_bytes(request, app[SETTINGS]["max_body"], held)
     if not data:
         return error(400, "empty body: send the image's bytes (e.g. curl --data-binary @photo.jpg)")
-    loop = asyncio.get_running_loop()
     try:
-        image = await loop.run_in_executor(app[DECODERS], retriever.load_image, data)
+        image = await decode_in_pool(app, data, held)
     except ImageError as exc:
         return error(400, f"not a usable image: {exc.reason}" + (f" ({exc.detail[:120]})" if exc.detail else ""))
+    del data
+    return web.json_response({"neighbours": await app[BATCHER].submit(image, k)})
+
+
+async def query(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    k = parse_k(request, settings["k"], settings["max_k"])
+    held = Held(request.app[STATE].budget)
     try:
-        hits = await asyncio.wait_for(app[BATCHER].submit(image, k), settings["timeout_s"])
+        # one deadline for reading, decoding and searching together
+        return await asyncio.wait_for(answer(request, k, held), settings["timeout_s"])
+    except Busy:
+        return error(503, f"too many bytes in flight (max_inflight_mb={settings['max_inflight'] / 2**20:g}): "
+                     "retry shortly", RETRY_AFTER)
     except QueueFull:
-        return error(503, "too many queries waiting: retry shortly")
+        return error(503, "too many queries waiting: retry shortly", RETRY_AFTER)
     except asyncio.TimeoutError:
-        return error(503, f"no answer within {settings['timeout_s']} s: retry shortly")
-    return web.json_response({"neighbours": hits})
+        return error(503, f"no answer within {settings['timeout_s']} s: retry shortly", RETRY_AFTER)
+    finally:
+        held.release()
 
 
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
+def local_client(request: web.Request) -> bool:
+    """A client on this machine talking to the server directly: loopback peer, no proxy's forwarding header."""
+    forwarded = any(name in request.headers for name in ("Forwarded", "X-Forwarded-For", "X-Real-IP"))
+    return not forwarded and request.remote is not None and is_loopback(request.remote)
+
+
 async def info(request: web.Request) -> web.Response:
     retriever = request.app[RETRIEVER]
     meta = retriever.run.meta
+    run_dir = Path(retriever.run.run_dir)
     return web.json_response({
         "model": meta["model"], "dim": int(retriever.database.shape[1]), "database_size": retriever.size,
-        "checkpoint_sha256": retriever.checkpoint_sha256, "index": retriever.index_name, "embed_run": str(retriever.run.run_dir),
+        "checkpoint_sha256": retriever.checkpoint_sha256, "index": retriever.index_name,
+        # absolute paths only to a local client: a remote one learns the run's name, not the machine's layout
+        "embed_run": str(run_dir) if local_client(request) else run_dir.name,
         "postprocess": {key: meta.get(key) for key in EMBED_SETTINGS},
         "batches": request.app[BATCHER].batches,
     })
 
 
-def make_app(retriever: Retriever, settings: dict[str, Any], token: str | None = None) -> web.Application:
-    """settings: k, max_k, max_batch, max_wait_ms, max_queue, max_body (bytes), timeout_s."""
+def make_app(retriever: Any, settings: dict[str, Any], token: str | None = None) -> web.Application:
+    """settings: k, max_k, max_batch, max_wait_ms, max_queue, max_body, max_inflight (bytes), max_pixels,
+    timeout_s."""
     middlewares = [log_requests, *([require_token(token)] if token else [])]
     app = web.Application(middlewares=middlewares, client_max_size=settings["max_body"])
     app[RETRIEVER] = retriever
     app[SETTINGS] = settings
+    app[STATE] = ServeState(BytesInFlight(settings["max_inflight"]))
     app[DECODERS] = ThreadPoolExecutor(max_workers=2, thread_name_prefix="decode")
     inference = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")  # one model, one thread
     app[BATCHER] = MicroBatcher(retriever.neighbours, inference, settings["max_batch"],
@@ -148,7 +209,7 @@ def make_app(retriever: Retriever, settings: dict[str, Any], token: str | None =
         yield
         await app[BATCHER].stop()
         inference.shutdown(wait=True)
-        app[DECODERS].shutdown(wait=True)
+        app[DECODERS].shutdown(wait=True, cancel_futures=True)
 
     app.cleanup_ctx.append(lifecycle)
     app.router.add_post("/query", query)
