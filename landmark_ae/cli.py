@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import difflib
 import importlib
-import os
 import sys
+
+from landmark_ae.output import StdoutClosed, guard_stdout
 
 # name -> (module with a @hydra.main `main`, one line of help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -36,7 +37,20 @@ def usage() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else list(argv)
+    """Run one command; its exit code. A reader of stdout that stops early (`landmark-ae query ... |
+    head -1`, `landmark-ae runs | head -1`) is not an error to report: exit 141 (128 + SIGPIPE) with no
+    message, as coreutils end; stdout then points at /dev/null (landmark_ae.output)."""
+    guard_stdout()
+    try:
+        try:
+            return _dispatch(sys.argv[1:] if argv is None else list(argv))
+        finally:
+            sys.stdout.flush()  # here, not in Python's flush at exit, where a closed pipe is a traceback
+    except StdoutClosed:
+        return 141
+
+
+def _dispatch(args: list[str]) -> int:
     if not args:
         print(usage(), file=sys.stderr)
         return 2
@@ -57,14 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(COMMANDS[name][0])
     # Hydra reads its overrides and flags from sys.argv.
     sys.argv = [f"{sys.argv[0]}", *args[1:]]
-    try:
-        module.main()
-    except BrokenPipeError:
-        # Whoever read stdout stopped early (`landmark-ae query ... | head -1`): not an error to report.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 141
+    module.main()
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

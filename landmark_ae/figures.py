@@ -75,8 +75,10 @@ def plot_reconstructions(originals: np.ndarray, reconstructions: np.ndarray, pat
 
 
 def plot_retrieval_grid(queries: np.ndarray, results: list[dict], path: Path, title: str, max_rows: int = 8) -> Path:
-    """Seed Figures 6/9: each query (left) and its nearest images with their distances."""
-    from PIL import Image
+    """Seed Figures 6/9: each query (left) and its nearest images with their distances. A database
+    image that can no longer be read (moved, replaced by a FIFO, ...) is an empty cell saying so."""
+    from landmark_ae.data.images import ImageError, open_rgb
+    from landmark_ae.retrieval.collection import read_image_file
 
     plt = _pyplot()
     rows = results[:max_rows]
@@ -88,8 +90,10 @@ def plot_retrieval_grid(queries: np.ndarray, results: list[dict], path: Path, ti
         axes[i, 0].imshow(queries[i])
         axes[i, 0].set_title("query", fontsize=8, color="tab:blue")
         for j, hit in enumerate(r["neighbours"], start=1):
-            with Image.open(hit["path"]) as img:
-                axes[i, j].imshow(np.asarray(img.convert("RGB")))
+            try:
+                axes[i, j].imshow(np.asarray(open_rgb(read_image_file(hit["path"]))))
+            except ImageError as exc:
+                axes[i, j].text(0.5, 0.5, exc.reason, ha="center", va="center", fontsize=7, transform=axes[i, j].transAxes)
             axes[i, j].set_title(f"{hit['distance']:.2f} · {hit['landmark_id']}", fontsize=7)
     fig.suptitle(title, fontsize=9)
     return _save(fig, path)

@@ -166,9 +166,10 @@ def test_embed_a_list_of_paths_with_duplicate_stems_gets_hashed_ids(tiny_prepare
     assert list(read_index(resumed)["id"]) == list(index["id"])
     assert np.array_equal(np.load(resumed / "embeddings.npy"), np.load(run / "embeddings.npy"))
 
-    # nothing readable at all: one line, and failures.csv says why
+    # nothing readable at all: one line, and failures.csv says why (x is a folder: not a file, not "missing")
     (tmp_path / "bad.txt").write_text("gone.jpg\nx\n")
-    with pytest.raises(UserError, match=r"none of its 2 files could be read \(missing: 2; listed in .*failures.csv\)$"):
+    with pytest.raises(UserError, match=r"none of its 2 files could be read \(missing: 1, not_a_file: 1; "
+                                        r"listed in .*failures.csv\)$"):
         run_in_process("embed", f"train_run={tiny_trained}", f"images={tmp_path / 'bad.txt'}", "progress=false",
                        run_dir=tmp_path / "bad")
 

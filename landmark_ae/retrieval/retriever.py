@@ -16,6 +16,7 @@ from landmark_ae.data.images import ImageError, resized_rgb
 from landmark_ae.device import pick_device
 from landmark_ae.errors import UserError
 from landmark_ae.model.checkpoints import fingerprint, load_checkpoint, model_from_checkpoint
+from landmark_ae.retrieval.collection import read_image_file
 from landmark_ae.retrieval.embed import embed_images
 from landmark_ae.retrieval.embed_run import EmbedRun
 
@@ -27,6 +28,7 @@ class Retriever:
 
     def __init__(self, run: EmbedRun, checkpoint: str | Path | None = None, device: str = "cpu", batch_size: int = 64):
         self.run = run
+        self.device = pick_device(device)  # a device that cannot run the model: one line, before any work
         path = Path(checkpoint or run.meta["checkpoint"]).expanduser()
         if not path.is_file():
             raise UserError(f"checkpoint {path} not found: pass checkpoint=<best.pt> or re-run `landmark-ae embed`")
@@ -37,7 +39,6 @@ class Retriever:
                 f"re-run `landmark-ae embed train_run={path.parent}` or query that embed run"
             )
         ckpt = load_checkpoint(path)
-        self.device = pick_device(device)
         self.model = model_from_checkpoint(ckpt).to(self.device).eval()
         # The size the embed run's encoder saw (input_size=); older runs record none: the trained size.
         self.input_size = int(run.meta.get("input_size") or ckpt["model_config"]["input_size"])
@@ -56,8 +57,10 @@ class Retriever:
         return len(self.rows)
 
     def load_image(self, source: bytes | Path | str) -> np.ndarray:
-        """One query image through the training preprocessing (any mode, EXIF-rotated, resized)."""
-        image, _ = resized_rgb(source, self.image_size)
+        """One query image (its bytes, or a path read by collection.read_image_file's rule: a regular
+        file, byte-capped) through the training preprocessing (any mode, EXIF-rotated, resized)."""
+        data = read_image_file(source) if isinstance(source, (str, Path)) else source
+        image, _ = resized_rgb(data, self.image_size)
         return np.asarray(image, dtype=np.uint8)
 
     def embed(self, images: np.ndarray) -> np.ndarray:
