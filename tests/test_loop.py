@@ -1,5 +1,6 @@
 """Training (landmark_ae/train/loop.py): the CLI run's checkpoints, history and figures, resume after
-kill -9 to the same result, determinism, the one-cycle schedule and its resume guards, bad inputs."""
+kill -9 to the same result, determinism, the one-cycle schedule and its resume guards, the resumes
+refused before anything is written (a lost last.pt, another world size), bad inputs."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from landmark_ae.model.builder import build_model
 from landmark_ae.model.checkpoints import load_checkpoint, model_from_checkpoint, save_checkpoint
 from landmark_ae.runs import check_resumable
 from landmark_ae.train.loop import make_scheduler, train_one_epoch, validation_loss
+from landmark_ae.train.resumable import check_train_resume
 
 CPU = torch.device("cpu")
 
@@ -244,3 +246,67 @@ def test_train_bad_inputs(tmp_path, tiny_prepared):
     # resume= must name a run: checked before Hydra makes or reuses a run dir
     with pytest.raises(UserError, match="not a landmark-ae run dir"):
         check_resumable(str(tmp_path / "hollow"), "train")
+
+
+# ---- resume refusals: checked before anything is written ---------------------------------------
+
+
+def interrupted_copy(run: Path, dest: Path, **record) -> Path:
+    """A copy of a finished train run, recorded as one that stopped (so resume= may continue it)."""
+    shutil.copytree(run, dest)
+    fields = json.loads((dest / "run.json").read_text())
+    (dest / "run.json").write_text(json.dumps({**fields, "status": "failed", "error": "stopped", **record}))
+    return dest
+
+
+def snapshot(run: Path) -> dict[str, bytes | None]:
+    return {str(p.relative_to(run)): p.read_bytes() if p.is_file() else None for p in sorted(run.rglob("*"))}
+
+
+def refused_by_the_command(run: Path, monkeypatch, capsys) -> str:
+    """`landmark-ae train resume=<run>` in-process: exit 2 and its one line on stderr."""
+    from landmark_ae.commands import train as train_command
+
+    monkeypatch.setattr(sys, "argv", ["landmark-ae", f"resume={run}"])
+    with pytest.raises(SystemExit) as exit_info:
+        train_command.main()
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+def test_resume_of_a_run_that_lost_last_pt_is_refused_before_anything_is_written(tiny_trained, tmp_path, monkeypatch,
+                                                                                 capsys):
+    run = interrupted_copy(tiny_trained, tmp_path / "run")
+    (run / "last.pt").unlink()
+    before = snapshot(run)
+    err = refused_by_the_command(run, monkeypatch, capsys)
+    assert "last.pt" in err and "2 finished epoch(s)" in err and "start a new run" in err, err
+    assert snapshot(run) == before  # no Hydra record, no log line, best.pt and history.csv as they were
+    # The loop refuses it as well (callers that skip the command), before it writes.
+    with pytest.raises(UserError, match="last.pt, which resuming needs, is missing"):
+        run_in_process("train", "data=gldv2", "model=m1", "progress=false", f"resume={run}", run_dir=run)
+    assert snapshot(run) == before
+    # best.pt alone is finished work too; a run killed before its first epoch ended restarts in place.
+    (run / "history.csv").unlink()
+    with pytest.raises(UserError, match="the run has a best.pt"):
+        check_train_resume(run, 1)
+    (run / "best.pt").unlink()
+    check_train_resume(run, 1)
+
+
+def test_resume_with_another_world_size_is_refused_naming_the_torchrun_command(tiny_trained, tmp_path, monkeypatch,
+                                                                               capsys):
+    run = interrupted_copy(tiny_trained, tmp_path / "run", world_size=2)  # as a 2-rank torchrun run records it
+    before = snapshot(run)
+    err = refused_by_the_command(run, monkeypatch, capsys)
+    assert f"resume it with `torchrun --nproc-per-node=2 -m landmark_ae train resume={run}`" in err, err
+    assert snapshot(run) == before  # run.json not rewritten
+    with pytest.raises(UserError, match="trains on 2 rank"):
+        run_in_process("train", "data=gldv2", "model=m1", "progress=false", f"resume={run}", run_dir=run)
+    assert snapshot(run) == before
+    # A one-process run resumed under torchrun: resume it without torchrun.
+    (run / "run.json").write_text(json.dumps({**json.loads((run / "run.json").read_text()), "world_size": 1}))
+    with pytest.raises(UserError, match=r"one of 2: resume it with `landmark-ae train resume=.*` \(without torchrun\)"):
+        check_train_resume(run, 2)
+    check_train_resume(run, 1)

@@ -1,12 +1,13 @@
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
 import hydra
 from omegaconf import DictConfig
 
-from landmark_ae.commands import CONFIG_DIR, execute, launch, secondary_rank
+from landmark_ae.commands import CONFIG_DIR, execute, fail, launch, secondary_rank
 from landmark_ae.config import TrainConfig
 from landmark_ae.errors import UserError
 
@@ -46,5 +47,22 @@ def _main(cfg: DictConfig) -> float | None:
     return float(results[OBJECTIVE]) if results and OBJECTIVE in results else None
 
 
+def refuse_unresumable(argv: list[str]) -> None:
+    """`resume=<dir>` of a train run that cannot continue as it began (train/resumable.py), refused
+    before Hydra writes its record into the run dir. The checks every resume makes come first."""
+    given = next((a.split("=", 1)[1] for a in argv if a.lstrip("+~").split("=", 1)[0] == "resume" and "=" in a), None)
+    if not given or given == "null":
+        return
+    from landmark_ae.common import world_size
+    from landmark_ae.runs import check_resumable
+    from landmark_ae.train.resumable import check_train_resume
+
+    check_train_resume(check_resumable(given, "train"), world_size())
+
+
 def main() -> None:
+    try:
+        refuse_unresumable(sys.argv[1:])
+    except UserError as exc:
+        fail("train", str(exc))
     launch("train", _main)
