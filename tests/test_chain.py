@@ -11,7 +11,7 @@ import pytest
 import yaml
 from conftest import one_line_error, results, run_cli
 
-from landmark_ae.chain import embed_and_evaluate
+from landmark_ae.chain import StepInterrupted, embed_and_evaluate
 from landmark_ae.errors import UserError
 
 TRAIN = ("train", "data=gldv2", "model=m1", "epochs=1", "batch_size=32", "progress=false")
@@ -22,6 +22,23 @@ def test_a_failing_step_is_its_one_line_error(tmp_path):
         embed_and_evaluate(tmp_path / "train run", embed=["pca_whiten=0"], output_dir=tmp_path / "outputs")
     assert str(failed.value) == "landmark-ae embed: error: pca_whiten=0 is out of range: it must be >= 1"
     assert not (tmp_path / "outputs").exists() or not any((tmp_path / "outputs").iterdir())
+
+
+def test_an_interrupted_step_names_its_run_and_how_to_go_on(tmp_path):
+    run = tmp_path / "train" / "run"
+    assert str(StepInterrupted("train", run, 130)) == (
+        "interrupted during `landmark-ae train`, which had done nothing yet: run it again")  # its run was removed
+    (run / "0").mkdir(parents=True)
+    (run / "0" / "run.json").write_text("{}")
+    assert str(StepInterrupted("train", run, 130)) == (
+        f"interrupted during `landmark-ae train -m`; its sweep {run} keeps its finished work: continue a job with "
+        f"`landmark-ae train resume={run}/<job>`")
+    (run / "run.json").write_text("{}")
+    assert str(StepInterrupted("train", run, 130)) == (
+        f"interrupted during `landmark-ae train`; its run {run} keeps its finished work: continue with "
+        f"`landmark-ae train resume={run}`")
+    assert str(StepInterrupted("evaluate", run, 143)).endswith("keeps its finished work: run it again")
+    assert isinstance(StepInterrupted("train", run, 130), KeyboardInterrupt)  # a train job's execute handles it as one
 
 
 def test_train_evaluate_true_embeds_evaluates_and_records_the_scores_in_its_run(tiny_prepared, tmp_path):
@@ -40,6 +57,9 @@ def test_train_evaluate_true_embeds_evaluates_and_records_the_scores_in_its_run(
         record = json.loads((run / "run.json").read_text())
         assert record["command"] == command and record["status"] == "complete"
         assert (run / ".hydra" / "overrides.yaml").is_file()
+        # in the run dir the chain chose for it, which it then reads (run.json), not the step's stdout
+        hydra_record = yaml.safe_load((run / ".hydra" / "hydra.yaml").read_text())["hydra"]
+        assert f"hydra.run.dir='{run}'" in hydra_record["overrides"]["hydra"]
     embed_meta = json.loads((embed_run / "embed.json").read_text())
     assert Path(embed_meta["train_run"]).resolve() == train_run.resolve() and embed_meta["l2"] is True
     assert Path(json.loads((evaluate_run / "run.json").read_text())["embed_run"]).resolve() == embed_run
@@ -106,9 +126,9 @@ def test_an_optuna_sweep_without_evaluate_or_with_a_failing_job_ends_in_one_line
 def test_a_bad_eval_embed_is_one_line_before_training(tmp_path):
     proc = run_cli("train", "evaluate=true", "eval_embed.pca_whiten=0", outputs=tmp_path / "outputs")
     one_line_error(proc, "eval_embed.pca_whiten=0 is out of range: it must be >= 1")
-    assert not any((tmp_path / "outputs").iterdir())  # no run dir left behind
+    assert not (tmp_path / "outputs").exists() or not any((tmp_path / "outputs").iterdir())  # no run dir left behind
     # Neighbour expansion weighs by cosine similarity: without l2 it is refused before training, too.
     proc = run_cli("train", "evaluate=true", "eval_embed.dba_k=5", outputs=tmp_path / "outputs")
     one_line_error(proc, "eval_embed.dba_k=5 eval_embed.qe_k=0 need eval_embed.l2=true: they weigh neighbours by "
                    "cosine similarity")
-    assert not any((tmp_path / "outputs").iterdir())
+    assert not (tmp_path / "outputs").exists() or not any((tmp_path / "outputs").iterdir())
