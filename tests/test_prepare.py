@@ -218,7 +218,8 @@ def test_process_rows_batches_any_source_order_duplicates_errors_and_gaps(tiny_s
     """A source yielding rows in reverse, one twice, one as an error and one never: every other row is
     stored and journaled once, the error and the gap are failures, nothing is held as arrays."""
     from landmark_ae.data.images import ImageError
-    from landmark_ae.data.prepare import process_rows, read_journal
+    from landmark_ae.data.journal import read_journal
+    from landmark_ae.data.prepare import process_rows
     from landmark_ae.data.sources import fetch_results, local_fetch
 
     rows = pd.read_csv(tiny_source / "train.csv", dtype={"id": str}).head(40).assign(split="train")
@@ -247,18 +248,14 @@ def test_process_rows_batches_any_source_order_duplicates_errors_and_gaps(tiny_s
 
 
 def test_prepare_does_not_import_torch():
-    """prepare's start stays light: its module imports no torch (1.5 s of CPU for nothing)."""
-    import ast
-    import importlib.util
-
+    """prepare's start stays light: its module imports no torch (1.5 s of CPU for nothing); the split
+    names are the torch-free common module's, as the prepared-dataset reader's are."""
+    from landmark_ae import common
     from landmark_ae.data import prepare
 
-    # the split names are landmark_ae.data.prepared's (read from its source: importing it imports torch)
-    source = Path(importlib.util.find_spec("landmark_ae.data.prepared").origin).read_text()
-    assigned = [node.value for node in ast.parse(source).body
-                if isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == ["SPLITS"]]
-    assert [ast.literal_eval(v) for v in assigned] == [prepare.SPLITS]
-    code = "import sys, landmark_ae.data.prepare; assert 'torch' not in sys.modules"
+    assert prepare.SPLITS is common.SPLITS
+    code = ("import sys, landmark_ae.data.prepare; assert 'torch' not in sys.modules; "
+            "import landmark_ae.common, landmark_ae.data.prepared as p; assert p.SPLITS is landmark_ae.common.SPLITS")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
 
 

@@ -17,14 +17,14 @@ Every file is written atomically; a rerun with resume=<run dir> skips finished i
 
 Sources (data.source) differ only in where the encoded bytes come from: each is a function from the
 rows still to do to an iterable of (row, bytes | Path | ImageError) -- local files, the aiohttp
-downloader (download.py) or streamed tar shards (tarsource.py) -- and process_rows does the rest
-(decode + resize in a thread pool, atomic writes, the journal) the same way for all of them.
+downloader (sources/http.py) or streamed tar shards (sources/tar.py) -- and process_rows does the rest
+the same way for all of them: the Journal says what is still to do and records what is done, a
+DecodePool of threads decodes, resizes and stores the images (atomic writes).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import threading
 import time
@@ -32,27 +32,25 @@ from collections import Counter, deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
+from landmark_ae.common import SPLITS
 from landmark_ae.config import enum_value
 from landmark_ae.data.images import ImageError, decode_array, resized_jpeg
+from landmark_ae.data.journal import DONE_JOURNAL, Journal, read_journal
 from landmark_ae.data.sources import Results, make_source, resolve_source
-from landmark_ae.data.splits import ID_PATTERN, Sample, check_landmark_range, read_sample, split_rows
+from landmark_ae.data.splits import Sample, check_landmark_range, read_sample, split_rows
 from landmark_ae.runs import atomic_path, write_bytes_atomic, write_json_atomic, write_manifest, write_run_record
 
 log = logging.getLogger(__name__)
 
 MANIFEST_COLUMNS = ["id", "landmark_id", "path", "width", "height"]
-FAILURE_COLUMNS = ["id", "landmark_id", "split", "reason", "detail"]
-
-PERMANENT_JOURNAL = "permanent_failures.log"
-# The splits, as landmark_ae.data.prepared.SPLITS: not imported from there, as that module imports
-# torch (1.5 s of a prepare run's start, for three names).
-SPLITS = ("train", "val", "test")
+# failures.csv of a prepare run: the rows dropped, by fetch, decode or sampling (splits.py's rejected)
+PREPARE_FAILURE_COLUMNS = ["id", "landmark_id", "split", "reason", "detail"]
 
 
 def sample_and_split(cfg: DictConfig, csv_path: Path, run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -84,28 +82,6 @@ def sample_and_split(cfg: DictConfig, csv_path: Path, run_dir: Path) -> tuple[pd
     with atomic_path(splits_path) as tmp:  # last: its presence means the split is final
         rows.to_csv(tmp, index=False)
     return rows, sample.rejected
-
-
-def read_journal(path: Path) -> dict[str, tuple[int, int]]:
-    """Finished images from done.log; a torn last line (killed mid-append) is ignored."""
-    done: dict[str, tuple[int, int]] = {}
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-            parts = line.split(",")
-            if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
-                done[parts[0]] = (int(parts[1]), int(parts[2]))
-    return done
-
-
-def read_permanent(path: Path) -> dict[str, tuple[str, str]]:
-    """id -> (reason, detail) of failures that a rerun does not fetch again; torn lines ignored."""
-    out: dict[str, tuple[str, str]] = {}
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-            parts = line.split("\t")
-            if len(parts) == 3 and ID_PATTERN.match(parts[0]):
-                out[parts[0]] = (parts[1], parts[2])
-    return out
 
 
 def _rate_column():
@@ -144,6 +120,110 @@ BATCH = 16
 # Rows decoded and written per step of a {split}.npy: the arrays' memory is one chunk, whatever N.
 NPY_CHUNK = 512
 
+Outcomes = list[tuple[Any, "tuple[int, int] | ImageError"]]
+
+
+class DecodePool:
+    """`workers` threads that decode, resize, JPEG-encode and store images, BATCH at a time, into
+    split_dirs[row.split]/<id>.jpg. Each finished batch is handed to on_batch in the calling thread
+    (never in a pool thread: the journal is written from one thread). At most 2 * workers batches are
+    in flight: put() waits while the threads catch up, so the source is read no faster than decoded."""
+
+    def __init__(self, split_dirs: dict[str, Path], size: int, quality: int, workers: int,
+                 on_batch: Callable[[Outcomes], None]):
+        self.split_dirs, self.size, self.quality, self.workers = split_dirs, size, quality, workers
+        self.on_batch = on_batch
+        self._pool = ThreadPoolExecutor(max_workers=workers)
+        self._inflight: set[Future] = set()
+        self._finished: deque[Future] = deque()  # appended by the pool's threads as each batch completes
+        self._batch: list[tuple[Any, bytes | Path]] = []
+
+    def __enter__(self) -> DecodePool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._pool.shutdown(wait=True)  # as ThreadPoolExecutor's own `with`: no thread left writing
+
+    def _work(self, batch: list[tuple[Any, bytes | Path]]) -> Outcomes:
+        """Runs in a pool thread: decode, resize, encode and store each image of the batch."""
+        out: Outcomes = []
+        for row, source in batch:
+            try:
+                jpeg, width, height = resized_jpeg(source, self.size, self.quality)
+                write_bytes_atomic(self.split_dirs[row.split] / f"{row.id}.jpg", jpeg)
+            except ImageError as exc:
+                out.append((row, exc))
+            else:
+                out.append((row, (width, height)))
+        return out
+
+    def put(self, row: Any, source: bytes | Path) -> None:
+        """Queue one image: sent to the threads with a full batch, or at once when a thread is idle."""
+        self._batch.append((row, source))
+        self._collect(block=False)
+        if len(self._batch) >= BATCH or len(self._inflight) < self.workers:
+            self._submit()
+        while len(self._inflight) >= 2 * self.workers:  # the source waits while the threads catch up
+            self._collect(block=True)
+
+    def drain(self) -> None:
+        """Send what is queued and hand over every batch still in flight."""
+        if self._batch:
+            self._submit()
+        while self._inflight:
+            self._collect(block=True)
+
+    def _submit(self) -> None:
+        with signals_deferred():
+            future = self._pool.submit(self._work, self._batch)
+            future.add_done_callback(self._finished.append)
+        self._inflight.add(future)
+        self._batch = []
+
+    def _collect(self, block: bool) -> None:
+        """Hand over the finished batches; block: wait for one first."""
+        if block:
+            with signals_deferred():
+                ready, _ = wait(self._inflight, return_when=FIRST_COMPLETED)
+            for future in ready:
+                self._hand_over(future)
+        while self._finished:
+            self._hand_over(self._finished.popleft())
+
+    def _hand_over(self, future: Future) -> None:
+        """Once per batch (a future can be both waited for and queued)."""
+        if future in self._inflight:
+            self._inflight.remove(future)
+            self.on_batch(future.result())
+
+
+def split_dirs_of(run_dir: Path) -> dict[str, Path]:
+    """Each split's image folder, created, without the temp files of a run killed mid-write."""
+    dirs = {split: run_dir / split for split in SPLITS}
+    for folder in dirs.values():
+        folder.mkdir(exist_ok=True)
+        for stale in folder.glob(".*.tmp"):
+            stale.unlink()
+    return dirs
+
+
+def feed(results: Iterable[tuple[Any, bytes | Path | ImageError]], todo: list, pool: DecodePool,
+         journal: Journal, advance: Callable[[int], None]) -> set[str]:
+    """The source's results into the pool (failed fetches straight into the journal); returns the
+    ids it gave. A row it gives twice counts once (the first result), a row not asked for not at all."""
+    wanted = {r.id for r in todo}
+    seen: set[str] = set()
+    for row, result in results:
+        if row.id not in wanted or row.id in seen:
+            continue
+        seen.add(row.id)
+        if isinstance(result, ImageError):
+            journal.failed(row, result)
+            advance(1)
+        else:
+            pool.put(row, result)
+    return seen
+
 
 def process_rows(
     rows: pd.DataFrame, run_dir: Path, results: Results, size: int, quality: int, workers: int, progress: bool,
@@ -158,137 +238,40 @@ def process_rows(
     """
     from landmark_ae.ui import progress_bar
 
-    journal_path = run_dir / "done.log"
-    permanent_path = run_dir / PERMANENT_JOURNAL
-    done = read_journal(journal_path)
-    known_bad = read_permanent(permanent_path) if permanent else {}
-    failures: list[dict] = []
-
-    def failure(row: Any, reason: str, detail: str = "") -> None:
-        failures.append({"id": row.id, "landmark_id": row.landmark_id, "split": row.split,
-                         "reason": reason, "detail": detail[:200]})
-
-    todo = []
-    for r in rows.itertuples(index=False):
-        if not ID_PATTERN.match(str(r.id)):  # never build a path from an unchecked id
-            failure(r, "invalid_id")
-        elif r.id in done and (run_dir / r.split / f"{r.id}.jpg").is_file():
-            continue
-        elif r.id in known_bad and known_bad[r.id][0] in permanent:
-            failure(r, *known_bad[r.id])
-        else:
-            todo.append(r)
-    split_dirs = {}
-    for split in SPLITS:
-        split_dirs[split] = run_dir / split
-        split_dirs[split].mkdir(exist_ok=True)
-        for stale in split_dirs[split].glob(".*.tmp"):  # left by a run killed mid-write
-            stale.unlink()
-    stored: dict[str, tuple[int, int]] = {}
-    skipped = len(rows) - len(todo) - len(failures)
-    if skipped or failures:
-        log.info("%d images already prepared, %d known to fail, %d to go", skipped, len(failures), len(todo))
-
-    def work(batch: list[tuple[Any, bytes | Path]]) -> list[tuple[Any, tuple[int, int] | ImageError]]:
-        """Runs in a pool thread: decode, resize, encode and store each image of the batch."""
-        out: list[tuple[Any, tuple[int, int] | ImageError]] = []
-        for row, source in batch:
-            try:
-                jpeg, width, height = resized_jpeg(source, size, quality)
-                write_bytes_atomic(split_dirs[row.split] / f"{row.id}.jpg", jpeg)
-            except ImageError as exc:
-                out.append((row, exc))
-            else:
-                out.append((row, (width, height)))
-        return out
-
-    reasons: Counter = Counter()
+    journal = Journal(run_dir, permanent)
+    todo = journal.todo(rows)
+    split_dirs = split_dirs_of(run_dir)
+    skipped = len(rows) - len(todo) - len(journal.failures)
+    if skipped or journal.failures:
+        log.info("%d images already prepared, %d known to fail, %d to go", skipped, len(journal.failures), len(todo))
     start = time.perf_counter()
-    seen: set[str] = set()
-    with open(journal_path, "a", encoding="utf-8") as journal, \
-            open(permanent_path if permanent else os.devnull, "a", encoding="utf-8") as bad_journal, \
-            progress_bar(progress, _rate_column()) as bar, ThreadPoolExecutor(max_workers=workers) as pool:
+    with journal, progress_bar(progress, _rate_column()) as bar:
         task = bar.add_task(description, total=len(todo), status="")
 
-        def fail(row: Any, exc: ImageError) -> None:
-            failure(row, exc.reason, exc.detail)
-            reasons[exc.reason] += 1
-            if exc.reason in permanent:
-                bad_journal.write(f"{row.id}\t{exc.reason}\t{exc.detail[:200].replace(chr(9), ' ').replace(chr(10), ' ')}\n")
-                bad_journal.flush()
+        def advance(n: int) -> None:
+            bar.update(task, advance=n, status=journal.status())
 
-        def advance(n: int = 1) -> None:
-            status = ""
-            if reasons:
-                status = f"{sum(reasons.values())} failed (" + ", ".join(f"{k} {v}" for k, v in reasons.most_common(4)) + ")"
-            bar.update(task, advance=n, status=status)
-
-        inflight: set[Future] = set()
-        finished: deque[Future] = deque()  # appended by the pool's threads as each batch completes
-        batch: list[tuple[Any, bytes | Path]] = []
-
-        def record(future: Future) -> None:
-            """A finished batch into the journal (once; a future can be both waited for and queued)."""
-            if future not in inflight:
-                return
-            inflight.remove(future)
-            outcomes = future.result()
-            for row, outcome in outcomes:
-                if isinstance(outcome, ImageError):
-                    fail(row, outcome)
-                else:
-                    stored[row.id] = done[row.id] = outcome
-                    journal.write(f"{row.id},{outcome[0]},{outcome[1]}\n")
-            journal.flush()
+        def on_batch(outcomes: Outcomes) -> None:
+            journal.record(outcomes)
             advance(len(outcomes))
 
-        def submit() -> None:
-            nonlocal batch
-            with signals_deferred():
-                future = pool.submit(work, batch)
-                future.add_done_callback(finished.append)
-            inflight.add(future)
-            batch = []
-
-        def collect(block: bool) -> None:
-            if block:
-                with signals_deferred():
-                    ready, _ = wait(inflight, return_when=FIRST_COMPLETED)
-                for future in ready:
-                    record(future)
-            while finished:
-                record(finished.popleft())
-
-        wanted = {r.id for r in todo}
-        for row, result in results(todo):
-            if row.id not in wanted or row.id in seen:
-                continue  # a source that yields a row twice: the first result counts
-            seen.add(row.id)
-            if isinstance(result, ImageError):
-                fail(row, result)
-                advance()
-                continue
-            batch.append((row, result))
-            collect(block=False)
-            if len(batch) >= BATCH or len(inflight) < workers:  # a full batch, or a thread with nothing to do
-                submit()
-            while len(inflight) >= 2 * workers:  # the source waits while the threads catch up
-                collect(block=True)
-        if batch:
-            submit()
-        while inflight:
-            collect(block=True)
+        with DecodePool(split_dirs, size, quality, workers, on_batch) as pool:
+            seen = feed(results(todo), todo, pool, journal, advance)
+            pool.drain()
         for row in todo:
             if row.id not in seen:
-                fail(row, ImageError("missing", "the source gave no result"))
-                advance()
+                journal.failed(row, ImageError("missing", "the source gave no result"))
+                advance(1)
     if todo:
-        elapsed = time.perf_counter() - start
-        n_failed = sum(reasons.values())
-        log.info("prepared %d images in %.1fs (%.1f images/s), %d failed%s",
-                 len(todo) - n_failed, elapsed, (len(todo) - n_failed) / max(elapsed, 1e-9), n_failed,
-                 f" {dict(reasons)}" if reasons else "")
-    return stored, failures
+        log_rate(len(todo), journal.reasons, time.perf_counter() - start)
+    return journal.stored, journal.failures
+
+
+def log_rate(n_todo: int, reasons: Counter, elapsed: float) -> None:
+    """The image stage's one line (scripts/bench_prepare.py reads its images/s)."""
+    n_failed = sum(reasons.values())
+    log.info("prepared %d images in %.1fs (%.1f images/s), %d failed%s", n_todo - n_failed, elapsed,
+             (n_todo - n_failed) / max(elapsed, 1e-9), n_failed, f" {dict(reasons)}" if reasons else "")
 
 
 def write_array_file(dest: Path, paths: list[Path], size: int, pool: ThreadPoolExecutor, workers: int = 1) -> None:
@@ -323,7 +306,7 @@ def write_array_file(dest: Path, paths: list[Path], size: int, pool: ThreadPoolE
 def write_split_outputs(rows: pd.DataFrame, run_dir: Path, size: int, workers: int = 1) -> dict[str, int]:
     """Manifests and uint8 arrays per split, in the same order (sorted by landmark_id, id); the arrays
     decoded from the stored files by `workers` threads."""
-    done = read_journal(run_dir / "done.log")
+    done = read_journal(run_dir / DONE_JOURNAL)
     counts = {}
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for split in SPLITS:
@@ -357,9 +340,9 @@ def run_prepare(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                                cfg.workers, cfg.progress, permanent=permanent, description=what)
     counts = write_split_outputs(rows, run_dir, cfg.data.image_size, cfg.workers)
 
-    failed = pd.DataFrame(failures, columns=FAILURE_COLUMNS)
+    failed = pd.DataFrame(failures, columns=PREPARE_FAILURE_COLUMNS)
     if len(rejected):
-        failed = pd.concat([failed, rejected.assign(split="")[FAILURE_COLUMNS]], ignore_index=True)
+        failed = pd.concat([failed, rejected.assign(split="")[PREPARE_FAILURE_COLUMNS]], ignore_index=True)
     with atomic_path(run_dir / "failures.csv") as tmp:
         failed.to_csv(tmp, index=False)
     reasons = dict(sorted(Counter(failed["reason"]).items()))

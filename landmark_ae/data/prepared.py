@@ -15,14 +15,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from landmark_ae.common import SPLITS
 from landmark_ae.errors import UserError
 from landmark_ae.runs import check_artifacts
 
 if TYPE_CHECKING:
     import pandas as pd
-
-SPLITS = ("train", "val", "test")
-
 
 @dataclass
 class Split:
