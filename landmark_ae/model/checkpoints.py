@@ -85,3 +85,16 @@ def model_from_checkpoint(ckpt: dict) -> ConvAutoencoder:
 def fingerprint(path: Path | str) -> str:
     """sha256 of a checkpoint file: ties embeddings to the exact weights that made them."""
     return sha256_file(path)
+
+
+def checked_sha256(run_dir: Path | str, remake: str, name: str = "best.pt") -> str:
+    """sha256 of a run's checkpoint, checked against the run's manifest, the file hashed once:
+    runs.check_artifacts hashes it whole to match the manifest's `sha256:<digest>` (files up to
+    64 MiB), and that digest is the fingerprint; a larger file (the manifest holds a hash of its
+    ends) or a run without a manifest is hashed here. A missing or changed file: one line, `remake`."""
+    from landmark_ae.runs import Run, check_artifacts
+
+    check_artifacts(Path(run_dir), [name], remake)
+    entry = ((Run(run_dir).manifest or {}).get("artifacts") or {}).get(name)
+    recorded = str(entry.get("fingerprint", "")) if isinstance(entry, dict) else ""
+    return recorded.removeprefix("sha256:") if recorded.startswith("sha256:") else fingerprint(Path(run_dir) / name)

@@ -34,6 +34,7 @@ the command line win.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import logging
 import time
 from collections import Counter
@@ -45,26 +46,18 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from landmark_ae.config import enum_value
+from landmark_ae.config import EmbedSettings, enum_value
 from landmark_ae.data.prepared import SPLITS, Split, dataset_name, load_prepared, resize_uint8, to_model_range
 from landmark_ae.device import pick_device
 from landmark_ae.errors import UserError
 from landmark_ae.model.builder import ConvAutoencoder
-from landmark_ae.model.checkpoints import fingerprint, load_checkpoint, model_from_checkpoint
+from landmark_ae.model.checkpoints import checked_sha256, fingerprint, load_checkpoint, model_from_checkpoint
 from landmark_ae.retrieval.collection import FAILURE_COLUMNS, Collection, decode_batches, open_collection, training_image_size
-from landmark_ae.retrieval.embed_run import ARTIFACTS, DATABASE_FILE, INDEX_COLUMNS, train_run_embed_settings
+from landmark_ae.retrieval.embed_run import ARTIFACTS, DATABASE_FILE, INDEX_COLUMNS
 from landmark_ae.retrieval.expansion import dba
-from landmark_ae.retrieval.index import build
+from landmark_ae.retrieval.index import Index, build
 from landmark_ae.retrieval.postprocess import Transform, pool
-from landmark_ae.runs import (
-    atomic_path,
-    check_artifacts,
-    read_run_record,
-    resolve_run,
-    write_json_atomic,
-    write_manifest,
-    write_run_record,
-)
+from landmark_ae.runs import Run, atomic_path, write_json_atomic, write_manifest, write_run_record
 
 log = logging.getLogger(__name__)
 
@@ -104,13 +97,99 @@ def check_input_size(model: ConvAutoencoder, model_cfg: dict[str, Any], input_si
     return int(input_size)
 
 
+# ---- resolve: the checkpoint, and what it embeds ------------------------------------------------------
+
+REMAKE_TRAIN_RUN = "train the model again with `landmark-ae train`"
+
+
+@dataclass(frozen=True)
+class EmbedInputs:
+    """The checkpoint an embed run embeds with and what it embeds (images= or data_dir=, or neither:
+    the train run's own dataset), resolved once. A resumed run keeps those it started with."""
+
+    train_run: Path
+    checkpoint: Path  # train_run/best.pt
+    checkpoint_sha256: str | None
+    images: str | None
+    data_dir: str | None
+
+
+def resolve_inputs(cfg: DictConfig, run_dir: Path) -> EmbedInputs:
+    """The train run (train_run=, or the latest complete one) and its checkpoint's sha256, the file
+    hashed once; resumed (resume=), the train run and collection run.json recorded when the run
+    started, refused if the checkpoint changed since."""
+    if cfg.data_dir and cfg.images:
+        raise UserError("data_dir= and images= both name what to embed: pass one of them (data_dir=<prepare run> "
+                        "for a labelled dataset, images=<folder or text file of paths> for any images)")
+    # A resumed embed run embeds with the checkpoint it started with, not the newest train run's,
+    # and the collection it started on (recorded as an absolute path), not the newest prepare run.
+    started = (Run(run_dir).record or {}) if cfg.resume else {}
+    if started.get("train_run"):
+        train_run = Path(started["train_run"])
+        sha256 = fingerprint(train_run / "best.pt") if (train_run / "best.pt").is_file() else None
+    else:
+        train_run = resolve_train_run(cfg)
+        sha256 = checked_sha256(train_run, REMAKE_TRAIN_RUN)  # the manifest check and the digest: one read
+    checkpoint = train_run / "best.pt"
+    if started.get("checkpoint_sha256") and sha256 != started["checkpoint_sha256"]:
+        raise UserError(f"{checkpoint} changed since this embed run started: start a new embed run "
+                        f"(`landmark-ae embed train_run={train_run}`)")
+    if started.get("images") or started.get("data_dir"):
+        images, data_dir = started.get("images"), started.get("data_dir")
+    else:
+        images, data_dir = cfg.images, cfg.data_dir
+    return EmbedInputs(train_run, checkpoint, sha256, images, data_dir)
+
+
 def resolve_train_run(cfg: DictConfig) -> Path:
-    run = resolve_run(cfg.train_run, cfg.paths.output_dir, "train", "train_run",
-                      "run `landmark-ae train` first, or pass train_run=<train run dir>")
+    run = Run.resolve(cfg.train_run, cfg.paths.output_dir, "train", "train_run",
+                      "run `landmark-ae train` first, or pass train_run=<train run dir>").path
     if not (run / "best.pt").is_file():
         raise UserError(f"{run} has no best.pt: it is not a finished train run (train it, or resume it with resume={run})")
-    check_artifacts(run, ["best.pt"], "train the model again with `landmark-ae train`")
     return run
+
+
+@dataclass
+class Source:
+    """What is embedded: a collection (images=) or a prepared dataset's splits, as embed.json names it."""
+
+    data: str  # the dataset's name (`images:<folder>` for a collection)
+    data_dir: str | None  # the prepared dataset, absolute
+    images: str | None  # the collection as given
+    image_size: int  # the side the images are stored at (a collection: the trained-on dataset's)
+    collection: Collection | None = None
+    splits: dict[str, Split] = field(default_factory=dict)
+
+
+def open_source(inputs: EmbedInputs, ckpt: dict[str, Any]) -> Source:
+    trained_dir = Path(ckpt["data_dir"])
+    if inputs.images:
+        collection = open_collection(inputs.images)
+        return Source(collection.name, None, str(collection.source), training_image_size(trained_dir), collection)
+    embedded_dir = Path(inputs.data_dir).expanduser() if inputs.data_dir else trained_dir
+    splits = load_prepared(embedded_dir, SPLITS)
+    embedded_dir = embedded_dir.resolve()
+    name = ckpt["data"] if embedded_dir == trained_dir.resolve() else dataset_name(embedded_dir)
+    return Source(name, str(embedded_dir), None, int(splits["train"].images.shape[1]), splits=splits)
+
+
+# ---- encode: the model's latents, pooled -----------------------------------------------------------------
+
+
+@dataclass
+class Encoder:
+    """The model as embed_prepared and embed_collection call it: uint8 images -> pooled latents."""
+
+    model: ConvAutoencoder
+    input_size: int
+    batch_size: int
+    device: torch.device
+    pooling: str
+    gem_p: float
+
+    def __call__(self, images: np.ndarray, on_batch: Callable[[int], None] = lambda n: None) -> np.ndarray:
+        return embed_images(self.model, images, self.input_size, self.batch_size, self.device, on_batch,
+                            self.pooling, self.gem_p)
 
 
 @dataclass
@@ -147,7 +226,7 @@ def embed_collection(collection: Collection, image_size: int, batch_size: int, e
     for positions, images, failed in decode_batches(collection, image_size, batch_size):
         if images is not None:
             parts.append(embed(images))
-            index_rows.extend([collection.ids[i], "", "database", str(collection.paths[i])] for i in positions)
+            index_rows.extend([collection.ids[i], "", "database", collection.path_text(i)] for i in positions)
         failures.extend(failed)
         bar.update(task, advance=len(positions) + len(failed), status=f"{len(failures)} failed" if failures else "")
     with atomic_path(run_dir / "failures.csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
@@ -165,164 +244,148 @@ def embed_collection(collection: Collection, image_size: int, batch_size: int, e
                     {"database": len(index_rows)}, failures)
 
 
-def given_keys() -> set[str] | None:
-    """The keys set on this command line (Hydra's task overrides); None outside a Hydra job (a
-    config composed in code: every key counts as given)."""
-    from hydra.core.hydra_config import HydraConfig
-
-    if not HydraConfig.initialized():
-        return None
-    return {o.split("=", 1)[0].lstrip("+~") for o in HydraConfig.get().overrides.task}
-
-
-def apply_train_run_settings(cfg: DictConfig, train_run: Path) -> dict[str, Any]:
-    """The train run's embed settings (its eval_embed) as this run's, except the keys given on the
-    command line; returns those that changed a value, logged in one line."""
-    given = given_keys()
-    if given is None:
-        return {}
-    taken = {k: v for k, v in train_run_embed_settings(train_run).items() if k not in given}
-    changed = {k: v for k, v in taken.items() if enum_value(cfg[k]) != v}
-    for key, value in taken.items():
-        cfg[key] = value
-    if changed:
-        log.info("settings from train run %s (its eval_embed; keys given here win): %s", train_run,
-                 " ".join(f"{k}={'null' if v is None else str(v).lower() if isinstance(v, bool) else v}"
-                          for k, v in changed.items()))
-    return changed
-
-
-def run_embed(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+def encode(source: Source, encoder: Encoder, run_dir: Path, progress: bool, description: str) -> Embedded:
     from landmark_ae.ui import progress_bar
 
-    if cfg.data_dir and cfg.images:
-        raise UserError("data_dir= and images= both name what to embed: pass one of them (data_dir=<prepare run> "
-                        "for a labelled dataset, images=<folder or text file of paths> for any images)")
-    # A resumed embed run embeds with the checkpoint it started with, not the newest train run's,
-    # and the collection it started on (recorded as an absolute path), not the newest prepare run.
-    started = (read_run_record(run_dir) or {}) if cfg.resume else {}
-    train_run = Path(started["train_run"]) if started.get("train_run") else resolve_train_run(cfg)
-    checkpoint = train_run / "best.pt"
-    sha256 = fingerprint(checkpoint) if checkpoint.is_file() else None
-    if started.get("checkpoint_sha256") and sha256 != started["checkpoint_sha256"]:
-        raise UserError(f"{checkpoint} changed since this embed run started: start a new embed run "
-                        f"(`landmark-ae embed train_run={train_run}`)")
-    from_train_run = apply_train_run_settings(cfg, train_run)
-    if (cfg.dba_k or cfg.qe_k) and not cfg.l2:
-        inherited = [k for k in ("dba_k", "qe_k") if k in from_train_run]
-        hint = (f" ({' and '.join(inherited)} from train run {train_run}'s eval_embed: pass "
-                f"{' '.join(k + '=0' for k in inherited)} to turn them off)") if inherited else ""
-        raise UserError(f"dba_k={cfg.dba_k} qe_k={cfg.qe_k} need l2=true: they weigh neighbours by the cosine "
-                        f"similarity of unit-length rows{hint}")
-    ckpt = load_checkpoint(checkpoint)
-    model_cfg = ckpt["model_config"]
-    trained_dir = Path(ckpt["data_dir"])
-    if started.get("images") or started.get("data_dir"):
-        images, data_dir = started.get("images"), started.get("data_dir")
-    else:
-        images, data_dir = cfg.images, cfg.data_dir
+    with progress_bar(progress) as bar:
+        if source.collection is not None:
+            return embed_collection(source.collection, source.image_size, encoder.batch_size, encoder, bar,
+                                    description, run_dir)
+        return embed_prepared(source.splits, Path(str(source.data_dir)), encoder, bar, description)
 
-    collection, splits = None, {}
-    if images:
-        collection = open_collection(images)
-        image_size = training_image_size(trained_dir)
-        what = {"data": collection.name, "data_dir": None, "images": str(collection.source)}
-    else:
-        embedded_dir = Path(data_dir).expanduser() if data_dir else trained_dir
-        splits = load_prepared(embedded_dir, SPLITS)
-        image_size = int(splits["train"].images.shape[1])
-        embedded_dir = embedded_dir.resolve()
-        own = embedded_dir == trained_dir.resolve()
-        what = {"data": ckpt["data"] if own else dataset_name(embedded_dir), "data_dir": str(embedded_dir),
-                "images": None}
-    device = pick_device(cfg.device)
-    model = model_from_checkpoint(ckpt).to(device)
-    write_run_record(run_dir, "embed", "running", train_run=str(train_run), model=model_cfg["name"],
-                     checkpoint_sha256=sha256, data_dir=what["data_dir"], images=what["images"])
 
-    pooling = enum_value(cfg.pooling)
-    input_size = check_input_size(model, model_cfg, cfg.input_size)
+# ---- post-process: L2 / PCA-whitening, DBA, the database search --------------------------------------
 
-    def embed(batch: np.ndarray, on_batch: Callable[[int], None] = lambda n: None) -> np.ndarray:
-        return embed_images(model, batch, input_size, cfg.batch_size, device, on_batch, pooling, cfg.gem_p)
 
-    description = f"embed with {model_cfg['name']}"
-    with progress_bar(cfg.progress) as bar:
-        if collection is not None:
-            part = embed_collection(collection, image_size, cfg.batch_size, embed, bar, description, run_dir)
-        else:
-            part = embed_prepared(splits, Path(what["data_dir"]), embed, bar, description)
-    embeddings = part.embeddings
-    raw_dim = int(embeddings.shape[1])
+@dataclass
+class Processed:
+    """The rows as stored and searched."""
+
+    embeddings: np.ndarray  # (N, dim): every row after the transform
+    database: np.ndarray  # the database rows as searched (after DBA when dba_k > 0)
+    transform: Transform
+    index: Index  # built over `database`
+    build_s: float
+
+
+def post_process(part: Embedded, settings: EmbedSettings, index_cfg: Any) -> Processed:
+    """The transform fitted on the database rows and applied to all; DBA over the database; its index."""
     try:
-        transform = Transform.fit(embeddings[part.database], l2=cfg.l2, pca_whiten=cfg.pca_whiten,
-                                  shrink=cfg.whiten_shrinkage)
+        transform = Transform.fit(part.embeddings[part.database], l2=settings.l2, pca_whiten=settings.pca_whiten,
+                                  shrink=settings.whiten_shrinkage)
     except ValueError as exc:
-        raise UserError(f"pca_whiten={cfg.pca_whiten} is too large: {exc}") from None
-    embeddings = transform.apply(embeddings)
+        raise UserError(f"pca_whiten={settings.pca_whiten} is too large: {exc}") from None
+    embeddings = transform.apply(part.embeddings)
     database = embeddings[part.database]
-    if cfg.dba_k:  # neighbours found with the run's own kind of index over the rows as they were
+    if settings.dba_k:  # neighbours found with the run's own kind of index over the rows as they were
         tick = time.perf_counter()
-        database = dba(database, cfg.dba_k, cfg.dba_alpha, build(database, cfg.index, l2=True))
-        log.info("DBA over %d database rows (k %d, alpha %g) in %.1fs", len(database), cfg.dba_k, cfg.dba_alpha,
-                 time.perf_counter() - tick)
+        database = dba(database, settings.dba_k, settings.dba_alpha, build(database, index_cfg, l2=True))
+        log.info("DBA over %d database rows (k %d, alpha %g) in %.1fs", len(database), settings.dba_k,
+                 settings.dba_alpha, time.perf_counter() - tick)
     # The database search (conf/index/): built once over the post-processed database rows.
     tick = time.perf_counter()
-    index = build(database, cfg.index, l2=bool(cfg.l2))
-    index_files = index.save(run_dir)
-    index_meta = {**index.settings, "file": index_files[0] if index_files else None,
-                  "build_s": round(time.perf_counter() - tick, 3)}
+    index = build(database, index_cfg, l2=bool(settings.l2))
+    return Processed(embeddings, database, transform, index, round(time.perf_counter() - tick, 3))
 
+
+# ---- write: the arrays, the index, embed.json ---------------------------------------------------------
+
+
+@dataclass
+class EmbedRecord:
+    """embed.json: how the run's rows were made, what query, serve and evaluate read back
+    (embed_run.META_KEYS). `settings` are written flat beside the rest, with input_size the side
+    the encoder saw (query and serve resize their images to it too)."""
+
+    train_run: str
+    checkpoint: str
+    checkpoint_sha256: str | None
+    checkpoint_epoch: int
+    model: str
+    model_config: dict[str, Any]
+    data: str  # data, data_dir, images: what was embedded
+    data_dir: str | None
+    images: str | None
+    trained_on: str
+    image_size: int
+    dim: int
+    raw_dim: int
+    settings: EmbedSettings
+    settings_from_train_run: dict[str, Any]  # the train run's eval_embed values that changed a default
+    index: dict[str, Any]  # name, metric and the kind's settings; file, build_s
+    counts: dict[str, int]
+    transform: str = "transform.npz"
+    failed: int | None = None  # images= only: files that could not be used
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "settings":
+                out.update({k: enum_value(v) for k, v in dataclasses.asdict(value).items()})
+            elif f.name != "failed" or value is not None:
+                out[f.name] = value
+        return out
+
+
+def write_rows(run_dir: Path, part: Embedded, processed: Processed, dba_k: int) -> list[str]:
+    """embeddings.npy, database.npy (DBA), transform.npz, index.csv and the index's own files (returned)."""
+    index_files = processed.index.save(run_dir)
     with atomic_path(run_dir / "embeddings.npy") as tmp, open(tmp, "wb") as f:
-        np.save(f, embeddings)
-    if cfg.dba_k:
+        np.save(f, processed.embeddings)
+    if dba_k:
         with atomic_path(run_dir / DATABASE_FILE) as tmp, open(tmp, "wb") as f:
-            np.save(f, database)
+            np.save(f, processed.database)
     with atomic_path(run_dir / "transform.npz") as tmp:
-        transform.save(tmp)
+        processed.transform.save(tmp)
     with atomic_path(run_dir / "index.csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(INDEX_COLUMNS)
         writer.writerows(part.index_rows)
-    meta = {
-        "train_run": str(train_run.resolve()),
-        "checkpoint": str(checkpoint.resolve()),
-        "checkpoint_sha256": sha256,
-        "checkpoint_epoch": ckpt["epoch"],
-        "model": model_cfg["name"],
-        "model_config": model_cfg,
-        **what,  # data, data_dir, images: what was embedded
-        "trained_on": ckpt["data"],
-        "image_size": image_size,
-        "input_size": input_size,  # what the encoder saw (query and serve resize their images to it too)
-        "dim": int(embeddings.shape[1]),
-        "raw_dim": raw_dim,
-        "pooling": pooling,
-        "gem_p": float(cfg.gem_p),
-        "l2": bool(cfg.l2),
-        "pca_whiten": cfg.pca_whiten,
-        "whiten_shrinkage": float(cfg.whiten_shrinkage),
-        "dba_k": int(cfg.dba_k),
-        "dba_alpha": float(cfg.dba_alpha),
-        "qe_k": int(cfg.qe_k),
-        "qe_alpha": float(cfg.qe_alpha),
-        "settings_from_train_run": from_train_run,
-        "transform": "transform.npz",
-        "index": index_meta,
-        "counts": part.counts,
-    }
-    if collection is not None:
-        meta["failed"] = len(part.failures)
-    write_json_atomic(run_dir / "embed.json", meta)
-    write_manifest(run_dir, [*ARTIFACTS, "transform.npz", *([DATABASE_FILE] if cfg.dba_k else []), *index_files,
-                             *(["failures.csv"] if collection is not None else [])])
-    write_run_record(run_dir, "embed", "complete", train_run=str(train_run), model=model_cfg["name"], data=what["data"])
-    total = len(part.index_rows)
+    return index_files
+
+
+def run_embed(cfg: DictConfig, run_dir: Path, inputs: EmbedInputs, settings: EmbedSettings,
+              from_train_run: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Embed with `settings`, the effective ones (the command layer's: keys given on the command line,
+    then the train run's, then the defaults; `from_train_run`: those the train run changed)."""
+    ckpt = load_checkpoint(inputs.checkpoint)
+    model_cfg = ckpt["model_config"]
+    source = open_source(inputs, ckpt)
+    device = pick_device(cfg.device)
+    model = model_from_checkpoint(ckpt).to(device)
+    write_run_record(run_dir, "embed", "running", train_run=str(inputs.train_run), model=model_cfg["name"],
+                     checkpoint_sha256=inputs.checkpoint_sha256, data_dir=source.data_dir, images=source.images)
+    encoder = Encoder(model, check_input_size(model, model_cfg, settings.input_size), cfg.batch_size, device,
+                      enum_value(settings.pooling), settings.gem_p)
+    part = encode(source, encoder, run_dir, cfg.progress, f"embed with {model_cfg['name']}")
+    processed = post_process(part, settings, cfg.index)
+    index_files = write_rows(run_dir, part, processed, settings.dba_k)
+    record = EmbedRecord(
+        train_run=str(inputs.train_run.resolve()), checkpoint=str(inputs.checkpoint.resolve()),
+        checkpoint_sha256=inputs.checkpoint_sha256, checkpoint_epoch=ckpt["epoch"], model=model_cfg["name"],
+        model_config=model_cfg, data=source.data, data_dir=source.data_dir, images=source.images,
+        trained_on=ckpt["data"], image_size=source.image_size, dim=int(processed.embeddings.shape[1]),
+        raw_dim=int(part.embeddings.shape[1]), settings=dataclasses.replace(settings, input_size=encoder.input_size),
+        settings_from_train_run=dict(from_train_run or {}), counts=part.counts,
+        index={**processed.index.settings, "file": index_files[0] if index_files else None, "build_s": processed.build_s},
+        failed=len(part.failures) if source.collection is not None else None)
+    write_json_atomic(run_dir / "embed.json", record.to_json())
+    write_manifest(run_dir, [*ARTIFACTS, "transform.npz", *([DATABASE_FILE] if settings.dba_k else []), *index_files,
+                             *(["failures.csv"] if source.collection is not None else [])])
+    write_run_record(run_dir, "embed", "complete", train_run=str(inputs.train_run), model=model_cfg["name"],
+                     data=source.data)
+    return summary(record, len(part.index_rows), processed.index.name, run_dir)
+
+
+def summary(record: EmbedRecord, total: int, index_name: str, run_dir: Path) -> dict[str, Any]:
+    """The run's log line, and its result lines."""
+    s = record.settings
     log.info("embedded %d images of %s with %s at %d px (dim %d, %s pooling, l2 %s, pca_whiten %s, dba_k %d, qe_k %d, "
-             "index %s) into %s", total, what["data"], model_cfg["name"], input_size, meta["dim"], pooling, cfg.l2,
-             cfg.pca_whiten, cfg.dba_k, cfg.qe_k, index.name, run_dir)
-    out: dict[str, Any] = {"run_dir": run_dir, "model": model_cfg["name"], "images": total, "dim": meta["dim"],
-                           "index": index.name}
-    if collection is not None:
-        out["failed"] = len(part.failures)
+             "index %s) into %s", total, record.data, record.model, s.input_size, record.dim, enum_value(s.pooling),
+             s.l2, s.pca_whiten, s.dba_k, s.qe_k, index_name, run_dir)
+    out: dict[str, Any] = {"run_dir": run_dir, "model": record.model, "images": total, "dim": record.dim,
+                           "index": index_name}
+    if record.failed is not None:
+        out["failed"] = record.failed
     return out
