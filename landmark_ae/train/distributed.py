@@ -1,8 +1,9 @@
 """Data-parallel training under `torchrun`: PyTorch's own engine (DistributedDataParallel), no other.
 
 `torchrun --nproc-per-node=N -m landmark_ae train ...` starts N copies of `train`; torchrun sets
-RANK, WORLD_SIZE, LOCAL_RANK and the rendezvous store in each one's environment. Without torchrun
-WORLD_SIZE is unset and `Ranks.single()` describes the one process: nothing here runs.
+RANK, WORLD_SIZE, LOCAL_RANK and the rendezvous store in each one's environment (read by
+landmark_ae/common.py). Without torchrun WORLD_SIZE is unset and `Ranks.single()` describes the one
+process: nothing here runs.
 
 How the ranks split the work (loop.py):
 - every rank draws the same seeded permutation and augmentation parameters for the whole global
@@ -24,18 +25,8 @@ from datetime import datetime
 import torch
 import torch.distributed as dist
 
+from landmark_ae.common import RUN_STAMP_FORMAT, launched_by_torchrun, rank, world_size
 from landmark_ae.errors import UserError
-from landmark_ae.runs import RUN_STAMP_FORMAT
-
-
-def launched_by_torchrun() -> bool:
-    """Whether this process is one of several ranks started by torchrun (or another launcher that
-    sets the same variables)."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
-
-
-def rank_from_env() -> int:
-    return int(os.environ.get("RANK", "0")) if launched_by_torchrun() else 0
 
 
 @dataclass(frozen=True)
@@ -80,7 +71,7 @@ def agree_run_stamp() -> str:
     # Keyed by the torchrun job and its restart, so a restarted group agrees on a fresh stamp.
     key = (f"landmark_ae/run_stamp/{os.environ.get('TORCHELASTIC_RUN_ID', '')}/"
            f"{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}")
-    if rank_from_env() == 0:
+    if rank() == 0:
         store.set(key, datetime.now().strftime(RUN_STAMP_FORMAT))
     return store.get(key).decode()
 
@@ -96,7 +87,7 @@ def init_ranks(backend: str, device: torch.device) -> tuple[Ranks, torch.device]
     trains on: `cuda:<LOCAL_RANK>` when `device` is CUDA, so each rank drives its own GPU."""
     if not launched_by_torchrun():
         return Ranks.single(), device
-    ranks = Ranks(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", "0")))
+    ranks = Ranks(rank(), world_size(), int(os.environ.get("LOCAL_RANK", "0")))
     if device.type == "cuda":
         if ranks.local_rank >= torch.cuda.device_count():
             raise UserError(f"rank {ranks.rank} has LOCAL_RANK {ranks.local_rank} but this node has "
