@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import model_config, results, run_cli, run_in_process
+from conftest import compose, model_config, results, run_cli, run_in_process
 
 from landmark_ae.errors import UserError
 from landmark_ae.model.builder import build_model
@@ -233,3 +233,47 @@ def test_embed_takes_the_train_runs_eval_embed_and_the_command_line_wins(tiny_tr
     shutil.rmtree(train / ".hydra")
     (train / "run.json").write_text(json.dumps(record))
     assert train_run_embed_settings(train) == {}
+
+
+# ---- settings resolved once, by the command layer; the checkpoint hashed once ----------------------------
+
+
+def test_effective_settings_take_the_train_runs_where_the_command_line_is_silent():
+    from landmark_ae.commands.embed import check_reranking, effective_settings
+    from landmark_ae.config import EmbedSettings, Pooling
+
+    cfg = compose("embed", "pca_whiten=3", "qe_k=0")
+    carried = {"pooling": "avg", "pca_whiten": 4, "whiten_shrinkage": 0, "qe_k": 2, "dba_k": 0}
+    settings, changed = effective_settings(cfg, carried, {"pca_whiten", "qe_k"})
+    assert isinstance(settings, EmbedSettings) and settings.pooling is Pooling.avg  # typed, not the carried str
+    assert (settings.pca_whiten, settings.qe_k, settings.dba_k, settings.whiten_shrinkage) == (3, 0, 0, 0.0)
+    assert isinstance(settings.whiten_shrinkage, float)
+    assert changed == {"pooling": "avg", "whiten_shrinkage": 0}  # dba_k=0 is the default already: no change
+    # a config composed in code (no command line known): every key counts as given
+    assert effective_settings(cfg, carried, None) == (EmbedSettings(pca_whiten=3), {})
+
+    settings, changed = effective_settings(compose("embed"), {"dba_k": 2}, set())
+    with pytest.raises(UserError, match=r"^dba_k=2 qe_k=0 need l2=true: they weigh neighbours by the cosine similarity "
+                                        r"of unit-length rows \(dba_k from train run /t's eval_embed: pass dba_k=0 to "
+                                        r"turn them off\)$"):
+        check_reranking(settings, changed, Path("/t"))
+    check_reranking(effective_settings(compose("embed"), {"dba_k": 2, "l2": True}, set())[0], {}, Path("/t"))
+
+
+def test_an_embed_run_hashes_the_checkpoint_once(tiny_trained, tmp_path, monkeypatch):
+    import landmark_ae.model.checkpoints as checkpoints
+    import landmark_ae.runs as runs
+
+    hashed: list[str] = []
+    sha256_file = runs.sha256_file
+
+    def counted(path):
+        hashed.append(Path(path).name)
+        return sha256_file(path)
+
+    monkeypatch.setattr(runs, "sha256_file", counted)
+    monkeypatch.setattr(checkpoints, "sha256_file", counted)
+    run_in_process("embed", f"train_run={tiny_trained}", "progress=false", run_dir=tmp_path / "embed")
+    assert hashed.count("best.pt") == 1  # the train run's manifest check and embed.json's checkpoint_sha256
+    meta = json.loads((tmp_path / "embed" / "embed.json").read_text())
+    assert meta["checkpoint_sha256"] == hashlib.sha256((tiny_trained / "best.pt").read_bytes()).hexdigest()
