@@ -1,5 +1,6 @@
-"""The training losses (landmark_ae/train/objectives.py): NT-Xent against hand-computed values, the
-view-disagreement and redundancy terms, every objective backpropagating."""
+"""The training losses (landmark_ae/train/objectives.py): the objective registry, each loss against
+hand-computed values (NT-Xent, the reconstruction MSE, the view-disagreement and redundancy terms) or
+as the sum of its terms, every objective backpropagating."""
 
 from __future__ import annotations
 
@@ -10,10 +11,22 @@ import torch
 from conftest import batches, model_config
 from omegaconf import OmegaConf
 
-from landmark_ae.config import ObjectiveConfig
+from landmark_ae.config import ObjectiveConfig, ObjectiveName
+from landmark_ae.data.prepared import to_model_range
 from landmark_ae.model.builder import build_model
 from landmark_ae.train.loop import validation_loss
-from landmark_ae.train.objectives import contrastive_loss, cross_redundancy, nt_xent, objective_loss, view_disagreement
+from landmark_ae.train.objectives import (
+    LOSS_COLUMNS,
+    OBJECTIVES,
+    contrastive_loss,
+    cross_redundancy,
+    nt_xent,
+    objective_for,
+    objective_loss,
+    reconstruction_sum,
+    view_disagreement,
+)
+from landmark_ae.train.views import augmented, masked, noisy
 
 
 def objective(**kw) -> object:
@@ -82,3 +95,78 @@ def test_contrastive_loss_trains_every_part_and_is_deterministic():
     # Validation loss draws its views from a fixed seed: the same model scores the same.
     cpu = torch.device("cpu")
     assert validation_loss(model, batches(x), 4, cpu, contrastive()) == validation_loss(model, batches(x), 4, cpu, contrastive())
+
+
+def zeros(x: torch.Tensor) -> torch.Tensor:
+    """A 'model' that rebuilds every image as mid-grey (0 in model range)."""
+    return torch.zeros_like(x)
+
+
+def test_every_objective_name_is_registered_with_its_loss_names():
+    assert set(OBJECTIVES) == {name.value for name in ObjectiveName}
+    assert objective_for(None) is OBJECTIVES["reconstruct"] is objective_for(objective(name="reconstruct"))
+    assert all(o.loss_names == LOSS_COLUMNS == ("train_loss", "val_loss") for o in OBJECTIVES.values())
+    assert {n: o.loss_label for n, o in OBJECTIVES.items() if o.loss_label != "MSE"} == {"contrastive": "NT-Xent + MSE"}
+    with pytest.raises(ValueError, match="unknown objective 'jigsaw'"):
+        objective_for(OmegaConf.create({"name": "jigsaw"}))
+
+
+def test_each_objective_takes_its_own_view():
+    x, seed = images(4, 16), 5
+    expected = {
+        "reconstruct": x,
+        "denoise": noisy(x, torch.Generator().manual_seed(seed), 0.2),
+        "augment": augmented(x, torch.Generator().manual_seed(seed)),
+        "masked": masked(x, torch.Generator().manual_seed(seed)),
+        "contrastive": augmented(x, torch.Generator().manual_seed(seed), crop_scale=0.2, greyscale=0.2),
+    }
+    for name, view in expected.items():
+        settings = contrastive() if name == "contrastive" else objective(name=name)
+        assert torch.equal(OBJECTIVES[name].views(x, settings, torch.Generator().manual_seed(seed)), view), name
+
+
+def test_reconstruction_losses_match_hand_computed_values():
+    # Two 3-pixel images, 1.0 and 0.5 everywhere, rebuilt as 0: per-image MSEs 1 and 0.25, summed 1.25.
+    x = torch.tensor([1.0, 0.5]).view(2, 1, 1, 1).expand(2, 3, 1, 1)
+    total = reconstruction_sum(zeros, x)
+    assert total.dtype == torch.float64 and total.item() == 1.25
+    # The seed's training loss: the mean MSE of the clean image (255 and 0 are +1 and -1 in model range).
+    clean = torch.tensor([255, 0], dtype=torch.uint8).view(2, 1, 1, 1).expand(2, 3, 2, 2).contiguous()
+    assert OBJECTIVES["reconstruct"].train_loss(zeros, clean, None, torch.Generator()).item() == 1.0
+    assert objective_loss(zeros, clean, None, torch.Generator()).item() == 1.0
+
+
+def test_invariance_loss_is_the_two_views_mse_plus_its_weighted_terms():
+    torch.manual_seed(0)
+    model = build_model(model_config("m1"))
+    x, settings = images(6, 92), objective(name="denoise", invariance=0.5, redundancy=2.0)
+    loss = objective_loss(model, x, settings, torch.Generator().manual_seed(4))
+    gen = torch.Generator().manual_seed(4)
+    views = torch.cat([noisy(x, gen, settings.noise_std), noisy(x, gen, settings.noise_std)])
+    latent = model.encoder(to_model_range(views))
+    a, b = latent.flatten(1).chunk(2)
+    mse = torch.nn.functional.mse_loss(model.decoder(latent), torch.cat([to_model_range(x)] * 2))
+    assert loss.item() == pytest.approx((mse + 0.5 * view_disagreement(a, b) + 2.0 * cross_redundancy(a, b)).item(), rel=1e-6)
+
+
+def test_contrastive_loss_is_nt_xent_plus_weighted_view_mse():
+    torch.manual_seed(0)
+    model = build_model(model_config("m5"))
+    x, settings = images(4), contrastive(reconstruction=0.5, temperature=0.3)
+    loss = contrastive_loss(model, x, settings, torch.Generator().manual_seed(2))
+    gen = torch.Generator().manual_seed(2)
+    views = to_model_range(torch.cat([augmented(x, gen, 0.2, greyscale=0.2), augmented(x, gen, 0.2, greyscale=0.2)]))
+    latent = model.encoder(views)
+    expected = nt_xent(model.projector(latent.flatten(1)), 0.3) + 0.5 * torch.nn.functional.mse_loss(model.decoder(latent), views)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_validation_asks_the_objective_reconstructive_ones_score_the_clean_images():
+    torch.manual_seed(0)
+    model = build_model(model_config("m1"))
+    x, cpu = images(10, 92), torch.device("cpu")
+    seed_loss = validation_loss(model, batches(x), 4, cpu)
+    with torch.no_grad():
+        assert seed_loss == pytest.approx(reconstruction_sum(model.eval(), to_model_range(x)).item() / len(x), rel=1e-9)
+    for name in ("reconstruct", "denoise", "augment", "masked"):  # the view is for training only
+        assert validation_loss(model, batches(x), 4, cpu, objective(name=name, invariance=1.0)) == seed_loss
