@@ -58,9 +58,17 @@ def test_the_dataset_is_named_by_its_prepare_run_not_the_command_line(tiny_prepa
         dataset_name(hollow)
 
 
-def test_manifest_rows_are_counted_without_loading_the_table(tmp_path):
-    from landmark_ae.data.prepared import _count_rows
+def test_a_split_loaded_without_its_manifest_is_checked_against_the_manifests_row_count(tmp_path):
+    """load_split(manifest=False) (train's path) counts the manifest's rows without loading the table:
+    a header alone is 0 rows, a missing final newline still ends a row; a count that does not match
+    the array is refused."""
+    import numpy as np
 
     for text, rows in (("id,landmark_id\n", 0), ("id,landmark_id\na,1\nb,2\n", 2), ("id,landmark_id\na,1\nb,2", 2)):
-        (tmp_path / "m.csv").write_text(text)
-        assert _count_rows(tmp_path / "m.csv") == rows
+        (tmp_path / "train.csv").write_text(text)
+        np.save(tmp_path / "train.npy", np.zeros((rows, 4, 4, 3), np.uint8))
+        split = load_split(tmp_path, "train", manifest=False)
+        assert split.manifest is None and split.images.shape[0] == rows
+        np.save(tmp_path / "train.npy", np.zeros((rows + 1, 4, 4, 3), np.uint8))
+        with pytest.raises(UserError, match=rf"train.npy \({rows + 1}, 4, 4, 3\) does not match train.csv \({rows} rows\)"):
+            load_split(tmp_path, "train", manifest=False)

@@ -96,7 +96,34 @@ def generate(
     _validate(spec)
     out = Path(out_dir)
     train_csv = out / "train.csv"
+    if _complete(out, spec):
+        return train_csv
+    out.mkdir(parents=True, exist_ok=True)
     meta_path = out / "synthetic.json"
+    resuming = meta_path.exists()
+    if not resuming:
+        _remove_stale_tmp(meta_path)
+        write_bytes_atomic(meta_path, _meta_bytes(spec))
+    landmarks = _landmarks(spec)
+    rows = _write_images(out / "images", spec, landmarks, resuming, progress)
+    rows.sort(key=lambda r: r[0])
+    for name in ("landmarks.csv", "train.csv"):
+        _remove_stale_tmp(out / name)
+    write_bytes_atomic(
+        out / "landmarks.csv",
+        _csv_bytes(
+            ["landmark_id", "name"],
+            [[spec.first_landmark_id + lm.index, lm.name] for lm in landmarks],
+        ),
+    )
+    write_bytes_atomic(train_csv, _csv_bytes(["id", "url", "landmark_id"], rows))
+    return train_csv
+
+
+def _complete(out: Path, spec: SyntheticSpec) -> bool:
+    """Whether out already holds spec's complete dataset; ValueError if it holds another one (or a
+    train.csv the generator did not write)."""
+    train_csv, meta_path = out / "train.csv", out / "synthetic.json"
     if meta_path.exists():
         try:
             existing = json.loads(meta_path.read_text(encoding="utf-8"))
@@ -108,27 +135,26 @@ def generate(
                 f"{out} holds a different synthetic dataset ({meta_path.name}: {theirs}); "
                 f"use another folder or delete it"
             )
-        if train_csv.exists():
-            return train_csv
-    elif train_csv.exists():
+        return train_csv.exists()
+    if train_csv.exists():
         raise ValueError(
             f"{out} already has a train.csv that the synthetic generator did not write "
             f"(no synthetic.json); use another folder"
         )
-    out.mkdir(parents=True, exist_ok=True)
-    images = out / "images"  # write_bytes_atomic makes each image's a/b/c folders
-    resuming = meta_path.exists()
-    if not resuming:
-        _remove_stale_tmp(meta_path)
-        write_bytes_atomic(meta_path, _meta_bytes(spec))
+    return False
 
-    landmarks = _landmarks(spec)
+
+def _write_images(
+    images: Path, spec: SyntheticSpec, landmarks: list, resuming: bool,
+    progress: Callable[[int, int], None] | None,
+) -> list[list]:
+    """Every image not yet on disk (write_bytes_atomic makes each one's a/b/c folders); returns the
+    train.csv rows (id, url, landmark_id) of all of them, in generation order."""
     counts = _counts(spec)
     total = sum(counts)
     seen: set[str] = set()
     shared: _Shared | None = None
     rows: list[list] = []
-    done = 0
     for lm, n in zip(landmarks, counts, strict=True):
         base = None
         landmark_id = spec.first_landmark_id + lm.index
@@ -150,20 +176,6 @@ def generate(
                 if resuming:  # only a killed run leaves temp files; a fresh folder has none
                     _remove_stale_tmp(path)
                 write_bytes_atomic(path, _render_view(spec, lm, base, k, shared))
-            done += 1
             if progress is not None:
-                progress(done, total)
-
-    rows.sort(key=lambda r: r[0])
-    for name in ("landmarks.csv", "train.csv"):
-        _remove_stale_tmp(out / name)
-    write_bytes_atomic(
-        out / "landmarks.csv",
-        _csv_bytes(
-            ["landmark_id", "name"],
-            [[spec.first_landmark_id + lm.index, lm.name] for lm in landmarks],
-        ),
-    )
-    write_bytes_atomic(train_csv, _csv_bytes(["id", "url", "landmark_id"], rows))
-    return train_csv
-
+                progress(len(rows), total)
+    return rows
