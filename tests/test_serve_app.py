@@ -247,3 +247,17 @@ def json_of(response: Any) -> dict:
     import json
 
     return json.loads(response.body)
+
+
+def test_while_draining_healthz_is_503_and_answers_close_their_connection(tmp_path):
+    async def body(session: aiohttp.ClientSession, url: str, app: Any) -> list:
+        app[STATE].stopping = True  # what the SIGTERM drain sets (server.drain)
+        answers = []
+        for method, path in (("GET", "/healthz"), ("POST", "/query")):
+            async with session.request(method, url + path, data=png() if method == "POST" else None) as response:
+                answers.append((response.status, response.headers.get("Connection"), await response.json()))
+        return answers
+
+    assert serving(StandIn(tmp_path), body) == [(503, "close", {"status": "stopping"}),
+                                                 (200, "close", {"neighbours": [{"rank": 1, "id": "row0"},
+                                                                                {"rank": 2, "id": "row1"}]})]

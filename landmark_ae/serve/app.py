@@ -1,7 +1,7 @@
 """The HTTP side of `landmark-ae serve`.
 
     POST /query?k=N   the image's bytes as the body (or one multipart file) -> {"neighbours": [...]}
-    GET  /healthz     200 {"status": "ok"}
+    GET  /healthz     200 {"status": "ok"} (503 {"status": "stopping"} while draining after SIGTERM)
     GET  /info        model, dim, database size, checkpoint sha256, index
 
 Bad input never takes the server down and is never a 500: a body that is not a usable image, a bad k, a
@@ -168,6 +168,8 @@ async def query(request: web.Request) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
+    if request.app[STATE].stopping:  # draining after SIGTERM: a load balancer should send no more
+        return web.json_response({"status": "stopping"}, status=503, headers=RETRY_AFTER)
     return web.json_response({"status": "ok"})
 
 
