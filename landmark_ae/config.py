@@ -9,18 +9,16 @@ before a command does any work.
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import enum
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING, OmegaConf
 
-from landmark_ae.errors import UserError
+from landmark_ae.common import default_output_dir
 
 
 def config_dir() -> str:
@@ -34,7 +32,6 @@ def config_dir() -> str:
 def model_yaml(name: str) -> dict:
     """conf/model/<name>.yaml as the plain dict build_model takes (benchmarks and tests; `train`
     composes it through Hydra instead)."""
-    from omegaconf import OmegaConf
 
     cfg = OmegaConf.to_container(OmegaConf.load(Path(config_dir()) / "model" / f"{name}.yaml"))
     cfg.pop("defaults", None)
@@ -48,6 +45,15 @@ def enum_value(value: Any) -> Any:
 
 def _min(value: float, default: Any = MISSING, **kw: Any) -> Any:
     return field(default=default, metadata={"min": value, **kw})
+
+
+# A key marked so may differ on the command line of `resume=`: it cannot change what the run computes
+# (commands/resume.py: SAFE_ON_RESUME is read from these marks).
+SAFE = {"safe_on_resume": True}
+
+
+def _safe(default: Any, **kw: Any) -> Any:
+    return field(default=default, metadata={**SAFE, **kw})
 
 
 def _range(lo: float, hi: float, default: Any) -> Any:
@@ -136,17 +142,18 @@ class ModelConfig:
 
 @dataclass
 class PathsConfig:
-    output_dir: str = "outputs"
+    # conf/paths/default.yaml reads LANDMARK_AE_OUTPUTS (as common.default_output_dir does) when composed
+    output_dir: str = field(default_factory=default_output_dir)
 
 
 @dataclass
 class PrepareConfig:
     data: DataConfig = MISSING
     paths: PathsConfig = field(default_factory=PathsConfig)
-    resume: Optional[str] = None  # an interrupted prepare run to finish in place (finished images are skipped)
-    workers: int = _min(1, 2)  # threads decoding and resizing images (Pillow releases the GIL)
+    resume: Optional[str] = _safe(None)  # an interrupted prepare run to finish in place (finished images are skipped)
+    workers: int = _min(1, 2, **SAFE)  # threads decoding and resizing images (Pillow releases the GIL)
     jpeg_quality: int = _range(50, 100, 95)
-    progress: bool = True  # rich progress bars on stderr
+    progress: bool = _safe(True)  # rich progress bars on stderr
 
 
 class ObjectiveName(str, enum.Enum):
@@ -160,6 +167,13 @@ class ObjectiveName(str, enum.Enum):
     # the views of one image together and pushes the batch's other images away, plus the weighted
     # MSE of the decoder rebuilding each view from its embedding
     contrastive = "contrastive"
+
+
+class Logger(str, enum.Enum):
+    """Where train logs its curves besides history.csv; `logger=null` on the command line is `none`."""
+
+    none = "none"  # history.csv only
+    tensorboard = "tensorboard"  # also <run dir>/tensorboard/
 
 
 class LrSchedule(str, enum.Enum):
@@ -229,11 +243,6 @@ class EmbedSettings:
     qe_alpha: float = _range(0.0, 100.0, 3.0)
 
 
-@dataclass
-class EvalEmbedConfig(EmbedSettings):
-    """`train evaluate=true`: how its evaluation embeds the run (EmbedConfig's keys of the same names)."""
-
-
 class DistBackend(str, enum.Enum):
     auto = "auto"  # nccl on CUDA, gloo on CPU
     nccl = "nccl"
@@ -260,12 +269,13 @@ class TrainConfig:
     paths: PathsConfig = field(default_factory=PathsConfig)
     # The prepared dataset (a prepare run dir); null: the most recent complete prepare run of data.name.
     data_dir: Optional[str] = None
-    resume: Optional[str] = None  # an interrupted train run to continue from its last.pt
-    epochs: int = _min(1, 20)
+    resume: Optional[str] = _safe(None)  # an interrupted train run to continue from its last.pt
+    # more (constant schedule) or as many on resume; the loop refuses what a schedule cannot do
+    epochs: int = _min(1, 20, **SAFE)
     batch_size: int = _min(1, 64)
-    device: str = "auto"  # auto picks cuda, then mps, then cpu
+    device: str = _safe("auto")  # auto picks cuda, then mps, then cpu
     seed: int = 42
-    threads: int = _min(0, 0)  # torch intra-op threads; 0 = torch's default
+    threads: int = _min(0, 0, **SAFE)  # torch intra-op threads; 0 = torch's default
     # The seed study: Adam with default parameters (any torch optimizer via _target_).
     optimizer: Dict[str, Any] = field(default_factory=lambda: {"_target_": "torch.optim.Adam", "lr": 0.001})
     lr_schedule: LrSchedule = LrSchedule.constant
@@ -279,9 +289,10 @@ class TrainConfig:
     # Under torchrun: BatchNorm layers become SyncBatchNorm (statistics of the global batch; CUDA only).
     sync_bn: bool = False
     dist: DistConfig = field(default_factory=DistConfig)
-    recon_images: int = _min(1, 8)  # images shown in reconstructions.png
-    logger: Optional[str] = None  # null (history.csv only) or tensorboard (also <run dir>/tensorboard/)
-    progress: bool = True
+    recon_images: int = _min(1, 8, **SAFE)  # images shown in reconstructions.png
+    # null/none (history.csv only) or tensorboard (also <run dir>/tensorboard/): validate() makes it a Logger
+    logger: Any = _safe(None, choices=Logger, null=Logger.none)
+    progress: bool = _safe(True)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     # After the last epoch, score this run in the same job (landmark_ae/chain.py): `landmark-ae embed
     # <eval_embed>` then `landmark-ae evaluate queries=<eval_queries>`, as ordinary runs; metrics.json
@@ -289,7 +300,8 @@ class TrainConfig:
     # job returns eval.map@100 (the objective of hydra/sweeper=optuna).
     evaluate: bool = False
     eval_queries: QuerySet = QuerySet.val  # val queries vs train: the test set stays unseen unless asked
-    eval_embed: EvalEmbedConfig = field(default_factory=EvalEmbedConfig)  # e.g. eval_embed.l2=true
+    # How that evaluation embeds the run (embed's keys of the same names), e.g. eval_embed.l2=true
+    eval_embed: EmbedSettings = field(default_factory=EmbedSettings)
 
 
 class IndexKind(str, enum.Enum):
@@ -324,15 +336,15 @@ class EmbedConfig(EmbedSettings):
 
     paths: PathsConfig = field(default_factory=PathsConfig)
     train_run: Optional[str] = None  # a train run dir (its best.pt); null: the most recent complete one
-    resume: Optional[str] = None  # an interrupted embed run to redo in place, with the checkpoint it started with
+    resume: Optional[str] = _safe(None)  # an interrupted embed run to redo in place, with the checkpoint it started with
     # What to embed (at most one; null: the train run's own prepared dataset). data_dir: another
     # prepare run (labelled, its splits kept); images: any folder (recursively) or a text file of
     # paths, embedded as one unlabelled database.
     data_dir: Optional[str] = None
     images: Optional[str] = None
-    batch_size: int = _min(1, 256)
-    device: str = "auto"
-    progress: bool = True
+    batch_size: int = _min(1, 256, **SAFE)
+    device: str = _safe("auto")
+    progress: bool = _safe(True)
     index: IndexConfig = field(default_factory=IndexConfig)
 
 
@@ -438,24 +450,11 @@ def unknown_key_message(key: str, known: list[str], command: str = "") -> str:
     return f"{command or 'this command'} has no key '{key}'{hint}"
 
 
-def validate(cfg: DictConfig, schema: type, prefix: str = "", command: str = "") -> None:
-    """Check the ranges declared in the schema's field metadata; raise UserError naming the key."""
-    hints = typing.get_type_hints(schema)
-    known = [f.name for f in dataclasses.fields(schema)]
-    for key in cfg:
-        if key not in known:  # added with +key=...: a typo the schema cannot type-check
-            raise UserError(unknown_key_message(f"{prefix}{key}", known, command))
-    for f in dataclasses.fields(schema):
-        if f.name not in cfg or OmegaConf.is_missing(cfg, f.name):
-            continue  # missing required values are reported where they are first used
-        key, value = f"{prefix}{f.name}", cfg[f.name]
-        if dataclasses.is_dataclass(hints[f.name]):
-            if value is not None:
-                validate(value, hints[f.name], key + ".", command)
-            continue
-        lo, hi = f.metadata.get("min"), f.metadata.get("max")
-        if lo is not None and value is not None and value < lo:
-            raise UserError(f"{key}={value} is out of range: it must be >= {lo}")
-        if hi is not None and value is not None and value > hi:
-            raise UserError(f"{key}={value} is out of range: it must be <= {hi}")
+def __getattr__(name: str) -> Any:
+    """validate() and the rules across keys live in config_checks (they need every schema above);
+    `from landmark_ae.config import validate` keeps working."""
+    if name in ("validate", "check_reranking", "safe_on_resume", "CROSS_CHECKS"):
+        from landmark_ae import config_checks
 
+        return getattr(config_checks, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -19,7 +19,7 @@ import time
 from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from landmark_ae.common import OUTPUTS_ENV, RUN_STAMP_FORMAT
 from landmark_ae.errors import UserError
@@ -414,14 +414,16 @@ def remove_temp_files(run_dir: Path) -> int:
     return len(stale)
 
 
-def remove_run_dir(run_dir: Path) -> None:
-    """Remove a run dir that holds no work, and its `<output dir>/<command>/` parent if that is left
-    empty, so a refused run leaves nothing behind."""
+def remove_run_dir(run_dir: Path, created: Iterable[Path] = ()) -> None:
+    """Remove a run dir that holds no work, its `<output dir>/<command>/` parent if that is left empty,
+    and then each of `created` (the folders above it this command made, deepest first) left empty, so
+    a refused run leaves nothing behind."""
     shutil.rmtree(run_dir, ignore_errors=True)
-    try:
-        Path(run_dir).parent.rmdir()  # only succeeds when empty
-    except OSError:
-        pass
+    for folder in (Path(run_dir).parent, *created):
+        try:
+            Path(folder).rmdir()  # only succeeds when empty
+        except OSError:
+            pass
 
 
 # ---- manifests: what a run wrote, checked by the runs that read it ----------------------------

@@ -67,6 +67,7 @@ def test_retrieval_preset_is_contrastive_plus_the_embed_settings_that_travel_wit
     cfg = compose("train", "experiment=retrieval")
     validate(cfg, TrainConfig)
     contrastive = compose("train", "experiment=contrastive")
+    validate(contrastive, TrainConfig)
     assert {k: v for k, v in cfg.items() if k != "eval_embed"} == {k: v for k, v in contrastive.items() if k != "eval_embed"}
     e = cfg.eval_embed
     assert (e.input_size, e.l2, e.pca_whiten, e.whiten_shrinkage, e.dba_k, e.qe_k) == (112, True, 192, 0.01, 10, 10)

@@ -20,17 +20,10 @@ from omegaconf.errors import MissingMandatoryValue
 
 from landmark_ae.commands import hydra_errors
 from landmark_ae.commands.resume import SAFE_ON_RESUME, resume_argv, resume_conflicts, undo_resume_record
+from landmark_ae.common import OUTPUTS_ENV, RUN_STAMP_FORMAT, default_output_dir, launched_by_torchrun, secondary_rank
 from landmark_ae.config import config_dir, register_configs, validate
 from landmark_ae.errors import UserError, describe_os_error
-from landmark_ae.runs import (
-    RUN_RECORD,
-    RUN_STAMP_FORMAT,
-    read_run_record,
-    remove_run_dir,
-    remove_temp_files,
-    run_lock,
-    write_run_record,
-)
+from landmark_ae.runs import RUN_RECORD, Run, remove_run_dir, remove_temp_files, run_lock, write_run_record
 
 CONFIG_DIR = config_dir()
 RUN_STAMP_ENV = "LANDMARK_AE_RUN_STAMP"
@@ -64,9 +57,14 @@ OmegaConf.register_new_resolver("config_groups", _config_groups, replace=True)
 hydra_errors.install()
 
 
-def fail(command: str, message: str, code: int = 2) -> None:
-    print(f"landmark-ae {command}: error: {message}", file=sys.stderr)
+def say(command: str, message: str, code: int) -> None:
+    """`landmark-ae <command>: <message>` on stderr, then exit with `code`."""
+    print(f"landmark-ae {command}: {message}", file=sys.stderr)
     sys.exit(code)
+
+
+def fail(command: str, message: str, code: int = 2) -> None:
+    say(command, f"error: {message}", code)
 
 
 def _fail_job(command: str, message: str, code: int = 2) -> None:
@@ -82,15 +80,10 @@ def _fail_job(command: str, message: str, code: int = 2) -> None:
     fail(command, message, code)
 
 
-def secondary_rank() -> bool:
-    """A torchrun rank other than 0: it computes but writes nothing (rank 0 keeps the run's files)."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and int(os.environ.get("RANK", "0")) > 0
-
-
 def _torchrun_argv(command: str, argv: list[str]) -> list[str]:
     """Under torchrun: every rank composes the same run dir (rank 0's timestamp, or resume=), and
     ranks other than 0 leave Hydra's record and the log file to rank 0, logging warnings to stderr."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+    if not launched_by_torchrun():
         return argv
     if command != "train":
         raise UserError(f"{command} runs as one process: start it without torchrun")
@@ -107,11 +100,35 @@ def _torchrun_argv(command: str, argv: list[str]) -> list[str]:
     return argv
 
 
+# The outputs dir and those of its parents that did not exist before this command (launch): a run
+# removed for holding no work takes them with it when they are left empty.
+_CREATED_OUTPUTS: list[Path] = []
+
+
+def _check_output_dir(argv: list[str]) -> None:
+    """Refuse an outputs dir that is, or lies under, a file (one line, not Hydra's traceback), and
+    note which of its folders this command will create."""
+    given = [a.split("=", 1)[1] for a in argv if a.lstrip("+").startswith("paths.output_dir=")]
+    named = f"paths.output_dir={given[-1]}" if given else f"{OUTPUTS_ENV}={default_output_dir()}"
+    out = Path(given[-1] if given else default_output_dir()).expanduser().absolute()
+    _CREATED_OUTPUTS.clear()
+    for path in (out, *out.parents):
+        if path.is_dir():
+            return
+        if path.exists() or path.is_symlink():
+            where = "is a file" if path == out else f"lies under {path}, which is a file"
+            raise UserError(f"{named}: the outputs dir {where}, not a folder: point {OUTPUTS_ENV} or "
+                            "paths.output_dir at a folder (it is created if missing)")
+        _CREATED_OUTPUTS.append(path)
+
+
 def launch(command: str, hydra_main: Callable[[], Any]) -> None:
     """Run a command's @hydra.main, after the checks that must come before Hydra creates a run dir."""
     hydra_errors.COMMAND = command
     try:
-        sys.argv = [sys.argv[0], *_torchrun_argv(command, resume_argv(command, sys.argv[1:]))]
+        argv = resume_argv(command, sys.argv[1:])
+        _check_output_dir(argv)
+        sys.argv = [sys.argv[0], *_torchrun_argv(command, argv)]
     except UserError as exc:
         fail(command, str(exc))
     hydra_main()
@@ -125,10 +142,19 @@ def _raise_terminated(signum: int, frame: Any) -> None:
     raise Terminated()
 
 
-def _holds_work(run_dir: Path, command: str) -> bool:
-    """Whether a run dir holds anything beyond Hydra's record, the log, run.json and the lock."""
+# run.json keys that say what a run started from (the dataset, the checkpoint): a resumable run that
+# recorded one has chosen its inputs, and `resume=` continues with them (embed re-embeds with them).
+STARTED_FROM = ("data_dir", "train_run", "images")
+
+
+def holds_work(run_dir: Path, command: str) -> bool:
+    """Whether a run dir holds work worth keeping: anything beyond Hydra's record, the log, run.json
+    and the lock, or (prepare, train, embed) a record of what it started from."""
     if not run_dir.is_dir():
         return False
+    record = Run(run_dir).record or {}
+    if command in SAFE_ON_RESUME and any(record.get(key) for key in STARTED_FROM):
+        return True
     bookkeeping = {".hydra", f"{command}.log", RUN_RECORD, ".lock"}
     return any(p.name not in bookkeeping for p in run_dir.iterdir())
 
@@ -146,79 +172,119 @@ def execute(command: str, cfg: DictConfig, schema: type, body: Stage) -> dict[st
     Expected failures become one line on stderr (and in the run's log), exit code 2. A run dir this
     call created that holds no work yet is removed, so a typo leaves no debris; one with work is
     kept, recorded as `failed` with the message. SIGINT/SIGTERM keep finished work and say how to
-    continue (exit 130/143).
+    continue (exit 130/143). An unexpected exception (a bug) is recorded `failed` and keeps its
+    traceback. A reader that closes stdout early (`| head -1`) ends the command quietly (exit 141).
     """
     from hydra.core.hydra_config import HydraConfig
 
     hydra_cfg = HydraConfig.get()
-    run_dir = Path(hydra_cfg.runtime.output_dir)
-    resumed = bool(cfg.get("resume"))
-    secondary = secondary_rank()
-    # Only a dir this call created may be removed on error; never one named by resume=.
-    fresh = not resumed and not secondary and read_run_record(run_dir) is None
+    job = _Job(command, Path(hydra_cfg.runtime.output_dir), bool(cfg.get("resume")))
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _raise_terminated)
-    working = False  # set once the checks have passed: a refused resume leaves its run as it was
     try:
-        with nullcontext() if secondary else run_lock(run_dir):
+        with nullcontext() if job.secondary else run_lock(job.dir):
             validate(cfg, schema, command=command)
-            if resumed:
-                resume_conflicts(command, cfg, run_dir, dict(hydra_cfg.runtime.choices))
-                removed = 0 if secondary else remove_temp_files(run_dir)
+            if job.resumed:
+                resume_conflicts(command, cfg, job.dir, dict(hydra_cfg.runtime.choices))
+                removed = 0 if job.secondary else remove_temp_files(job.dir)
                 if removed:
                     log.info("removed %d temp file(s) left by the interrupted run", removed)
-            working = True
-            results = body(cfg, run_dir)
+            job.working = True
+            results = body(cfg, job.dir)
     except (UserError, MissingMandatoryValue) as exc:
+        job.refused(exc)
+    except (KeyboardInterrupt, Terminated) as exc:
+        job.interrupted(143 if isinstance(exc, Terminated) else 130)
+    except BrokenPipeError:
+        job.end("failed", "its reader closed stdout before every result was written (broken pipe)", quiet=True)
+        quiet_exit()
+    except OSError as exc:
+        job.os_error(exc)
+    except Exception as exc:
+        job.end("failed", one_line(exc))
+        raise  # a bug: recorded failed, and the traceback shows
+    if job.secondary:
+        return results  # rank 0 prints the run's results
+    try:  # one write: the blocks of parallel sweep jobs (hydra/launcher=joblib) sharing stdout do not interleave
+        sys.stdout.write("".join(f"{key}\t{value}\n" for key, value in (results or {}).items()))
+        sys.stdout.flush()
+    except BrokenPipeError:
+        quiet_exit()
+    return results
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as `Type: first line of its message`."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
+def quiet_exit() -> None:
+    """Whoever read stdout stopped early: not an error to report (as coreutils: exit 141, 128 +
+    SIGPIPE). stdout goes to /dev/null, so that flushing it at exit does not fail again."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    sys.exit(141)
+
+
+class _Job:
+    """How execute leaves the run dir Hydra gave a command that does not complete."""
+
+    def __init__(self, command: str, run_dir: Path, resumed: bool):
+        self.command, self.dir, self.resumed = command, run_dir, resumed
+        self.secondary = secondary_rank()
+        # Only a dir this call created may be removed on error; never one named by resume=.
+        self.fresh = not resumed and not self.secondary and Run(run_dir).record is None
+        self.working = False  # set once the checks have passed: a refused resume leaves its run as it was
+
+    def continue_hint(self) -> str:
+        return f"continue with resume={self.dir}" if self.command in SAFE_ON_RESUME else "run it again"
+
+    def end(self, status: str, message: str, quiet: bool = False) -> bool:
+        """Remove the run dir if this call created it and it holds no work (True), else record it with
+        its status and the one-line message (also in its log, unless quiet). Ranks other than 0 of a
+        torchrun job leave the run's record to rank 0."""
+        if self.secondary:
+            return False
+        if self.fresh and not holds_work(self.dir, self.command):
+            remove_run_dir(self.dir, created=_CREATED_OUTPUTS)
+            return True
+        if not quiet:
+            log.error("%s", message)
+        if self.dir.is_dir():
+            write_run_record(self.dir, self.command, status, error=message)
+        return False
+
+    def refused(self, exc: Exception) -> None:
         if isinstance(exc, MissingMandatoryValue):
             key = exc.full_key or "a required value"
             message = f"{key} is required: set it on the command line ({key}=...)"
         else:
             message = str(exc)
-        if resumed and not working:
-            undo_resume_record(run_dir)
+        if self.resumed and not self.working:
+            undo_resume_record(self.dir)
         else:
-            _record_end(command, run_dir, fresh, "failed", message)
+            self.end("failed", message)
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise  # every traceback, on request
-        _fail_job(command, message)
-    except (KeyboardInterrupt, Terminated) as exc:
-        code = 143 if isinstance(exc, Terminated) else 130
-        message = f"interrupted; finished work is kept: {_continue_hint(command, run_dir)}"
-        _record_end(command, run_dir, fresh, "interrupted", message)
-        fail(command, message, code=code)
-    except OSError as exc:
-        message = describe_os_error(exc, _continue_hint(command, run_dir), run_dir)
-        if message is None:
-            raise  # not the machine's doing: a bug, keep its traceback
+            raise exc  # every traceback, on request
+        _fail_job(self.command, message)
+
+    def interrupted(self, code: int) -> None:
+        """Not an error: finished work is kept and the line says how to continue; a run that had done
+        nothing yet is removed, and the line says so (a resume hint would name a dir that is gone)."""
+        message = f"interrupted; finished work is kept: {self.continue_hint()}"
+        if self.end("interrupted", message):
+            message = "interrupted before any work was done; nothing was kept: start again"
+        say(self.command, message, code)
+
+    def os_error(self, exc: OSError) -> None:
+        message = describe_os_error(exc, self.continue_hint(), self.dir)
+        if message is None:  # not the machine's doing: a bug, recorded failed, keeping its traceback
+            self.end("failed", one_line(exc))
+            raise exc
         try:
-            _record_end(command, run_dir, fresh, "failed", message)
+            self.end("failed", message)
         except OSError:
             pass  # the same disk or permission problem: the message still reaches the user
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
-        _fail_job(command, message, code=1)
-    if secondary:
-        return results  # rank 0 prints the run's results
-    # One write: the blocks of parallel sweep jobs (hydra/launcher=joblib) sharing stdout do not interleave.
-    sys.stdout.write("".join(f"{key}\t{value}\n" for key, value in (results or {}).items()))
-    sys.stdout.flush()
-    return results
-
-
-def _continue_hint(command: str, run_dir: Path) -> str:
-    return f"continue with resume={run_dir}" if command in SAFE_ON_RESUME else "run it again"
-
-
-def _record_end(command: str, run_dir: Path, fresh: bool, status: str, message: str) -> None:
-    """How a run that did not complete is left: removed if this call created it and it holds no work,
-    else recorded with its status and the one-line message (also in its log). Ranks other than
-    0 of a torchrun job leave the run's record to rank 0."""
-    if secondary_rank():
-        return
-    if fresh and not _holds_work(run_dir, command):
-        remove_run_dir(run_dir)
-        return
-    log.error("%s", message)
-    if run_dir.is_dir():
-        write_run_record(run_dir, command, status, error=message)
+            raise exc
+        _fail_job(self.command, message, code=1)

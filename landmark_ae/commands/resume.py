@@ -11,17 +11,18 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from landmark_ae.config import EmbedConfig, PrepareConfig, TrainConfig
+from landmark_ae.config_checks import safe_on_resume
 from landmark_ae.errors import UserError
-from landmark_ae.runs import check_resumable
+from landmark_ae.runs import Run, check_resumable
 
 _STARTED = time.time()
 
-# Keys a resumed run may change from its own config: they do not change what the run computes.
+# The commands with resume=, and the keys a resumed run may change from its own config (those their
+# schema marks safe_on_resume: they do not change what the run computes).
 SAFE_ON_RESUME: dict[str, frozenset[str]] = {
-    "prepare": frozenset({"resume", "progress", "workers"}),
-    # epochs: more (constant schedule) or as many; the loop refuses what a schedule cannot do.
-    "train": frozenset({"resume", "progress", "threads", "device", "epochs", "recon_images", "logger"}),
-    "embed": frozenset({"resume", "progress", "device", "batch_size"}),
+    command: safe_on_resume(schema)
+    for command, schema in (("prepare", PrepareConfig), ("train", TrainConfig), ("embed", EmbedConfig))
 }
 
 
@@ -38,9 +39,7 @@ def resume_argv(command: str, argv: list[str]) -> list[str]:
         return argv
     if command not in SAFE_ON_RESUME:
         raise UserError(f"{command} has no resume=: it keeps no partial work; run it again")
-    run = check_resumable(given, command)
-    overrides_path = run / ".hydra" / "overrides.yaml"
-    original = OmegaConf.to_container(OmegaConf.load(overrides_path)) if overrides_path.is_file() else []
+    original = Run(check_resumable(given, command)).overrides
     mine = {_override_key(a) for a in argv if "=" in a and not a.startswith("-")}
     kept = [o for o in original if _override_key(o) not in mine and _override_key(o) != "resume"]
     at = next(i for i, a in enumerate(argv) if _override_key(a) == "resume")
@@ -73,13 +72,14 @@ def resume_conflicts(command: str, cfg: DictConfig, run_dir: Path, choices: dict
             "or start a new run"
         )
 
-    hydra_record = run_dir / ".hydra" / "hydra.yaml"
-    if hydra_record.is_file():
-        saved_choices = OmegaConf.load(hydra_record).hydra.runtime.choices
+    # The run's own record, as first composed: this resume's (.hydra/resume-<now>/) is what is checked.
+    run = Run(run_dir)
+    saved_choices = run.choices
+    if saved_choices is not None:
         for group in sorted(k for k in choices if not str(k).startswith("hydra") and k != "paths"):
             if saved_choices.get(group) != choices[group]:
                 refuse(group, saved_choices.get(group), choices[group])
-    saved = _flatten(OmegaConf.to_container(OmegaConf.load(run_dir / ".hydra" / "config.yaml"), enum_to_str=True))
+    saved = _flatten(run.load_config(original=True) or {})
     now = _flatten(OmegaConf.to_container(cfg, enum_to_str=True))
     for key in sorted(saved.keys() | now.keys()):
         if key.split(".")[0] in safe or key.startswith("paths."):

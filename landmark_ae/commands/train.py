@@ -18,10 +18,7 @@ def train_and_evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Train; with evaluate=true, then embed and evaluate this run (landmark_ae/chain.py)."""
     from landmark_ae.chain import evaluate_train_run
 
-    post = cfg.eval_embed
-    if cfg.evaluate and (post.dba_k or post.qe_k) and not post.l2:  # refused now, not after training
-        raise UserError(f"eval_embed.dba_k={post.dba_k} eval_embed.qe_k={post.qe_k} need eval_embed.l2=true: they "
-                        "weigh neighbours by cosine similarity")
+    # eval_embed's own rule (dba_k/qe_k need l2) is checked by validate() before this runs (config_checks).
     if not cfg.evaluate and _optuna_sweep():
         raise UserError("hydra/sweeper=optuna needs evaluate=true: each trial returns its val mAP@100")
     from landmark_ae.train.loop import run_train

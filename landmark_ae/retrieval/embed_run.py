@@ -16,7 +16,7 @@ from landmark_ae.errors import UserError
 from landmark_ae.retrieval.expansion import ExpandedIndex, dba
 from landmark_ae.retrieval.index import Index, build, load_index
 from landmark_ae.retrieval.postprocess import Transform
-from landmark_ae.runs import check_artifacts, read_json, read_run_record, resolve_run
+from landmark_ae.runs import Run, check_artifacts, read_json
 
 INDEX_COLUMNS = ["id", "landmark_id", "split", "path"]
 ARTIFACTS = ("embeddings.npy", "index.csv", "embed.json")  # and transform.npz, database.npy, where used
@@ -163,12 +163,11 @@ class EmbedRun:
 
 
 def resolve_embed_run(given: str | None, output_dir: str) -> EmbedRun:
-    run = resolve_run(given, output_dir, "embed", "embed_run",
+    run = Run.resolve(given, output_dir, "embed", "embed_run",
                       "run `landmark-ae embed` first, or pass embed_run=<embed run dir>")
-    record = read_run_record(run)
-    if record is not None and record.get("status") != "complete":
-        raise UserError(f"{run} is an unfinished embed run: run `landmark-ae embed` again")
-    return EmbedRun(run)
+    if run.record is not None and run.record.get("status") != "complete":
+        raise UserError(f"{run.path} is an unfinished embed run: run `landmark-ae embed` again")
+    return EmbedRun(run.path)
 
 
 # The post-processing keys: embed.json records them, a train run's eval_embed carries them.
@@ -177,20 +176,14 @@ EMBED_SETTINGS = tuple(f.name for f in dataclasses.fields(EmbedSettings))
 
 def train_run_embed_settings(train_run: Path) -> dict:
     """The embed settings a train run carries: run.json's "embed" where it records one, else its
-    Hydra record's `eval_embed` (.hydra/config.yaml); {} when it has neither (older runs, copies).
+    composed config's `eval_embed` (runs.Run.load_config); {} when it has neither (older runs, copies).
     Only EMBED_SETTINGS keys, as plain values."""
-    settings = (read_run_record(Path(train_run)) or {}).get("embed")
+    run = Run(train_run)
+    settings = (run.record or {}).get("embed")
     if not isinstance(settings, dict):
-        path = Path(train_run) / ".hydra" / "config.yaml"
-        if not path.is_file():
-            return {}
-        from omegaconf import DictConfig, OmegaConf
-
         try:
-            cfg = OmegaConf.load(path)
-        except Exception as exc:  # a damaged record: embed's own defaults, and say so
-            raise UserError(f"{path} is damaged ({type(exc).__name__}): pass the embed settings on the command "
-                            "line, or restore the train run's .hydra/") from None
-        node = cfg.get("eval_embed") if isinstance(cfg, DictConfig) else None
-        settings = OmegaConf.to_container(node, resolve=True) if node is not None else {}
+            cfg = run.load_config() or {}
+        except UserError as exc:  # a damaged record: say so rather than embed with other settings
+            raise UserError(f"{exc} (or pass the embed settings on the command line)") from None
+        settings = cfg.get("eval_embed") if isinstance(cfg.get("eval_embed"), dict) else {}
     return {key: settings[key] for key in EMBED_SETTINGS if key in settings}

@@ -165,7 +165,7 @@ def sweep_job_threads() -> int:
 def open_tensorboard(cfg: DictConfig, run_dir: Path, start_epoch: int) -> Any:
     """A SummaryWriter on <run dir>/tensorboard/ for logger=tensorboard, else None. A resumed run purges
     the events from its first redone epoch on, so no epoch is logged twice."""
-    if cfg.logger is None:
+    if _logger(cfg) is None:  # logger=null: Logger.none once validated
         return None
     try:
         from torch.utils.tensorboard import SummaryWriter
