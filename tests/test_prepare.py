@@ -124,7 +124,7 @@ def test_stopped_prepare_resumes_from_its_own_config_without_half_written_images
     code, stderr, run_dir = _start_and_stop(args, outputs, signal.SIGTERM, 40)
     assert code == 143, stderr
     assert stderr.strip().splitlines()[-1] == (
-        f"landmark-ae prepare: error: interrupted; finished work is kept: continue with resume={run_dir}")
+        f"landmark-ae prepare: interrupted; finished work is kept: continue with resume={run_dir}")
     assert "Traceback" not in stderr
     assert json.loads((run_dir / "run.json").read_text())["status"] == "interrupted"
     assert not list(run_dir.rglob("*.tmp"))
