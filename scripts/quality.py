@@ -6,10 +6,12 @@
     python scripts/quality.py protocol=unseen data=landmarks10 data.root=<landmarks10> [seen_dir=<prepare run>]
         [unseen_dir=<prepare run>] [split=5] [seeds=0] [rows=NAME,NAME] [reuse=...] [threads=N]
 
-Rows come from conf/quality.yaml. Drives the CLI like scripts/table1.py: train, then embed ->
-evaluate through landmark_ae/chain.py (as `train evaluate=true` does), reading `key<TAB>value`
-stdout. Without data_dir= it runs `prepare` first with the data overrides. queries=val scores val
-images against train (for choosing settings); the default, test, is the protocol. Writes quality.md and quality.csv to a new
+Rows come from conf/quality.yaml (read against the Experiment schema below). Arguments are
+composed against QualityArgs: a misspelt key gets a did-you-mean, exit 2. Drives the CLI like
+scripts/table1.py: train, then embed -> evaluate through landmark_ae/chain.py (as `train
+evaluate=true` does), each step read back from its run dir. Without data_dir= it runs `prepare`
+first with the data overrides. queries=val scores val images against train (for choosing
+settings); the default, test, is the protocol. Writes quality.md and quality.csv to a new
 outputs/quality/<timestamp>/ and prints `key<TAB>value` lines (run_dir first).
 
 protocol=unseen: retrieval among landmarks the model never saw. Each row of conf/quality.yaml's
@@ -25,20 +27,125 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import statistics
 import sys
+from dataclasses import dataclass, field
 from datetime import datetime
+from enum import Enum
 from pathlib import Path
+from typing import Optional
 
-from landmark_ae.chain import embed_and_evaluate, override_value, quote, run_step
+from omegaconf import MISSING
+
+from landmark_ae.chain import Evaluation, embed_and_evaluate, override_value, quote, run_step
+from landmark_ae.common import RUN_STAMP_FORMAT, default_output_dir
 from landmark_ae.errors import UserError
+from landmark_ae.script_config import load_yaml, parse_args, run_script
 
 REPO = Path(__file__).resolve().parent.parent
 METRICS = [("best_val_loss", "val loss"), ("nmi", "NMI"), ("ri", "RI"), ("ari", "ARI"), ("map@100", "mAP@100"),
            ("p@10", "P@10"), ("train_seconds", "train s")]
+UNSEEN_COLUMNS = [("nmi", "NMI"), ("ari", "ARI"), ("map@100", "mAP@100"), ("p@10", "P@10"), ("train_seconds", "train s")]
 
 
+class Protocol(Enum):
+    seed = "seed"
+    unseen = "unseen"
+
+
+class Queries(Enum):
+    test = "test"
+    val = "val"
+
+
+@dataclass
+class QualityArgs:
+    """The script's arguments (both protocols; see the module's docstring)."""
+
+    protocol: Protocol = Protocol.seed
+    experiment: str = str(REPO / "conf" / "quality.yaml")
+    data_dir: Optional[str] = None  # a prepare run; default: run prepare with the data overrides
+    epochs: Optional[int] = None  # default: the experiment's (a row's own epochs win)
+    seeds: Optional[list[int]] = None  # default: the experiment's (unseen: unseen.seeds)
+    queries: Queries = Queries.test
+    rows: Optional[list[str]] = None  # row names to run, in the experiment's order
+    headline_only: bool = False
+    reuse: Optional[list[str]] = None  # train dirs to take finished runs with identical settings from
+    threads: Optional[int] = None
+    device: Optional[str] = None
+    batch_size: Optional[int] = None
+    split: Optional[int] = None  # unseen: train on landmarks below it (default: unseen.split)
+    seen_dir: Optional[str] = None  # unseen: the prepare run of the landmarks below split
+    unseen_dir: Optional[str] = None  # unseen: the prepare run of the others
+
+
+@dataclass
+class Row:
+    """One row of conf/quality.yaml: how it is trained and embedded."""
+
+    name: str = MISSING
+    train: list[str] = field(default_factory=list)
+    embed: list[str] = field(default_factory=list)
+    epochs: Optional[int] = None
+    seed: Optional[int] = None
+    headline: bool = False
+
+
+@dataclass
+class Unseen:
+    split: int = 5
+    seeds: list[int] = field(default_factory=lambda: [0])
+    reference: Optional[str] = None
+    rows: list[Row] = field(default_factory=list)
+
+
+@dataclass
+class Experiment:
+    """conf/quality.yaml's schema."""
+
+    epochs: int = 20
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    default_seed: int = 42
+    pixel_pca: Optional[int] = None
+    rows: list[Row] = field(default_factory=list)
+    unseen: Unseen = field(default_factory=Unseen)
+
+
+@dataclass
+class Plan:
+    """What both protocols take from the arguments and the experiment, resolved once."""
+
+    data_args: list[str]  # data=..., data.*=... for prepare and train
+    common: list[str]  # threads=, device=, batch_size= for train (device= for embed too)
+    seeds: list[int]
+    rows: list[Row]
+    reuse: list[Path]
+
+    @property
+    def data(self) -> str:
+        return next((a.split("=", 1)[1] for a in self.data_args if a.startswith("data=")), "synthetic")
+
+    @property
+    def device(self) -> list[str]:
+        return [c for c in self.common if c.startswith("device")]
+
+
+def plan(args: QualityArgs, exp: Experiment, data_args: list[str]) -> Plan:
+    unseen = args.protocol is Protocol.unseen
+    rows = exp.unseen.rows if unseen else exp.rows
+    if args.rows is not None:
+        unknown = sorted(set(args.rows) - {r.name for r in rows})
+        if unknown:
+            sys.exit(f"quality: no {'unseen ' if unseen else ''}row named {', '.join(map(repr, unknown))}; rows: "
+                     f"{', '.join(r.name for r in rows)}")
+        rows = [r for r in rows if r.name in args.rows]
+    if args.headline_only and not unseen:
+        rows = [r for r in rows if r.headline]
+    common = [f"{k}={getattr(args, k)}" for k in ("threads", "device", "batch_size") if getattr(args, k) is not None]
+    seeds = args.seeds or (exp.unseen.seeds if unseen else exp.seeds)
+    # reuse=<dir>[,<dir>]: take finished train runs with identical settings from there (e.g. a
+    # `make table1` run on the same data_dir) instead of training them again.
+    return Plan(data_args, common, list(seeds), rows, [Path(p) for p in args.reuse or []])
 def print_results(table: list[str], out: Path, results: dict[str, list[dict]], keys: list[str]) -> None:
     """The table to stderr; the run dir and each row's mean of each metric to stdout, key<TAB>value."""
     print("\n".join(table), file=sys.stderr)
@@ -50,18 +157,12 @@ def print_results(table: list[str], out: Path, results: dict[str, list[dict]], k
                 print(f"{name}.{k}\t{statistics.mean(values):.6f}")
 
 
-def cli(command: str, *args: str) -> dict[str, str]:
-    """Run `landmark-ae <command> <args>` (the chain's own step runner); the key/value lines it printed."""
+def cli(command: str, *args: str) -> dict:
+    """Run `landmark-ae <command> <args>` (the chain's own step runner); its run.json record and run_dir."""
     try:
         return run_step(command, list(args))
     except UserError as exc:
         sys.exit(f"quality: {exc}")
-
-
-def load_experiment(path: Path) -> dict:
-    from omegaconf import OmegaConf
-
-    return OmegaConf.to_container(OmegaConf.load(path), resolve=True)
 
 
 # The settings that make two train runs the same run; anything else (threads, progress, paths)
@@ -96,23 +197,24 @@ def find_reusable(reuse: list[Path], overrides: list[str], seed: int, epochs: st
 
     import landmark_ae.commands  # noqa: F401 - registers the schemas and resolvers train's config uses
     from landmark_ae.config import config_dir
+    from landmark_ae.runs import RUN_RECORD, Run
 
     with initialize_config_dir(version_base="1.3", config_dir=str(config_dir())):
         composed = compose("train", overrides=[*overrides, f"epochs={epochs}", f"seed={seed}"])
     wanted = train_settings(composed)
     eval_embed = OmegaConf.to_container(composed.eval_embed, enum_to_str=True)
     for root in reuse:
-        for cfg_path in sorted(root.glob("**/.hydra/config.yaml"), reverse=True):  # newest first
-            run = cfg_path.parent.parent
-            record = json.loads((run / "run.json").read_text()) if (run / "run.json").is_file() else {}
-            if record.get("status") != "complete" or not (run / "best.pt").is_file():
+        for run in sorted((Run(p.parent) for p in root.glob(f"**/{RUN_RECORD}")), key=lambda r: str(r.path),
+                          reverse=True):  # newest first
+            record = run.record or {}
+            if record.get("status") != "complete" or not (run.path / "best.pt").is_file() or not run.config:
                 continue
             if Path(record.get("data_dir", "/nonexistent")).resolve() != Path(data_dir).resolve():
                 continue
-            stored = OmegaConf.load(cfg_path)
+            stored = OmegaConf.create(run.config)  # the effective config: a resume's settings where it was resumed
             if train_settings(stored) == wanted:
                 had = OmegaConf.to_container(stored.get("eval_embed") or {}, enum_to_str=True)
-                return run, [f"{k}={override_value(v)}" for k, v in eval_embed.items() if had.get(k) != v]
+                return run.path, [f"{k}={override_value(v)}" for k, v in eval_embed.items() if had.get(k) != v]
     return None
 
 
@@ -127,26 +229,23 @@ def reused(found: tuple[Path, list[str]], name: str, seed: int) -> dict:
 
 def new_out_dir(table: str) -> Path:
     """A new outputs/quality/<run stamp>/ (LANDMARK_AE_OUTPUTS moves it), where `table` is rewritten after every row."""
-    from landmark_ae.runs import RUN_STAMP_FORMAT
-
-    out = Path(os.environ.get("LANDMARK_AE_OUTPUTS", "outputs")) / "quality" / datetime.now().strftime(RUN_STAMP_FORMAT)
+    out = Path(default_output_dir()) / "quality" / datetime.now().strftime(RUN_STAMP_FORMAT)
     out.mkdir(parents=True)
     print(f"quality: writing {out}/{table} after every row", file=sys.stderr)
     return out
 
 
-def train_once(trained: dict[tuple, dict], reuse: list[Path], row: dict, seed: int, epochs: str, data_dir: str,
-               data_args: list[str], common: list[str]) -> dict:
+def train_once(trained: dict[tuple, dict], plan: Plan, row: Row, seed: int, epochs: str, data_dir: str) -> dict:
     """The train run of `row` at this seed and epochs: one per (train overrides, epochs, seed) in
     `trained`, taken from `reuse` where a run matches, else trained; with its summed epoch seconds."""
-    key = (tuple(row["train"]), epochs, seed)
+    key = (tuple(row.train), epochs, seed)
     if key not in trained:
-        found = find_reusable(reuse, row["train"], seed, epochs, data_dir) if reuse else None
+        found = find_reusable(plan.reuse, row.train, seed, epochs, data_dir) if plan.reuse else None
         if found is not None:
-            res = reused(found, row["name"], seed)
+            res = reused(found, row.name, seed)
         else:
-            res = cli("train", *data_args, f"data_dir={data_dir}", *row["train"], f"epochs={epochs}",
-                      f"seed={seed}", "progress=false", *common)
+            res = cli("train", *plan.data_args, f"data_dir={data_dir}", *row.train, f"epochs={epochs}",
+                      f"seed={seed}", "progress=false", *plan.common)
         with open(Path(res["run_dir"]) / "history.csv") as f:
             seconds = sum(float(r["seconds"]) for r in csv.DictReader(f))
         trained[key] = {**res, "train_seconds": seconds}
@@ -179,8 +278,8 @@ def mean_std(values: list[float]) -> str:
     return f"{m:.3f} ± {s:.3f}" if abs(m) < 10 else f"{m:.0f} ± {s:.0f}"
 
 
-def write_table(out: Path, results: dict, pixels: dict | None, opts: dict, epochs: str, queries: str, data_dir: str,
-                seeds: list[int], exp: dict) -> list[str]:
+def write_table(out: Path, results: dict, pixels: dict | None, plan: Plan, epochs: str, queries: str, data_dir: str,
+                exp: Experiment) -> list[str]:
     """quality.csv and quality.md from the rows so far (rewritten after every row)."""
     results = dict(results)
     if pixels is not None:
@@ -195,10 +294,10 @@ def write_table(out: Path, results: dict, pixels: dict | None, opts: dict, epoch
                                  r.get("train_run", "")])
     retrieval = "val queries vs train" if queries == "val" else "test queries vs train+val"
     lines = [
-        f"# Quality — {opts.get('data', 'synthetic')}, {epochs} epochs, {retrieval}",
+        f"# Quality — {plan.data}, {epochs} epochs, {retrieval}",
         "",
         f"Prepared dataset: `{data_dir}`. k-means (k = landmarks) on train embeddings. "
-        f"Headline rows: mean ± std over seeds {seeds}; other rows: seed {exp['default_seed']}. "
+        f"Headline rows: mean ± std over seeds {plan.seeds}; other rows: seed {exp.default_seed}. "
         "train s: training seconds (sum of epochs) on this machine.",
         "",
         "| embedding | dim | epochs | seeds | " + " | ".join(label for _, label in METRICS) + " |",
@@ -213,155 +312,145 @@ def write_table(out: Path, results: dict, pixels: dict | None, opts: dict, epoch
     return lines
 
 
-def unseen(opts: dict, exp: dict) -> None:
-    """protocol=unseen (see the module's docstring): quality_unseen.md/.csv in a new outputs/quality/<timestamp>/."""
-    spec = exp["unseen"]
-    split = int(opts.get("split", spec.get("split", 5)))
-    data_args = [f"{k}={v}" for k, v in opts.items() if k == "data" or k.startswith("data.")]
-    common = [f"{k}={opts[k]}" for k in ("threads", "device", "batch_size") if k in opts]
-    seeds = [int(s) for s in opts.get("seeds", ",".join(map(str, spec.get("seeds", [0])))).split(",")]
-    rows = spec["rows"]
-    if "rows" in opts:
-        wanted = opts["rows"].split(",")
-        unknown = sorted(set(wanted) - {r["name"] for r in rows})
-        if unknown:
-            sys.exit(f"quality: no unseen row named {', '.join(map(repr, unknown))}; rows: "
-                     f"{', '.join(r['name'] for r in rows)}")
-        rows = [r for r in rows if r["name"] in wanted]
-    seen_dir = opts.get("seen_dir") or cli("prepare", *data_args, f"data.landmark_max={split}", "progress=false")["run_dir"]
-    unseen_dir = opts.get("unseen_dir") or cli("prepare", *data_args, f"data.landmark_min={split}",
-                                               "progress=false")["run_dir"]
-    reuse = [Path(p) for p in opts["reuse"].split(",")] if opts.get("reuse") else []
-    out = new_out_dir("quality_unseen.md")
-    trained: dict[tuple, dict] = {}
-    results: dict[str, list[dict]] = {}
-    pixels: dict[str, dict] = {}  # raw pixels at each row's embedding size (M5: 8x8, M2: 23x23)
-    columns = [("nmi", "NMI"), ("ari", "ARI"), ("map@100", "mAP@100"), ("p@10", "P@10"), ("train_seconds", "train s")]
-
-    def write() -> list[str]:
-        table = {**results, **{name: [values] for name, values in pixels.items()}}
-        # ×pixels: against the best of the pixel baselines (the stricter comparison)
-        base = max((v["map@100"] for v in pixels.values()), default=None)
-        ref_runs = results.get(spec.get("reference", ""), [])
-        ref = statistics.mean([r["map@100"] for r in ref_runs]) if ref_runs else None
-        with open(out / "quality_unseen.csv", "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["row", "seed", "dim", *(k for k, _ in columns), "train_run", "embed_run"])
-            for name, runs in table.items():
-                for r in runs:
-                    writer.writerow([name, r.get("seed", ""), r.get("dim", ""), *(r.get(k, "") for k, _ in columns),
-                                     r.get("train_run", ""), r.get("embed_run", "")])
-        lines = [
-            f"# Unseen landmarks — trained on landmarks < {split}, retrieval among landmarks >= {split}",
-            "",
-            f"Trained on `{seen_dir}`; embedded and evaluated on `{unseen_dir}` (`evaluate queries=all`: every image "
-            "queries all the others; k-means with k = landmarks on all of them). Rows: mean ± std over seeds "
-            f"{seeds}. ×pixels, ×ref: mAP@100 over the best raw-pixel row's and over the `{spec.get('reference')}` "
-            "row's. Raw pixels get no post-processing.",
-            "",
-            "| embedding | dim | seeds | " + " | ".join(label for _, label in columns) + " | ×pixels | ×ref |",
-            "|---|---|---|" + "---|" * (len(columns) + 2),
-        ]
-        for name, runs in table.items():
-            cells = [mean_std([float(r[k]) for r in runs if r.get(k) not in (None, "")]) for k, _ in columns]
-            m = statistics.mean([r["map@100"] for r in runs])
-            ratios = [f"{m / b:.2f}" if b else "–" for b in (base, ref)]
-            lines.append(f"| {name} | {runs[0].get('dim', '')} | {len(runs)} | " + " | ".join(cells + ratios) + " |")
-        lines.append("")
-        (out / "quality_unseen.md").write_text("\n".join(lines))
-        return lines
-
-    lines: list[str] = []
-    for row in rows:
-        epochs = str(row.get("epochs", exp["epochs"]))
-        for seed in seeds:
-            train = train_once(trained, reuse, row, seed, epochs, seen_dir, data_args, common)
-            try:
-                evaluation = embed_and_evaluate(
-                    train["run_dir"], queries="all", evaluate=[f"pixel_baseline={'true' if seed == seeds[0] else 'false'}"],
-                    embed=[f"data_dir={quote(unseen_dir)}", *train.get("preset_embed", []), *row.get("embed", []),
-                           *[c for c in common if c.startswith("device")]])
-            except UserError as exc:
-                sys.exit(f"quality: {exc}")
-            metrics = evaluation.evaluation
-            model = metrics["results"][metrics["model"]]
-            results.setdefault(row["name"], []).append({
-                **model, "seed": seed, "train_seconds": train["train_seconds"], "train_run": train["run_dir"],
-                "embed_run": str(evaluation.embed_run)})
-            for name, values in metrics["results"].items():
-                if name.startswith("pixels_"):
-                    pixels.setdefault(f"raw pixels {name.removeprefix('pixels_')}", values)
-            lines = write()
-    print_results(lines, out, results, [k for k, _ in columns])
-    for name, values in pixels.items():
-        print(f"{name}.map@100\t{values['map@100']:.6f}")
 
 
-def main(argv: list[str]) -> None:
-    opts = dict(a.split("=", 1) for a in argv if "=" in a)
-    exp = load_experiment(Path(opts.get("experiment", REPO / "conf" / "quality.yaml")))
-    if opts.get("protocol", "seed") == "unseen":
-        unseen(opts, exp)
-        return
-    data_args = [f"{k}={v}" for k, v in opts.items() if k == "data" or k.startswith("data.")]
-    epochs = opts.get("epochs", str(exp["epochs"]))
-    seeds = [int(s) for s in opts.get("seeds", ",".join(map(str, exp["seeds"]))).split(",")]
-    queries = opts.get("queries", "test")
-    common = [f"{k}={opts[k]}" for k in ("threads", "device", "batch_size") if k in opts]
-    rows = exp["rows"]
-    if "rows" in opts:
-        wanted = opts["rows"].split(",")
-        unknown = sorted(set(wanted) - {r["name"] for r in rows})
-        if unknown:
-            sys.exit(f"quality: no row named {', '.join(map(repr, unknown))}; rows: {', '.join(r['name'] for r in rows)}")
-        rows = [r for r in rows if r["name"] in wanted]
-    if opts.get("headline_only") == "true":
-        rows = [r for r in rows if r.get("headline")]
-    data_dir = opts.get("data_dir") or cli("prepare", *data_args, "progress=false")["run_dir"]
-    # reuse=<dir>[,<dir>]: take finished train runs with identical settings from there (e.g. a
-    # `make table1` run on the same data_dir) instead of training them again.
-    reuse = [Path(p) for p in opts["reuse"].split(",")] if opts.get("reuse") else []
+def evaluate_row(train: dict, row: Row, plan: Plan, queries: str, embed: list[str], evaluate: list[str]) -> Evaluation:
+    """The chain on a row's train run: embed with `embed`, the preset's and the row's overrides, evaluate."""
+    try:
+        return embed_and_evaluate(train["run_dir"], queries=queries, evaluate=evaluate,
+                                  embed=[*embed, *train.get("preset_embed", []), *row.embed, *plan.device])
+    except UserError as exc:
+        sys.exit(f"quality: {exc}")
 
+
+def first_pixels(evaluation: Evaluation) -> dict | None:
+    """The evaluate run's raw-pixel row (pixel_baseline=true), named for the table."""
+    base = {k: v for k, v in evaluation.evaluation["results"].items() if k.startswith("pixels_")}
+    if not base:
+        return None
+    name, values = next(iter(base.items()))
+    return {"name": f"raw pixels {name.removeprefix('pixels_')}", **values}
+
+
+def seed_protocol(args: QualityArgs, exp: Experiment, plan: Plan) -> None:
+    """The default protocol: each row on one prepared split; quality.md/.csv in a new outputs/quality/<timestamp>/."""
+    epochs = str(args.epochs if args.epochs is not None else exp.epochs)
+    queries = args.queries.value
+    data_dir = args.data_dir or cli("prepare", *plan.data_args, "progress=false")["run_dir"]
     out = new_out_dir("quality.md")
-    trained: dict[tuple, dict] = {}  # (train overrides, seed) -> train results
+    trained: dict[tuple, dict] = {}  # (train overrides, epochs, seed) -> train results
     results: dict[str, list[dict]] = {}
     pixels: dict | None = None
     last_embed: Path | None = None
-    for row in rows:
-        row_seeds = seeds if row.get("headline") else [int(row.get("seed", exp["default_seed"]))]
-        row_epochs = str(row.get("epochs", epochs))  # a row may fix its own (e.g. a time budget)
+    for row in plan.rows:
+        row_seeds = plan.seeds if row.headline else [row.seed if row.seed is not None else exp.default_seed]
+        row_epochs = str(row.epochs if row.epochs is not None else epochs)  # a row may fix its own (a time budget)
         for seed in row_seeds:
-            train = train_once(trained, reuse, row, seed, row_epochs, data_dir, data_args, common)
-            baseline = "true" if pixels is None and row["train"] == ["model=m2"] else "false"
-            try:
-                evaluation = embed_and_evaluate(
-                    train["run_dir"], queries=queries, evaluate=[f"pixel_baseline={baseline}"],
-                    embed=[*train.get("preset_embed", []), *row.get("embed", []),
-                           *[c for c in common if c.startswith("device")]])
-            except UserError as exc:
-                sys.exit(f"quality: {exc}")
+            train = train_once(trained, plan, row, seed, row_epochs, data_dir)
+            baseline = "true" if pixels is None and row.train == ["model=m2"] else "false"
+            evaluation = evaluate_row(train, row, plan, queries, [], [f"pixel_baseline={baseline}"])
             last_embed = evaluation.embed_run
             metrics = evaluation.evaluation
-            model = metrics["model"]
-            results.setdefault(row["name"], []).append({
-                **metrics["results"][model], "best_val_loss": float(train["best_val_loss"]),
-                "train_seconds": train["train_seconds"], "seed": seed, "epochs": row_epochs,
-                "dim": metrics["results"][model]["dim"],
-                "train_run": train["run_dir"], "evaluate_run": str(evaluation.evaluate_run),
+            model = metrics["results"][metrics["model"]]
+            results.setdefault(row.name, []).append({
+                **model, "best_val_loss": float(train["best_val_loss"]), "train_seconds": train["train_seconds"],
+                "seed": seed, "epochs": row_epochs, "dim": model["dim"], "train_run": train["run_dir"],
+                "evaluate_run": str(evaluation.evaluate_run),
             })
-            base = {k: v for k, v in metrics["results"].items() if k.startswith("pixels_")}
-            if base and pixels is None:
-                name, values = next(iter(base.items()))
-                pixels = {"name": f"raw pixels {name.removeprefix('pixels_')}", **values}
-        write_table(out, results, pixels, opts, epochs, queries, data_dir, seeds, exp)
-    if last_embed is not None and exp.get("pixel_pca"):
-        results[f"PCA-{exp['pixel_pca']} of pixels (+L2)"] = [
-            {**pixel_pca_row(last_embed, int(exp["pixel_pca"]), queries), "dim": int(exp["pixel_pca"])}]
-    lines = write_table(out, results, pixels, opts, epochs, queries, data_dir, seeds, exp)
+            pixels = pixels or first_pixels(evaluation)
+        write_table(out, results, pixels, plan, epochs, queries, data_dir, exp)
+    if last_embed is not None and exp.pixel_pca:
+        results[f"PCA-{exp.pixel_pca} of pixels (+L2)"] = [
+            {**pixel_pca_row(last_embed, exp.pixel_pca, queries), "dim": exp.pixel_pca}]
+    lines = write_table(out, results, pixels, plan, epochs, queries, data_dir, exp)
     if pixels is not None:
         results[pixels["name"]] = [pixels]
     print_results(lines, out, results, [k for k, _ in METRICS])
 
 
+@dataclass
+class UnseenSplit:
+    """Where protocol=unseen trains and where it retrieves."""
+
+    split: int
+    seen_dir: str
+    unseen_dir: str
+    reference: Optional[str]
+
+
+def write_unseen_table(out: Path, results: dict[str, list[dict]], pixels: dict[str, dict], plan: Plan,
+                       where: UnseenSplit) -> list[str]:
+    """quality_unseen.csv and quality_unseen.md from the rows so far (rewritten after every row)."""
+    table = {**results, **{name: [values] for name, values in pixels.items()}}
+    # ×pixels: against the best of the pixel baselines (the stricter comparison)
+    base = max((v["map@100"] for v in pixels.values()), default=None)
+    ref_runs = results.get(where.reference or "", [])
+    ref = statistics.mean([r["map@100"] for r in ref_runs]) if ref_runs else None
+    with open(out / "quality_unseen.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["row", "seed", "dim", *(k for k, _ in UNSEEN_COLUMNS), "train_run", "embed_run"])
+        for name, runs in table.items():
+            for r in runs:
+                writer.writerow([name, r.get("seed", ""), r.get("dim", ""), *(r.get(k, "") for k, _ in UNSEEN_COLUMNS),
+                                 r.get("train_run", ""), r.get("embed_run", "")])
+    lines = [
+        f"# Unseen landmarks — trained on landmarks < {where.split}, retrieval among landmarks >= {where.split}",
+        "",
+        f"Trained on `{where.seen_dir}`; embedded and evaluated on `{where.unseen_dir}` (`evaluate queries=all`: every "
+        "image queries all the others; k-means with k = landmarks on all of them). Rows: mean ± std over seeds "
+        f"{plan.seeds}. ×pixels, ×ref: mAP@100 over the best raw-pixel row's and over the `{where.reference}` "
+        "row's. Raw pixels get no post-processing.",
+        "",
+        "| embedding | dim | seeds | " + " | ".join(label for _, label in UNSEEN_COLUMNS) + " | ×pixels | ×ref |",
+        "|---|---|---|" + "---|" * (len(UNSEEN_COLUMNS) + 2),
+    ]
+    for name, runs in table.items():
+        cells = [mean_std([float(r[k]) for r in runs if r.get(k) not in (None, "")]) for k, _ in UNSEEN_COLUMNS]
+        m = statistics.mean([r["map@100"] for r in runs])
+        ratios = [f"{m / b:.2f}" if b else "–" for b in (base, ref)]
+        lines.append(f"| {name} | {runs[0].get('dim', '')} | {len(runs)} | " + " | ".join(cells + ratios) + " |")
+    lines.append("")
+    (out / "quality_unseen.md").write_text("\n".join(lines))
+    return lines
+
+
+def unseen_protocol(args: QualityArgs, exp: Experiment, plan: Plan) -> None:
+    """protocol=unseen (see the module's docstring): quality_unseen.md/.csv in a new outputs/quality/<timestamp>/."""
+    split = args.split if args.split is not None else exp.unseen.split
+    seen_dir = args.seen_dir or cli("prepare", *plan.data_args, f"data.landmark_max={split}", "progress=false")["run_dir"]
+    unseen_dir = args.unseen_dir or cli("prepare", *plan.data_args, f"data.landmark_min={split}",
+                                        "progress=false")["run_dir"]
+    where = UnseenSplit(split, seen_dir, unseen_dir, exp.unseen.reference)
+    out = new_out_dir("quality_unseen.md")
+    trained: dict[tuple, dict] = {}
+    results: dict[str, list[dict]] = {}
+    pixels: dict[str, dict] = {}  # raw pixels at each row's embedding size (M5: 8x8, M2: 23x23)
+    lines: list[str] = []
+    for row in plan.rows:
+        epochs = str(row.epochs if row.epochs is not None else exp.epochs)
+        for seed in plan.seeds:
+            train = train_once(trained, plan, row, seed, epochs, seen_dir)
+            evaluation = evaluate_row(train, row, plan, "all", [f"data_dir={quote(unseen_dir)}"],
+                                      [f"pixel_baseline={'true' if seed == plan.seeds[0] else 'false'}"])
+            metrics = evaluation.evaluation
+            results.setdefault(row.name, []).append({
+                **metrics["results"][metrics["model"]], "seed": seed, "train_seconds": train["train_seconds"],
+                "train_run": train["run_dir"], "embed_run": str(evaluation.embed_run)})
+            for name, values in metrics["results"].items():
+                if name.startswith("pixels_"):
+                    pixels.setdefault(f"raw pixels {name.removeprefix('pixels_')}", values)
+            lines = write_unseen_table(out, results, pixels, plan, where)
+    print_results(lines, out, results, [k for k, _ in UNSEEN_COLUMNS])
+    for name, values in pixels.items():
+        print(f"{name}.map@100\t{values['map@100']:.6f}")
+
+
+def main(argv: list[str]) -> None:
+    args, data_args = parse_args(QualityArgs, argv, "quality", passthrough=("data",), doc=__doc__)
+    exp = load_yaml(Experiment, args.experiment, "quality")
+    protocol = unseen_protocol if args.protocol is Protocol.unseen else seed_protocol
+    protocol(args, exp, plan(args, exp, data_args))
+
+
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_script("quality", main, sys.argv[1:])

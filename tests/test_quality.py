@@ -68,6 +68,7 @@ def load_quality_script():
 
     spec = importlib.util.spec_from_file_location("quality_script", REPO / "scripts" / "quality.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 

@@ -1,0 +1,116 @@
+"""The scripts' `key=value` arguments, composed against a dataclass schema as the CLI's are.
+
+    settings, data_overrides = parse_args(Table1Args, sys.argv[1:], "table1", passthrough=("data",))
+
+A key the schema lacks gets the CLI's did-you-mean (`table1 has no key 'epoch'; did you mean
+'epochs'?`), a value of the wrong type names the key; both one line on stderr, exit 2. `-h`/`--help`
+prints the script's docstring. A list field takes `a,b,c` (or `[a,b,c]`); `null` clears an optional
+field. `--key value` and `--key=value` are the same as `key=value` (`-` in a key reads as `_`).
+Keys under a `passthrough` prefix (`data=gldv2`, `data.root=...`) are not the script's own: they
+are returned as given, for the CLI runs the script starts, which check them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import typing
+from typing import Any, Callable, Sequence, TypeVar
+
+from landmark_ae.config import unknown_key_message
+
+T = TypeVar("T")
+
+
+def _pairs(argv: Sequence[str], prog: str, known: list[str]) -> list[tuple[str, str]]:
+    """argv as (key, value) pairs, `--key value` and `--key=value` read as `key=value`."""
+    pairs: list[tuple[str, str]] = []
+    items = list(argv)
+    while items:
+        item = items.pop(0)
+        if item.startswith("--"):
+            key, sep, value = item[2:].partition("=")
+            if not sep:
+                if not items:
+                    fail(prog, f"--{key} needs a value (--{key} VALUE or {key.replace('-', '_')}=VALUE)")
+                value = items.pop(0)
+            pairs.append((key.replace("-", "_"), value))
+        elif "=" in item:
+            key, value = item.split("=", 1)
+            pairs.append((key, value))
+        else:
+            fail(prog, f"arguments are key=value, got {item!r}; keys: {', '.join(known)}")
+    return pairs
+
+
+def fail(prog: str, message: str) -> typing.NoReturn:
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _is_list(field_type: Any) -> bool:
+    return typing.get_origin(field_type) is list or any(
+        typing.get_origin(a) is list for a in typing.get_args(field_type))
+
+
+def parse_args(schema: type[T], argv: Sequence[str], prog: str, passthrough: Sequence[str] = (),
+               doc: str | None = None) -> tuple[T, list[str]]:
+    """The schema's settings from argv (defaults where not given), and the passthrough overrides."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    if any(a in ("-h", "--help") for a in argv):
+        print((doc or schema.__doc__ or "").strip())
+        sys.exit(0)
+    hints = typing.get_type_hints(schema)
+    known = [f.name for f in dataclasses.fields(schema)]  # type: ignore[arg-type]
+    cfg = OmegaConf.structured(schema)
+    overrides: list[str] = []
+    for key, value in _pairs(argv, prog, known):
+        if key.split(".", 1)[0] in passthrough:
+            overrides.append(f"{key}={value}")
+            continue
+        if key not in known:
+            fail(prog, unknown_key_message(key, known, prog))
+        parsed: Any = None if value == "null" else value
+        if parsed is not None and _is_list(hints[key]):
+            parsed = [v for v in value.removeprefix("[").removesuffix("]").split(",") if v != ""]
+        try:
+            cfg[key] = parsed
+        except OmegaConfBaseException as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            fail(prog, f"{key}={value}: {reason}")
+    return typing.cast(T, OmegaConf.to_object(cfg)), overrides
+
+
+def load_yaml(schema: type[T], path: str, prog: str) -> T:
+    """A YAML file (conf/quality.yaml) read against its schema: a misspelt key or a wrong type is one line."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+
+    try:
+        return typing.cast(T, OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), OmegaConf.load(path))))
+    except FileNotFoundError:
+        fail(prog, f"{path} does not exist")
+    except ConfigKeyError as exc:
+        key = str(getattr(exc, "full_key", "") or "a key")
+        parent = getattr(exc, "parent_node", None)
+        known = [str(k) for k in parent.keys()] if parent is not None and hasattr(parent, "keys") else []
+        fail(prog, f"{path}: {unknown_key_message(key, known, 'it')}")
+    except OmegaConfBaseException as exc:
+        fail(prog, f"{path}: {str(exc).strip().splitlines()[0]}")
+
+
+def run_script(prog: str, main: Callable[[list[str]], None], argv: list[str]) -> None:
+    """main(argv), where a Ctrl-C ends in one line naming the step's run and how to go on, exit 130
+    (the step itself, a child process, has recorded its run as interrupted: chain.run_cli)."""
+    from landmark_ae.chain import StepInterrupted
+
+    try:
+        main(argv)
+    except StepInterrupted as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        sys.exit(exc.code)
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        sys.exit(130)
