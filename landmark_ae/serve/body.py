@@ -104,7 +104,7 @@ def parse_part_headers(raw: bytes) -> tuple[str | None, str | None, str]:
     except UnicodeDecodeError:
         raise bad_request("a multipart part's headers are not UTF-8") from None
     headers = {}
-    for line in lines:
+    for line in filter(None, lines):  # a part may have no headers at all
         name, colon, value = line.partition(":")
         if not colon:
             raise bad_request(f"a multipart part has a malformed header line: {line[:40]!r}")
