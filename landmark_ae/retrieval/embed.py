@@ -28,7 +28,8 @@ serve and evaluate expand each query with its first results before the final sea
 
 Settings a train run carries (its `eval_embed`, retrieval/embed_run.train_run_embed_settings) are
 embed's defaults for that run: `landmark-ae embed train_run=<run>` applies them, and keys given on
-the command line win.
+the command line win. The command layer (commands/embed.py) resolves them into one EmbedSettings;
+run_embed takes it: resolve (the checkpoint, what to embed) / encode / post-process / write.
 """
 
 from __future__ import annotations

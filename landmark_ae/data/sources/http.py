@@ -1,7 +1,7 @@
 """source=http: a concurrent aiohttp downloader for GLDv2 train.csv URLs (and the CSV itself).
 
 `http_results(rows, settings)` yields `(row, bytes | ImageError)` for every row, in completion
-order; prepare's `process_rows` decodes, resizes and stores them (in its thread pool, so decoding
+order; prepare's `process_rows` decodes, resizes and stores them (in its DecodePool's threads, so decoding
 never stalls the event loop, which runs in a thread of its own).
 
 Network faults map to stable failure reasons:
