@@ -14,10 +14,23 @@ import platform
 import statistics
 import sys
 import time
+from dataclasses import dataclass
+from typing import Optional
+
+from landmark_ae.script_config import parse_args
+
+
+@dataclass
+class BenchEmbedArgs:
+    model: str = "m5"
+    sizes: Optional[list[int]] = None  # default: the model's training size, 80, 112, 128
+    images: int = 1024
+    repeat: int = 5
+    threads: int = 2
 
 
 def main(argv: list[str]) -> None:
-    opts = dict(a.split("=", 1) for a in argv if "=" in a)
+    args, _ = parse_args(BenchEmbedArgs, argv, "bench_embed", doc=__doc__)
     import numpy as np
     import torch
 
@@ -25,13 +38,13 @@ def main(argv: list[str]) -> None:
     from landmark_ae.model.builder import build_model
     from landmark_ae.retrieval.embed import embed_images
 
-    torch.set_num_threads(int(opts.get("threads", 2)))
-    cfg = model_yaml(opts.get("model", "m5"))
+    torch.set_num_threads(args.threads)
+    cfg = model_yaml(args.model)
     trained = int(cfg["input_size"])
-    sizes = [int(s) for s in opts.get("sizes", f"{trained},80,112,128").split(",")]
+    sizes = list(args.sizes or [trained, 80, 112, 128])
     if trained not in sizes:
         sizes.insert(0, trained)
-    n, repeat = int(opts.get("images", 1024)), int(opts.get("repeat", 5))
+    n, repeat = args.images, args.repeat
     model = build_model(cfg).eval()
     images = np.random.default_rng(0).integers(0, 256, size=(n, 96, 96, 3), dtype=np.uint8)
     device = torch.device("cpu")

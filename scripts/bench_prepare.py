@@ -39,10 +39,14 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import pandas as pd
 from PIL import Image
+
+from landmark_ae.script_config import parse_args
 
 REPO = Path(__file__).resolve().parent.parent
 LOGGED = re.compile(r"prepared (\d+) images in [\d.]+s \(([\d.]+) images/s\)")
@@ -127,14 +131,24 @@ def rss(sizes: list[int]) -> None:
         print(f"n_{n}_step_peak_rss_over_start_mib\t{float(peak):.1f}\t(rss at the start {start} MiB; .npy files {npy:.0f} MiB)")
 
 
+@dataclass
+class BenchPrepareArgs:
+    data: str = str(REPO.parent / "shared" / "data" / "landmarks10")
+    repeat: int = 5
+    workers: int = 2
+    size: int = 96
+    quality: int = 95
+    limit: int = 0  # 0: every image
+    rss: Optional[list[int]] = None  # measure prepare's memory at these sizes instead
+
+
 def main(argv: list[str]) -> None:
-    opts = dict(a.split("=", 1) for a in argv if "=" in a)
-    if "rss" in opts:
-        rss([int(n) for n in opts["rss"].split(",")])
+    args, _ = parse_args(BenchPrepareArgs, argv, "bench_prepare", doc=__doc__)
+    if args.rss is not None:
+        rss(args.rss)
         return
-    data = Path(opts.get("data", REPO.parent / "shared" / "data" / "landmarks10")).expanduser().resolve()
-    repeat, workers = int(opts.get("repeat", 5)), int(opts.get("workers", 2))
-    size, quality, limit = int(opts.get("size", 96)), int(opts.get("quality", 95)), int(opts.get("limit", 0))
+    data = Path(args.data).expanduser().resolve()
+    repeat, workers, size, quality, limit = args.repeat, args.workers, args.size, args.quality, args.limit
     ids = pd.read_csv(data / "train.csv", dtype={"id": str})["id"].tolist()
     if limit:
         ids = ids[:limit]

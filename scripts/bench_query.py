@@ -13,7 +13,20 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
+
+from landmark_ae.script_config import parse_args
+
+
+@dataclass
+class BenchQueryArgs:
+    embed_run: Optional[str] = None  # required
+    image: Optional[str] = None  # default: the embed run's first test image
+    repeat: int = 7
+    k: int = 10
+    outputs: str = "/tmp/landmark_ae_bench_outputs"  # where the timed queries' runs go
 
 
 def timed(cmd: list[str], env: dict) -> float:
@@ -23,17 +36,17 @@ def timed(cmd: list[str], env: dict) -> float:
 
 
 def main(argv: list[str]) -> None:
-    opts = dict(a.split("=", 1) for a in argv if "=" in a)
-    if "embed_run" not in opts:
+    args, _ = parse_args(BenchQueryArgs, argv, "bench_query", doc=__doc__)
+    if args.embed_run is None:
         sys.exit("usage: python scripts/bench_query.py embed_run=<embed run dir> [image=...] [repeat=7] [k=10]")
-    embed_run = Path(opts["embed_run"])
-    image = opts.get("image")
+    embed_run = Path(args.embed_run)
+    image = args.image
     if image is None:
         index = (embed_run / "index.csv").read_text().splitlines()[1:]
         image = next(line.split(",")[3] for line in index if line.split(",")[2] == "test")
     n_db = sum(1 for line in (embed_run / "index.csv").read_text().splitlines()[1:] if line.split(",")[2] != "test")
-    repeat, k = int(opts.get("repeat", 7)), opts.get("k", "10")
-    env = {**os.environ, "LANDMARK_AE_OUTPUTS": opts.get("outputs", "/tmp/landmark_ae_bench_outputs")}
+    repeat, k = args.repeat, args.k
+    env = {**os.environ, "LANDMARK_AE_OUTPUTS": args.outputs}
     query = [sys.executable, "-m", "landmark_ae", "query", f"image={image}", f"embed_run={embed_run}", f"k={k}"]
     torch_only = [sys.executable, "-c", "import torch"]
     timed(query, env), timed(torch_only, env)  # warm the file cache

@@ -18,10 +18,14 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 import aiohttp
 import numpy as np
+
+from landmark_ae.script_config import parse_args
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -91,14 +95,67 @@ async def soak(url: str, good: list[bytes], bad: list[bytes], seconds: float, co
             "rss_max_mb": max(rss), "rss_every_5s_mb": [round(r) for r in rss]}
 
 
+@dataclass
+class BenchServeArgs:
+    embed_run: Optional[str] = None  # required
+    requests: int = 400
+    concurrency: list[int] = field(default_factory=lambda: [1, 8, 16])
+    oneshot: int = 8
+    soak_s: float = 60
+    soak_concurrency: int = 32
+    bad: float = 0.1  # the soak's share of bad requests
+    threads: int = 0
+    outputs: str = "/tmp/landmark_ae_bench_outputs"  # where the timed runs go
+
+
+def cli_baselines(embed_run: Path, paths: list[str], args: BenchServeArgs, env: dict, out: dict) -> None:
+    """A fresh process per query, and one process reading all paths on stdin."""
+    times = []
+    for p in paths[: args.oneshot]:
+        tick = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "landmark_ae", "query", f"image={p}", f"embed_run={embed_run}"],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=REPO)
+        times.append(time.perf_counter() - tick)
+    out["cli_oneshot_req_per_s"] = round(1 / statistics.median(times), 3)
+    listing = "\n".join(paths[i % len(paths)] for i in range(args.requests)) + "\n"
+    tick = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "landmark_ae", "query", "image=-", f"embed_run={embed_run}", "format=jsonl"],
+                   input=listing, text=True, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   env=env, cwd=REPO)
+    out["cli_stdin_req_per_s"] = round(args.requests / (time.perf_counter() - tick), 1)
+
+
+def serve_load(url: str, bodies: list[bytes], args: BenchServeArgs, pid: int, out: dict) -> None:
+    """Throughput and latency at each concurrency level, then the soak with bad requests mixed in."""
+    total = args.requests
+    asyncio.run(load(url, bodies, 20, 1))  # warm up
+    for c in args.concurrency:
+        seconds, lat, statuses = asyncio.run(load(url, bodies, total, c))
+        if set(statuses) != {200}:
+            sys.exit(f"bench_serve: unexpected statuses {statuses}")
+        q = np.percentile(lat, [50, 99])
+        out[f"serve_c{c}_req_per_s"] = round(total / seconds, 1)
+        out[f"serve_c{c}_p50_ms"] = round(float(q[0]), 1)
+        out[f"serve_c{c}_p99_ms"] = round(float(q[1]), 1)
+        out[f"serve_c{c}_over_oneshot"] = round(total / seconds / out["cli_oneshot_req_per_s"], 1)
+    if args.soak_s > 0:
+        bad = [b"<html>not found</html>", bodies[0][: len(bodies[0]) // 3], b""]
+        result = asyncio.run(soak(url, bodies, bad, args.soak_s, args.soak_concurrency, args.bad, pid))
+        out["soak_s"] = args.soak_s
+        out["soak_statuses"] = result["statuses"]
+        out["soak_5xx"] = sum(n for s, n in result["statuses"].items() if s >= 500)
+        out["soak_rss_start_mb"] = round(result["rss_start_mb"], 1)
+        out["soak_rss_end_mb"] = round(result["rss_end_mb"], 1)
+        out["soak_rss_max_mb"] = round(result["rss_max_mb"], 1)
+        out["soak_rss_every_5s_mb"] = result["rss_every_5s_mb"]
+
+
 def main(argv: list[str]) -> None:
-    opts = dict(a.split("=", 1) for a in argv if "=" in a)
-    if "embed_run" not in opts:
+    args, _ = parse_args(BenchServeArgs, argv, "bench_serve", doc=__doc__)
+    if args.embed_run is None:
         sys.exit(__doc__)
-    embed_run = Path(opts["embed_run"]).resolve()
-    total = int(opts.get("requests", 400))
-    levels = [int(c) for c in opts.get("concurrency", "1,8,16").split(",") if c]
-    env = {**os.environ, "LANDMARK_AE_OUTPUTS": opts.get("outputs", "/tmp/landmark_ae_bench_outputs")}
+    embed_run = Path(args.embed_run).resolve()
+    env = {**os.environ, "LANDMARK_AE_OUTPUTS": args.outputs}
     rows = [line.split(",") for line in (embed_run / "index.csv").read_text().splitlines()[1:]]
     paths = [r[3] for r in rows if r[2] == "test"] or [r[3] for r in rows[:100]]
     bodies = [Path(p).read_bytes() for p in paths]
@@ -106,48 +163,11 @@ def main(argv: list[str]) -> None:
     n_db = sum(1 for r in rows if r[2] in ("train", "val", "database"))
     out = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
                       f"Python {platform.python_version()}", "database": f"{n_db} images, dim {dim}",
-           "requests": total}
-
-    # Baselines: a fresh process per query, and one process reading all paths on stdin.
-    oneshot = int(opts.get("oneshot", 8))
-    times = []
-    for p in paths[:oneshot]:
-        tick = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "landmark_ae", "query", f"image={p}", f"embed_run={embed_run}"],
-                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=REPO)
-        times.append(time.perf_counter() - tick)
-    out["cli_oneshot_req_per_s"] = round(1 / statistics.median(times), 3)
-    listing = "\n".join(paths[i % len(paths)] for i in range(total)) + "\n"
-    tick = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "landmark_ae", "query", "image=-", f"embed_run={embed_run}", "format=jsonl"],
-                   input=listing, text=True, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                   env=env, cwd=REPO)
-    out["cli_stdin_req_per_s"] = round(total / (time.perf_counter() - tick), 1)
-
-    proc, url = start_server(embed_run, env, opts.get("threads", "0"))
+           "requests": args.requests}
+    cli_baselines(embed_run, paths, args, env, out)
+    proc, url = start_server(embed_run, env, str(args.threads))
     try:
-        asyncio.run(load(url, bodies, 20, 1))  # warm up
-        for c in levels:
-            seconds, lat, statuses = asyncio.run(load(url, bodies, total, c))
-            if set(statuses) != {200}:
-                sys.exit(f"bench_serve: unexpected statuses {statuses}")
-            q = np.percentile(lat, [50, 99])
-            out[f"serve_c{c}_req_per_s"] = round(total / seconds, 1)
-            out[f"serve_c{c}_p50_ms"] = round(float(q[0]), 1)
-            out[f"serve_c{c}_p99_ms"] = round(float(q[1]), 1)
-            out[f"serve_c{c}_over_oneshot"] = round(total / seconds / out["cli_oneshot_req_per_s"], 1)
-        soak_s = float(opts.get("soak_s", 60))
-        if soak_s > 0:
-            bad = [b"<html>not found</html>", bodies[0][: len(bodies[0]) // 3], b""]
-            result = asyncio.run(soak(url, bodies, bad, soak_s, int(opts.get("soak_concurrency", 32)),
-                                      float(opts.get("bad", 0.1)), proc.pid))
-            out["soak_s"] = soak_s
-            out["soak_statuses"] = result["statuses"]
-            out["soak_5xx"] = sum(n for s, n in result["statuses"].items() if s >= 500)
-            out["soak_rss_start_mb"] = round(result["rss_start_mb"], 1)
-            out["soak_rss_end_mb"] = round(result["rss_end_mb"], 1)
-            out["soak_rss_max_mb"] = round(result["rss_max_mb"], 1)
-            out["soak_rss_every_5s_mb"] = result["rss_every_5s_mb"]
+        serve_load(url, bodies, args, proc.pid, out)
     finally:
         proc.terminate()
         proc.wait(timeout=30)

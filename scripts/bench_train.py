@@ -17,6 +17,9 @@ import platform
 import statistics
 import subprocess
 import sys
+from dataclasses import dataclass, field
+
+from landmark_ae.script_config import parse_args
 
 CHILD = r"""
 import sys, time, torch, torch.nn.functional as F
@@ -52,15 +55,24 @@ print(batch * steps / (time.perf_counter() - start))
 """
 
 
+@dataclass
+class BenchTrainArgs:
+    model: str = "m2"
+    threads: list[int] = field(default_factory=lambda: [1, 2])
+    layout: list[str] = field(default_factory=lambda: ["nchw"])  # nchw, channels_last
+    objective: str = "reconstruct"  # reconstruct | contrastive
+    batch_size: int = 64
+    steps: int = 30
+    repeat: int = 5
+
+
 def main(argv: list[str]) -> None:
-    opts = dict(a.split("=", 1) for a in argv if "=" in a)
-    model, batch = opts.get("model", "m2"), opts.get("batch_size", "64")
-    steps, repeat = opts.get("steps", "30"), int(opts.get("repeat", 5))
-    objective = opts.get("objective", "reconstruct")
-    layouts = opts.get("layout", "nchw").split(",")
+    args, _ = parse_args(BenchTrainArgs, argv, "bench_train", doc=__doc__)
+    model, batch, steps, repeat = args.model, str(args.batch_size), str(args.steps), args.repeat
+    objective, layouts = args.objective, args.layout
     if objective not in ("reconstruct", "contrastive") or not set(layouts) <= {"nchw", "channels_last"}:
         sys.exit("bench_train: objective must be reconstruct|contrastive, layout a list of nchw|channels_last")
-    settings = [(int(t), lay) for t in opts.get("threads", "1,2").split(",") for lay in layouts]
+    settings = [(t, lay) for t in args.threads for lay in layouts]
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
     rates: dict[tuple[int, str], list[float]] = {s: [] for s in settings}
     for _ in range(repeat):

@@ -29,10 +29,13 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from landmark_ae.script_config import parse_args
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -149,12 +152,20 @@ def stream_rate(data_dir: Path, model: str, batch_size: int, in_memory: bool) ->
     return len(images) / (time.perf_counter() - tick)
 
 
+@dataclass
+class BenchTrainScaleArgs:
+    sizes: list[int] = field(default_factory=lambda: [1500, 10000, 50000])
+    data_dirs: list[str] = field(default_factory=list)  # real prepare runs for the memory part
+    model: str = "m2"
+    batch_size: int = 64
+    repeat: int = 3
+    parts: list[str] = field(default_factory=lambda: ["memory", "stream", "ranks"])
+
+
 def main(argv: list[str]) -> None:
-    opts = dict(a.split("=", 1) for a in argv if "=" in a)
-    sizes = [int(s) for s in opts.get("sizes", "1500,10000,50000").split(",")]
-    extra = [Path(p) for p in opts.get("data_dirs", "").split(",") if p]
-    model, batch_size, repeat = opts.get("model", "m2"), opts.get("batch_size", "64"), int(opts.get("repeat", 3))
-    parts = set(opts.get("parts", "memory,stream,ranks").split(","))
+    args, _ = parse_args(BenchTrainScaleArgs, argv, "bench_train_scale", doc=__doc__)
+    sizes, extra = args.sizes, [Path(p) for p in args.data_dirs]
+    model, batch_size, repeat, parts = args.model, str(args.batch_size), args.repeat, set(args.parts)
     work = Path(tempfile.mkdtemp(prefix="bench_train_scale_"))
     try:
         print(f"preparing the built-in dataset in {work}", file=sys.stderr)

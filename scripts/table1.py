@@ -6,21 +6,27 @@
 `data*` overrides go to prepare and train; `data_dir=` reuses a prepared dataset instead of
 preparing one; `epochs=` and `models=` go to the train sweep, and `launcher=` runs it with that Hydra
 launcher (`hydra/launcher=joblib`: the models train side by side). The sweep's jobs are read back
-with `landmark-ae runs sweep=<its dir>`, so launchers that print nothing (submitit) work too. Writes table1.md and table1.csv to a
-new outputs/table1/<timestamp>/ and prints `key<TAB>value` lines (run_dir first) on stdout.
+from their run.json files (runs.Run.sweep_jobs), so launchers that print nothing (submitit) work too.
+Writes table1.md and table1.csv to a new outputs/table1/<timestamp>/ and prints `key<TAB>value`
+lines (run_dir first) on stdout. Arguments are composed against Table1Args: a misspelt key gets a
+did-you-mean, exit 2. Ctrl-C: the step running records itself interrupted, and one line names its
+run and how to resume it, exit 130.
 """
 
 from __future__ import annotations
 
 import csv
-import os
-import subprocess
 import sys
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Optional
 
-from landmark_ae.chain import embed_and_evaluate
+from landmark_ae.chain import embed_and_evaluate, quote, run_cli, run_step
+from landmark_ae.common import RUN_STAMP_FORMAT, default_output_dir
 from landmark_ae.errors import UserError
+from landmark_ae.runs import Run
+from landmark_ae.script_config import parse_args, run_script
 
 # The seed study's Table 1 (20 epochs on its GLDv2 slice).
 SEED = {
@@ -32,48 +38,38 @@ ROWS = [("best_val_loss", "Best validation loss"), ("nmi", "NMI"), ("ri", "RI"),
         ("map@100", "mAP@100"), ("p@1", "P@1"), ("p@10", "P@10"), ("recall@100", "recall@100")]
 
 
-def cli(*args: str) -> list[dict[str, str]]:
-    """Run landmark-ae; return the key/value blocks it printed (one per job of a multirun)."""
-    print(f"+ landmark-ae {' '.join(args)}", file=sys.stderr, flush=True)
-    proc = subprocess.run([sys.executable, "-m", "landmark_ae", *args], stdout=subprocess.PIPE, text=True)
-    if proc.returncode != 0:
-        sys.exit(f"table1: `landmark-ae {' '.join(args)}` failed (exit {proc.returncode})")
-    blocks: list[dict[str, str]] = []
-    for line in proc.stdout.splitlines():
-        key, _, value = line.partition("\t")
-        if key == "run_dir":
-            blocks.append({})
-        if blocks:
-            blocks[-1][key] = value
-    return blocks
+@dataclass
+class Table1Args:
+    """The script's arguments (data=..., data.*=... pass through to prepare and train)."""
+
+    data_dir: Optional[str] = None  # a prepare run to reuse; default: run prepare with the data overrides
+    epochs: int = 20
+    models: list[str] = field(default_factory=lambda: ["m1", "m2", "m3"])
+    launcher: Optional[str] = None  # the train sweep's Hydra launcher (joblib, submitit_local, ...)
 
 
-def sweep_jobs(sweep: Path) -> list[dict[str, str]]:
-    """The train sweep's jobs, in job order, as `landmark-ae runs sweep=<dir>` lists them."""
-    proc = subprocess.run([sys.executable, "-m", "landmark_ae", "runs", "command=train", f"sweep={sweep}"],
-                          stdout=subprocess.PIPE, text=True)
-    rows = list(csv.DictReader(proc.stdout.splitlines(), delimiter="\t")) if proc.returncode == 0 else []
-    rows.sort(key=lambda row: int(Path(row["run_dir"]).name))
-    if not rows or any(row["status"] != "complete" for row in rows):
+def train_sweep(args: Table1Args, data_args: list[str], data_dir: str, outputs: Path) -> list[dict]:
+    """The models as one `train -m` sweep in a sweep dir chosen here; its jobs' run records, in job order."""
+    sweep = (outputs / "train" / datetime.now().strftime(RUN_STAMP_FORMAT)).resolve()
+    launcher = [f"hydra/launcher={args.launcher}"] if args.launcher else []
+    argv = ["train", "-m", *launcher, *data_args, f"data_dir={data_dir}", f"model={','.join(args.models)}",
+            f"epochs={args.epochs}", f"hydra.sweep.dir={quote(sweep)}"]
+    code, _ = run_cli(argv, sweep)
+    if code != 0:
+        sys.exit(f"table1: `landmark-ae {' '.join(argv)}` failed (exit {code})")
+    jobs = sorted(Run.sweep_jobs(sweep), key=lambda run: int(run.path.name) if run.path.name.isdigit() else -1)
+    if not jobs or any(job.status != "complete" for job in jobs):
         sys.exit(f"table1: the train sweep in {sweep} did not complete: `landmark-ae runs sweep={sweep}` shows its jobs")
-    return rows
+    return [{**(job.record or {}), "run_dir": str(job.path)} for job in jobs]
 
 
-def main(argv: list[str]) -> None:
-    opts = dict(a.split("=", 1) for a in argv if "=" in a)
-    data_args = [f"{k}={v}" for k, v in opts.items() if k == "data" or k.startswith("data.")]
-    epochs, models = opts.get("epochs", "20"), opts.get("models", "m1,m2,m3")
-    data_dir = opts.get("data_dir") or cli("prepare", *data_args)[0]["run_dir"]
-    outputs = Path(os.environ.get("LANDMARK_AE_OUTPUTS", "outputs"))
-    sweep = (outputs / "train" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")).resolve()
-    launcher = [f"hydra/launcher={opts['launcher']}"] if opts.get("launcher") else []
-    cli("train", "-m", *launcher, *data_args, f"data_dir={data_dir}", f"model={models}", f"epochs={epochs}",
-        f"hydra.sweep.dir={sweep}")
-    trains = sweep_jobs(sweep)
+def score(trains: list[dict]) -> tuple[dict[str, dict], dict | None]:
+    """Each train run embedded and evaluated (the protocol: test images query train+val); the model
+    rows and the raw-pixel baseline (M2's, else the first)."""
     rows: dict[str, dict] = {}
     pixels: dict | None = None
     for train in trains:
-        try:  # the protocol: test images query train+val
+        try:
             evaluation = embed_and_evaluate(train["run_dir"], queries="test")
         except UserError as exc:
             sys.exit(f"table1: {exc}")
@@ -84,26 +80,26 @@ def main(argv: list[str]) -> None:
         baseline = {k: v for k, v in metrics["results"].items() if k.startswith("pixels_")}
         if model == "m2" or pixels is None:
             pixels = next(({"name": k, **v} for k, v in baseline.items()), None)
+    return rows, pixels
 
-    out = outputs / "table1" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
-    out.mkdir(parents=True)
-    models_done = list(rows)
+
+def fmt(v: object) -> str:
+    return f"{v:.4f}" if isinstance(v, float) else ("–" if v in ("", None) else str(v))
+
+
+def write_table(out: Path, rows: dict[str, dict], pixels: dict | None, title: str, data_dir: str) -> list[str]:
+    """table1.csv and table1.md in `out`; the Markdown lines."""
+    models = list(rows)
     with open(out / "table1.csv", "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["metric", *models_done, pixels["name"] if pixels else "pixels",
-                         *(f"seed_{m}" for m in models_done)])
+        writer.writerow(["metric", *models, pixels["name"] if pixels else "pixels", *(f"seed_{m}" for m in models)])
         for key, _ in ROWS:
-            writer.writerow([key, *(rows[m].get(key, "") for m in models_done), pixels.get(key, "") if pixels else "",
-                             *(SEED.get(m, {}).get(key, "") for m in models_done)])
-
-    def fmt(v: object) -> str:
-        return f"{v:.4f}" if isinstance(v, float) else ("–" if v in ("", None) else str(v))
-
+            writer.writerow([key, *(rows[m].get(key, "") for m in models), pixels.get(key, "") if pixels else "",
+                             *(SEED.get(m, {}).get(key, "") for m in models)])
     pixels_header = f"raw pixels ({pixels['name'].removeprefix('pixels_')})" if pixels else "raw pixels"
-    header = [*(m.upper() for m in models_done), pixels_header,
-              *(f"seed {m.upper()}" for m in models_done)]
+    header = [*(m.upper() for m in models), pixels_header, *(f"seed {m.upper()}" for m in models)]
     lines = [
-        f"# Table 1 — {opts.get('data', 'synthetic')}, {epochs} epochs",
+        f"# Table 1 — {title}",
         "",
         f"Prepared dataset: `{data_dir}`. Clustering: k-means on train embeddings (k = landmarks in train). "
         "Retrieval: test images query train+val. Seed columns: the study's published numbers (its GLDv2 slice).",
@@ -112,17 +108,32 @@ def main(argv: list[str]) -> None:
         "|---|" + "---|" * len(header),
     ]
     for key, label in ROWS:
-        cells = [fmt(rows[m].get(key, "")) for m in models_done] + [fmt(pixels.get(key, "") if pixels else "")]
-        cells += [fmt(SEED.get(m, {}).get(key, "")) for m in models_done]
+        cells = [fmt(rows[m].get(key, "")) for m in models] + [fmt(pixels.get(key, "") if pixels else "")]
+        cells += [fmt(SEED.get(m, {}).get(key, "")) for m in models]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    lines += ["", "Runs: " + ", ".join(f"{m}: `{rows[m]['train_run']}`" for m in models_done), ""]
+    lines += ["", "Runs: " + ", ".join(f"{m}: `{rows[m]['train_run']}`" for m in models), ""]
     (out / "table1.md").write_text("\n".join(lines))
+    return lines
+
+
+def main(argv: list[str]) -> None:
+    args, data_args = parse_args(Table1Args, argv, "table1", passthrough=("data",), doc=__doc__)
+    outputs = Path(default_output_dir())
+    try:
+        data_dir = args.data_dir or run_step("prepare", data_args)["run_dir"]
+    except UserError as exc:
+        sys.exit(f"table1: {exc}")
+    rows, pixels = score(train_sweep(args, data_args, data_dir, outputs))
+    out = outputs / "table1" / datetime.now().strftime(RUN_STAMP_FORMAT)
+    out.mkdir(parents=True)
+    data = next((a.split("=", 1)[1] for a in data_args if a.startswith("data=")), "synthetic")
+    lines = write_table(out, rows, pixels, f"{data}, {args.epochs} epochs", data_dir)
     print("\n".join(lines), file=sys.stderr)
     print(f"run_dir\t{out}")
-    for m in models_done:
+    for m in rows:
         for key, _ in ROWS:
             print(f"{m}.{key}\t{rows[m].get(key)}")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_script("table1", main, sys.argv[1:])
