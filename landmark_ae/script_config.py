@@ -94,9 +94,9 @@ def load_yaml(schema: type[T], path: str, prog: str) -> T:
         fail(prog, f"{path} does not exist")
     except ConfigKeyError as exc:
         key = str(getattr(exc, "full_key", "") or "a key")
-        parent = getattr(exc, "parent_node", None)
-        known = [str(k) for k in parent.keys()] if parent is not None and hasattr(parent, "keys") else []
-        fail(prog, f"{path}: {unknown_key_message(key, known, 'it')}")
+        where = getattr(exc, "object_type", None)  # the schema (or nested schema) the key is not in
+        known = [f.name for f in dataclasses.fields(where)] if dataclasses.is_dataclass(where) else []
+        fail(prog, f"{path}: {unknown_key_message(key, known, getattr(where, '__name__', 'it'))}")
     except OmegaConfBaseException as exc:
         fail(prog, f"{path}: {str(exc).strip().splitlines()[0]}")
 
