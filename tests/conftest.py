@@ -3,8 +3,9 @@
 Helpers (import them with `from conftest import ...`):
     run_cli / results / one_line_error   the real `landmark-ae` CLI in a subprocess and its output
     modules_loaded_by                    what importing a module pulls in (torch, sklearn, ...)
-    compose / run_in_process             a command's config composed in-process (Hydra's compose API),
-                                         and a command's body run on it without the CLI around it
+    compose / run_in_process             a command's config composed in-process (Hydra's compose API, once
+                                         per session), and a command's body run on it without the CLI around it
+    execute_in_process                   the command layer (execute) around any body, in-process
     model_config                         a model YAML from conf/model as a plain dict
     jpeg / hexid / outcome               small JPEGs, GLDv2-style ids, what a prepare run made of each id
 
@@ -68,24 +69,65 @@ def modules_loaded_by(module: str, candidates: tuple[str, ...] = ("torch", "skle
 # ---- commands in-process -------------------------------------------------------------------
 
 
-def compose(command: str, *overrides: str):
+_COMPOSED: dict[tuple, Any] = {}  # (command, overrides, with hydra) -> config, composed once per session
+
+
+def compose(command: str, *overrides: str, hydra: bool = False):
     """`command`'s config with `overrides`, composed as the CLI composes it (schemas and resolvers
-    registered by importing landmark_ae.commands); raises what Hydra raises on a bad override."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
+    registered by importing landmark_ae.commands); raises what Hydra raises on a bad override.
+    hydra=True: with Hydra's own `hydra` node (its runtime choices and overrides).
 
-    import landmark_ae.commands  # noqa: F401  (registers the schemas and the resolvers the configs use)
-    from landmark_ae.config import config_dir
+    Each distinct composition happens once per session; callers get a copy (they may change it).
+    Interpolations stay unresolved in the cached config, so `${oc.env:...}` is read when used."""
+    import copy
 
-    with initialize_config_dir(version_base="1.3", config_dir=config_dir()):
-        return hydra_compose(config_name=command, overrides=list(overrides))
+    key = (command, overrides, hydra)
+    if key not in _COMPOSED:
+        from hydra import compose as hydra_compose
+        from hydra import initialize_config_dir
+
+        import landmark_ae.commands  # noqa: F401  (registers the schemas and the resolvers the configs use)
+        from landmark_ae.config import config_dir
+
+        with initialize_config_dir(version_base="1.3", config_dir=config_dir()):
+            _COMPOSED[key] = hydra_compose(config_name=command, overrides=list(overrides), return_hydra_config=hydra)
+    return copy.deepcopy(_COMPOSED[key])
+
+
+def execute_in_process(command: str, body: Any, *overrides: str, run_dir: Path) -> Any:
+    """landmark_ae.commands.execute(command, cfg, schema, body) on `command`'s config, as a @hydra.main
+    job would call it with Hydra's run dir `run_dir` (validation, the lock, resume checks, how a run
+    that does not complete is left, what reaches stdout and stderr). Hydra's job state and the SIGTERM
+    handler are restored afterwards."""
+    import copy
+    import signal
+
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict, read_write
+
+    from landmark_ae.commands import execute
+
+    cfg = compose(command, *overrides, hydra=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)  # as Hydra makes it before the job starts
+    sigterm = signal.getsignal(signal.SIGTERM)
+    HydraConfig.instance().set_config(cfg)
+    try:
+        job_cfg = copy.deepcopy(cfg)  # what Hydra's run_job hands the task: the config without `hydra`
+        with read_write(job_cfg), open_dict(job_cfg):
+            del job_cfg["hydra"]
+        return execute(command, job_cfg, schema_of(command), body)
+    finally:
+        HydraConfig.instance().cfg = None
+        signal.signal(signal.SIGTERM, sigterm)
 
 
 def schema_of(command: str) -> type:
     from landmark_ae import config
 
     return {"prepare": config.PrepareConfig, "train": config.TrainConfig, "embed": config.EmbedConfig,
-            "evaluate": config.EvaluateConfig, "query": config.QueryConfig}[command]
+            "evaluate": config.EvaluateConfig, "query": config.QueryConfig, "runs": config.RunsConfig}[command]
 
 
 def run_in_process(command: str, *overrides: str, run_dir: Path) -> Any:

@@ -11,7 +11,10 @@ import sys
 import textwrap
 from pathlib import Path
 
-from conftest import one_line_error, results, run_cli
+import pytest
+from conftest import execute_in_process, one_line_error, results, run_cli
+
+from landmark_ae.runs import Run, write_run_record
 
 
 def interrupted_copy(run_dir: Path, dest: Path) -> Path:
@@ -33,29 +36,36 @@ def failing_writes(tmp_path: Path, code: str) -> dict:
     return {"PYTHONPATH": str(hooks)}
 
 
-def test_resume_refusals_write_nothing(tmp_path, tiny_trained):
-    outputs = tmp_path / "outputs"
-    missing = tmp_path / "nonexistent"
-    one_line_error(run_cli("prepare", f"resume={missing}", outputs=outputs), "no such run dir")
-    assert not missing.exists() and not outputs.exists()
-    one_line_error(run_cli("prepare", f"resume={tiny_trained}", outputs=outputs),
-                   f"is a train run: resume it with `landmark-ae train resume={tiny_trained}`")
-    one_line_error(run_cli("evaluate", f"resume={tiny_trained}", outputs=outputs), "evaluate has no resume=")
-    # a finished run: refused, not retrained in place
-    one_line_error(run_cli("train", f"resume={tiny_trained}", "epochs=3", outputs=outputs), "already complete")
-    # an interrupted run: a setting that changes the result is refused naming the key and both values
+# (what is refused, the command line ({trained}: tiny_trained; {interrupted}: an interrupted copy of it;
+# {missing}: a path that does not exist; {other}: another outputs dir), the one line's text)
+REFUSALS = [
+    ("no such dir", ["prepare", "resume={missing}"], "no such run dir"),
+    ("another command's run", ["prepare", "resume={trained}"],
+     "is a train run: resume it with `landmark-ae train resume={trained}`"),
+    ("a command without resume", ["evaluate", "resume={trained}"], "evaluate has no resume="),
+    ("a finished run, not retrained in place", ["train", "resume={trained}", "epochs=3"], "already complete"),
+    ("a config group changed", ["train", "resume={interrupted}", "model=m2"],
+     "resume: model is m1 in this run but m2 on the command line"),
+    ("a key that changes the result", ["train", "resume={interrupted}", "batch_size=8"],
+     "resume: batch_size is 32 in this run but 8 on the command line"),
+    ("a value out of range", ["train", "paths.output_dir={other}", "epochs=0"], "epochs=0"),
+]
+
+
+@pytest.mark.parametrize(("args", "expected"), [case[1:] for case in REFUSALS], ids=[case[0] for case in REFUSALS])
+def test_resume_refusals_write_nothing(tmp_path, tiny_trained, args, expected):
+    outputs, missing, other = tmp_path / "outputs", tmp_path / "nonexistent", tmp_path / "X"
     run = interrupted_copy(tiny_trained, tmp_path / "interrupted")
     before = (run / "run.json").read_text()
-    one_line_error(run_cli("train", f"resume={run}", "model=m2", outputs=outputs),
-                   "resume: model is m1 in this run but m2 on the command line")
-    one_line_error(run_cli("train", f"resume={run}", "batch_size=8", outputs=outputs),
-                   "resume: batch_size is 32 in this run but 8 on the command line")
+    names = {"trained": tiny_trained, "interrupted": run, "missing": missing, "other": other}
+    one_line_error(run_cli(*(a.format(**names) for a in args), outputs=outputs), expected.format(**names))
+    assert not missing.exists() and not outputs.exists()
     assert (run / "run.json").read_text() == before and not list((run / ".hydra").glob("resume-*"))
-    assert not outputs.exists()
-    # validation failures leave no run dir, not even an empty <output>/<command>/
-    one_line_error(run_cli("train", f"paths.output_dir={tmp_path / 'X'}", "epochs=0", outputs=outputs), "epochs=0")
-    assert not (tmp_path / "X" / "train").exists()
-    # a sweep whose jobs cannot be composed leaves no sweep dir with only multirun.yaml
+    assert not other.exists()  # no run dir, not even an empty <output>/<command>/ or outputs dir
+
+
+def test_a_sweep_that_cannot_be_composed_leaves_no_sweep_dir(tmp_path):
+    outputs = tmp_path / "outputs"
     proc = run_cli("train", "-m", "model=m9,m1", "epochs=1", outputs=outputs)
     assert proc.returncode == 2 and "Could not find 'model/m9'" in proc.stderr
     assert not outputs.exists() or not list(outputs.rglob("multirun.yaml"))
@@ -135,3 +145,147 @@ def test_typos_get_a_suggestion_and_help_fits_the_command(tmp_path):
     shown = run_cli("train", "--help", outputs=tmp_path)
     assert "Config groups: data=gldv2|gldv2_http|gldv2_tar|landmarks10|synthetic; model=m1|" in shown.stdout
     assert not tmp_path.joinpath("train").exists()
+
+
+# ---- how a run that does not complete is left ------------------------------------------------
+
+
+def test_an_interrupted_embed_keeps_its_dir_and_resumes(tmp_path, tiny_trained):
+    """Ctrl-C once embed has chosen its checkpoint (run.json's train_run), before any file is written:
+    the dir is kept, the line says how to continue (not as an error), and resume= finishes it."""
+    outputs = tmp_path / "outputs"
+    env = failing_writes(tmp_path, """
+        import os, signal
+        import landmark_ae.runs as runs
+        _write = runs.write_run_record
+        def write_run_record(run_dir, command, status, **fields):
+            record = _write(run_dir, command, status, **fields)
+            if (command, status) == ("embed", "running"):
+                os.kill(os.getpid(), signal.SIGINT)  # as Ctrl-C would, once the run has started
+            return record
+        runs.write_run_record = write_run_record
+    """)
+    proc = run_cli("embed", f"train_run={tiny_trained}", "progress=false", outputs=outputs, env=env)
+    run = next((outputs / "embed").iterdir())
+    assert proc.returncode == 130 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"landmark-ae embed: interrupted; finished work is kept: continue with resume={run}")
+    assert json.loads((run / "run.json").read_text())["status"] == "interrupted"
+    resumed = run_cli("embed", f"resume={run}", "progress=false", outputs=outputs)
+    assert resumed.returncode == 0, resumed.stderr
+    assert results(resumed)["run_dir"] == str(run) and (run / "embed.json").is_file()
+
+
+def _record_start_then(raised: BaseException):
+    """A stage body that records what it started from (as embed does), then raises `raised`."""
+
+    def body(cfg, run_dir):
+        write_run_record(run_dir, "embed", "running", train_run=str(run_dir.parent / "train"))
+        raise raised
+
+    return body
+
+
+def test_an_interrupted_run_that_did_no_work_is_removed_and_says_start_again(tmp_path, capsys):
+    run_dir = tmp_path / "outputs" / "embed" / "stamp"
+
+    def body(cfg, run_dir):
+        raise KeyboardInterrupt
+
+    with pytest.raises(SystemExit) as info:
+        execute_in_process("embed", body, run_dir=run_dir)
+    assert info.value.code == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "landmark-ae embed: interrupted before any work was done; nothing was kept: start again")
+    assert not (tmp_path / "outputs" / "embed").exists()  # the empty <outputs>/embed/ goes too
+
+
+def test_a_terminated_run_with_work_is_kept_interrupted_and_resumable(tmp_path, capsys):
+    from landmark_ae.commands import Terminated
+
+    run_dir = tmp_path / "outputs" / "embed" / "stamp"
+    with pytest.raises(SystemExit) as info:
+        execute_in_process("embed", _record_start_then(Terminated()), run_dir=run_dir)
+    assert info.value.code == 143
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"landmark-ae embed: interrupted; finished work is kept: continue with resume={run_dir}")
+    assert Run(run_dir).status == "interrupted"
+
+
+def test_a_bug_is_recorded_failed_and_keeps_its_traceback(tmp_path):
+    run_dir = tmp_path / "outputs" / "embed" / "stamp"
+    with pytest.raises(RuntimeError, match="boom"):
+        execute_in_process("embed", _record_start_then(RuntimeError("boom\nmore detail")), run_dir=run_dir)
+    record = Run(run_dir).record
+    assert (record["status"], record["error"]) == ("failed", "RuntimeError: boom")
+    assert not (run_dir / ".lock").exists()
+
+
+@pytest.mark.parametrize("where", ["env", "override"])
+def test_an_outputs_dir_that_is_a_file_is_one_line(tmp_path, monkeypatch, capsys, where):
+    from landmark_ae.commands import launch
+
+    afile = tmp_path / "outputs"
+    afile.write_text("not a folder")
+    if where == "env":
+        monkeypatch.setenv("LANDMARK_AE_OUTPUTS", str(afile))
+        argv, named, problem = ["epochs=1"], f"LANDMARK_AE_OUTPUTS={afile}", "is a file"
+    else:
+        argv = [f"paths.output_dir={afile}/runs"]
+        named, problem = f"paths.output_dir={afile}/runs", f"lies under {afile}, which is a file"
+    monkeypatch.setattr(sys, "argv", ["landmark-ae", *argv])
+    with pytest.raises(SystemExit) as info:
+        launch("train", lambda: pytest.fail("Hydra must not start"))
+    assert info.value.code == 2
+    assert capsys.readouterr().err == (
+        f"landmark-ae train: error: {named}: the outputs dir {problem}, not a folder: point LANDMARK_AE_OUTPUTS or "
+        "paths.output_dir at a folder (it is created if missing)\n")
+
+
+def test_a_lookup_from_an_empty_folder_says_where_it_looked_and_leaves_nothing(tmp_path):
+    outputs = tmp_path / "fresh" / "outputs"
+    proc = run_cli("query", "image=a.jpg", outputs=outputs)
+    one_line_error(proc, f"no complete embed run found under {outputs / 'embed'}:", "embed_run=<embed run dir>",
+                   "LANDMARK_AE_OUTPUTS or paths.output_dir")
+    assert not (tmp_path / "fresh").exists()  # no empty outputs/ (or its parent) left behind
+
+
+# ---- torchrun ----------------------------------------------------------------------------------
+
+
+def test_torchrun_ranks_share_a_run_dir_and_only_rank_0_records_it(tmp_path, monkeypatch, capsys):
+    from landmark_ae.commands import launch
+
+    def launched(command: str, *argv: str) -> list[str]:
+        """The command line `launch` hands Hydra, or (a refusal) the error line."""
+        seen: list[list[str]] = []
+        monkeypatch.setattr(sys, "argv", ["landmark-ae", *argv])
+        try:
+            launch(command, lambda: seen.append(sys.argv[1:]))
+        except SystemExit:
+            return [capsys.readouterr().err.strip()]
+        return seen[0]
+
+    monkeypatch.setenv("LANDMARK_AE_OUTPUTS", str(tmp_path / "outputs"))
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    run = interrupted_run(tmp_path / "run")
+    argv = launched("train", f"resume={run}")  # resume= names the dir: no stamp to agree on
+    assert argv[:2] == ["model=m1", f"resume={run}"] and "hydra.output_subdir=null" in argv  # its own overrides first
+    assert "cannot run under torchrun" in launched("train", "-m", "model=m1,m2")[0]
+    assert "embed runs as one process" in launched("embed")[0]
+    monkeypatch.setenv("RANK", "0")
+    assert launched("train", "hydra.run.dir=/runs/b") == ["hydra.run.dir=/runs/b"]
+    monkeypatch.delenv("TORCHELASTIC_USE_AGENT_STORE", raising=False)
+    assert "launch with torchrun" in launched("train", "model=m1")[0]
+
+
+def interrupted_run(path: Path) -> Path:
+    """A train run dir whose process is gone before it finished, composed from `model=m1`."""
+    (path / ".hydra").mkdir(parents=True)
+    (path / ".hydra" / "config.yaml").write_text("epochs: 1\n")
+    (path / ".hydra" / "overrides.yaml").write_text("- model=m1\n")
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    (path / "run.json").write_text(json.dumps({"command": "train", "status": "running", "pid": gone.pid}))
+    return path

@@ -150,21 +150,3 @@ def test_bf16_autocast_trains_on_cpu():
     loss = train_one_epoch(step_of(model), images, opt, 4, torch.Generator().manual_seed(0), torch.device("cpu"),
                            precision=Precision.from_config("bf16", torch.device("cpu")))
     assert 0 < loss < 1 and all(torch.isfinite(p).all() for p in model.parameters())
-
-
-def test_torchrun_ranks_share_a_run_dir_and_only_rank_0_records_it(monkeypatch):
-    from landmark_ae.commands import _torchrun_argv
-
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    monkeypatch.setenv("RANK", "1")
-    argv = _torchrun_argv("train", ["resume=/runs/a"])  # resume= names the dir: no stamp to agree on
-    assert argv[0] == "resume=/runs/a" and "hydra.output_subdir=null" in argv
-    with pytest.raises(UserError, match="cannot run under torchrun"):
-        _torchrun_argv("train", ["-m", "model=m1,m2"])
-    with pytest.raises(UserError, match="embed runs as one process"):
-        _torchrun_argv("embed", [])
-    monkeypatch.setenv("RANK", "0")
-    assert _torchrun_argv("train", ["hydra.run.dir=/runs/b"]) == ["hydra.run.dir=/runs/b"]
-    monkeypatch.delenv("TORCHELASTIC_USE_AGENT_STORE", raising=False)
-    with pytest.raises(UserError, match="launch with torchrun"):
-        _torchrun_argv("train", ["model=m1"])

@@ -196,7 +196,7 @@ def execute(command: str, cfg: DictConfig, schema: type, body: Stage) -> dict[st
     except (KeyboardInterrupt, Terminated) as exc:
         job.interrupted(143 if isinstance(exc, Terminated) else 130)
     except BrokenPipeError:
-        job.end("failed", "its reader closed stdout before every result was written (broken pipe)", quiet=True)
+        job.end("failed", "its reader closed stdout before every result was written (broken pipe)", level=None)
         quiet_exit()
     except OSError as exc:
         job.os_error(exc)
@@ -239,17 +239,17 @@ class _Job:
     def continue_hint(self) -> str:
         return f"continue with resume={self.dir}" if self.command in SAFE_ON_RESUME else "run it again"
 
-    def end(self, status: str, message: str, quiet: bool = False) -> bool:
+    def end(self, status: str, message: str, level: int | None = logging.ERROR) -> bool:
         """Remove the run dir if this call created it and it holds no work (True), else record it with
-        its status and the one-line message (also in its log, unless quiet). Ranks other than 0 of a
-        torchrun job leave the run's record to rank 0."""
+        its status and the one-line message (also in its log at `level`; None: not logged). Ranks other
+        than 0 of a torchrun job leave the run's record to rank 0."""
         if self.secondary:
             return False
         if self.fresh and not holds_work(self.dir, self.command):
             remove_run_dir(self.dir, created=_CREATED_OUTPUTS)
             return True
-        if not quiet:
-            log.error("%s", message)
+        if level is not None:
+            log.log(level, "%s", message)
         if self.dir.is_dir():
             write_run_record(self.dir, self.command, status, error=message)
         return False
@@ -272,7 +272,7 @@ class _Job:
         """Not an error: finished work is kept and the line says how to continue; a run that had done
         nothing yet is removed, and the line says so (a resume hint would name a dir that is gone)."""
         message = f"interrupted; finished work is kept: {self.continue_hint()}"
-        if self.end("interrupted", message):
+        if self.end("interrupted", message, level=logging.WARNING):
             message = "interrupted before any work was done; nothing was kept: start again"
         say(self.command, message, code)
 
