@@ -4,6 +4,7 @@ in-process in test_config.py."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -58,3 +59,24 @@ def test_range_error_is_one_line_exit_2_and_leaves_no_run_dir(outputs):
 def test_missing_required_value_is_one_line_exit_2(outputs):
     one_line_error(run_cli("prepare", "data=gldv2", "progress=false", outputs=outputs), "data.root is required")
     assert no_files(outputs)
+
+
+def closed_stdout_run(*args: str, outputs) -> subprocess.CompletedProcess:
+    """`landmark-ae <args>` with stdout a pipe nobody reads any more (`... | head -0`)."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    env = {**os.environ, "LANDMARK_AE_OUTPUTS": str(outputs), "PYTHONWARNINGS": "ignore"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    try:
+        return subprocess.run([sys.executable, "-m", "landmark_ae", *args], stdout=write_end, stderr=subprocess.PIPE,
+                              text=True, cwd=REPO, env=env, timeout=120)
+    finally:
+        os.close(write_end)
+
+
+def test_a_reader_that_stops_early_is_no_error(outputs):
+    # Python's own flush at exit included (the usage text is written only then): exit 141 as
+    # coreutils end, no traceback, no "Exception ignored".
+    for args in (["--help"], ["runs"]):
+        proc = closed_stdout_run(*args, outputs=outputs)
+        assert (proc.returncode, proc.stderr) == (141, ""), (args, proc.stderr)

@@ -3,10 +3,15 @@ JSON or a table; the pipeline's last step through the CLI, the rest in-process."
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
 import logging
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +22,7 @@ from conftest import run_cli, run_in_process
 from PIL import Image
 
 from landmark_ae.errors import UserError
+from landmark_ae.output import printable, tsv_field
 from landmark_ae.runs import MANIFEST, write_manifest
 
 
@@ -181,3 +187,103 @@ def test_query_reads_paths_from_stdin_in_batches_and_skips_unreadable_ones(tiny_
     # batches of 2 vs one batch of 5: the same up to float rounding in the convolutions
     assert np.allclose([[h["distance"] for h in a["neighbours"]] for a in answers],
                        [[h["distance"] for h in a["neighbours"]] for a in together], rtol=1e-4)
+
+
+# ---- the one collection rule, TSV escaping, stdin, devices, a closed stdout (issue 22, items 11-13) ----
+
+
+def tsv_unescape(field: str) -> str:
+    """A TSV field back to its text (PostgreSQL COPY's text format: \\\\ \\t \\n \\r \\xNN)."""
+    return os.fsdecode(codecs.escape_decode(field.encode())[0])
+
+
+def test_tsv_field_escapes_what_would_break_a_row():
+    assert tsv_field("plain/path.jpg") == "plain/path.jpg"
+    assert tsv_field("a\tb\nc\rd\\e") == "a\\tb\\nc\\rd\\\\e"
+    assert tsv_field(os.fsdecode(b"caf\xe9")) == "caf\\xe9" and tsv_field("nul\x00") == "nul\\x00"
+    assert tsv_field(None) == "" and tsv_field(7) == "7"
+    for text in ("a\tb\nc\rd\\e", "x\\ty", os.fsdecode(b"caf\xe9\\xe9")):
+        assert tsv_unescape(tsv_field(text)) == text
+
+
+def test_query_folder_recurses_skips_bad_files_and_escapes_tsv_fields(tiny_embedded, tiny_prepared, tmp_path, capsys,
+                                                                       caplog):
+    src = next((tiny_prepared / "test").glob("*.jpg"))
+    folder = tmp_path / "queries"
+    (folder / "sub").mkdir(parents=True)
+    names = ["a\ttab.jpg", "new\nline.jpg", "back\\slash.jpg", os.fsdecode(b"caf\xe9.jpg")]
+    for name in names:
+        shutil.copy(src, folder / name)
+    shutil.copy(src, folder / "sub" / "UPPER.JPG")  # below the top, suffix in capitals
+    (folder / "broken.jpg").write_bytes(b"not a JPEG")
+    os.mkfifo(folder / "fifo.jpg")
+    with caplog.at_level(logging.WARNING):
+        out = query(capsys, tiny_embedded, tmp_path / "q", f"image={folder}", "k=2")
+    lines = out.splitlines()
+    assert all(len(line.split("\t")) == 6 for line in lines) and len(lines) == 1 + 2 * 5
+    queried = {tsv_unescape(line.split("\t")[5]) for line in lines[1:]}  # paths as recorded: non-UTF-8 bytes as \xNN
+    assert queried == {printable(folder / n) for n in names} | {str(folder / "sub" / "UPPER.JPG")}
+    assert printable(folder / names[3]) == f"{folder}/caf\\xe9.jpg"
+    assert f"skipped: query image {folder / 'broken.jpg'} is not an image" in caplog.text
+    assert f"skipped: query image {folder / 'fifo.jpg'} is a FIFO, not a regular file" in caplog.text
+    record = json.loads((tmp_path / "q" / "run.json").read_text())
+    assert (record["status"], record["queries"], record["skipped"]) == ("complete", 5, 2)
+
+
+def stdin_of(monkeypatch, data: bytes) -> None:
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data), encoding="utf-8"))
+
+
+def test_query_stdin_answers_good_lines_and_skips_each_bad_one(tiny_embedded, tiny_prepared, tmp_path, capsys,
+                                                               caplog, monkeypatch):
+    good = sorted((tiny_prepared / "test").glob("*.jpg"))[:2]
+    odd = tmp_path / os.fsdecode(b"caf\xe9.jpg")
+    shutil.copy(good[0], odd)
+    os.mkfifo(tmp_path / "fifo.jpg")
+    lines = [b"\xef\xbb\xbf" + bytes(good[0]) + b"  \r", b"# a comment", bytes(tmp_path) + b"/a\x00b.jpg",
+             b"/dev/zero", b"/proc/self/mem", bytes(tmp_path / "fifo.jpg"), bytes(tmp_path), b"", os.fsencode(odd),
+             b"\t" + bytes(good[1])]
+    stdin_of(monkeypatch, b"\n".join(lines) + b"\n")
+    with caplog.at_level(logging.WARNING):
+        out = query(capsys, tiny_embedded, tmp_path / "q", "image=-", "k=1", "batch_size=2")
+    rows = [line.split("\t") for line in out.splitlines()[1:]]
+    assert [tsv_unescape(r[5]) for r in rows] == [str(good[0]), printable(odd), str(good[1])]
+    skipped = [r.getMessage() for r in caplog.records if r.getMessage().startswith("skipped:")]
+    assert skipped == [f"skipped: query image {tmp_path}/a\\x00b.jpg is not a usable path: its name holds a NUL byte",
+                       "skipped: query image /dev/zero is a character device, not a regular file",
+                       "skipped: query image /proc/self/mem cannot be read: Input/output error",
+                       f"skipped: query image {tmp_path / 'fifo.jpg'} is a FIFO, not a regular file",
+                       f"skipped: query image {tmp_path} is a directory, not a regular file"]
+
+
+def test_query_that_answers_nothing_is_a_one_line_error(tiny_embedded, tmp_path, capsys, monkeypatch):
+    def refused(*args: str) -> str:
+        capsys.readouterr()
+        with pytest.raises(UserError) as info:
+            run_in_process("query", f"embed_run={tiny_embedded}", *args, run_dir=tmp_path / "q")
+        assert capsys.readouterr().out == "" and "\n" not in str(info.value)
+        return str(info.value)
+
+    stdin_of(monkeypatch, b"/nowhere.jpg\n/dev/zero\n")
+    assert refused("image=-") == ("none of the 2 query images could be used (missing: 1, not_a_file: 1): each is "
+                                  "named in a `skipped:` line above")
+    stdin_of(monkeypatch, b"\n# nothing\n")
+    assert refused("image=-").startswith("image=-: stdin named no image path")
+    assert refused("image=/dev/zero") == "query image /dev/zero is a character device, not a regular file"
+    for device in ("meta", "mps"):
+        assert f"device={device} " in refused("image=x.jpg", f"device={device}")
+
+
+def test_a_closed_stdout_ends_query_quietly_with_141(tiny_embedded, tiny_prepared, tmp_path):
+    # `landmark-ae query ... | head -0`: the reader is gone before the first line is written.
+    image = next((tiny_prepared / "test").glob("*.jpg"))
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    env = {**os.environ, "LANDMARK_AE_OUTPUTS": str(tmp_path / "outputs"), "PYTHONWARNINGS": "ignore"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    proc = subprocess.run([sys.executable, "-m", "landmark_ae", "query", f"image={image}", f"embed_run={tiny_embedded}"],
+                          stdout=write_end, stderr=subprocess.PIPE, text=True, env=env, timeout=120)
+    os.close(write_end)
+    assert proc.returncode == 141 and proc.stderr == "", proc.stderr
+    record = json.loads(next((tmp_path / "outputs" / "query").glob("*/run.json")).read_text())
+    assert record["status"] == "interrupted" and "stdout was closed by its reader" in record["error"]
