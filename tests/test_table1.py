@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -67,3 +69,22 @@ def test_table1_script_end_to_end(tiny_prepared, tmp_path):
         assert rows[label][:3] == [f"{table.loc[key, m]:.4f}" for m in MODELS], label
     for m in MODELS:
         assert by_model[m]["train_run"] in md  # the runs it was made from are named
+
+
+def test_ctrl_c_of_table1_leaves_no_run_running_and_says_how_to_resume_in_one_line(tiny_prepared, tmp_path):
+    outputs = tmp_path / "outputs"
+    env = {**os.environ, "LANDMARK_AE_OUTPUTS": str(outputs)}
+    proc = subprocess.Popen([sys.executable, "scripts/table1.py", f"data_dir={tiny_prepared}", "epochs=500", "models=m1"],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not list(outputs.glob("train/*/*/history.csv")) and time.monotonic() < deadline:
+        time.sleep(0.2)  # an epoch done: there is work to keep
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in a terminal: the script and the train it runs
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in stderr and stdout == "", stderr[-3000:]
+    [job] = [p.parent for p in outputs.glob("train/*/*/run.json")]
+    assert json.loads((job / "run.json").read_text())["status"] == "interrupted"
+    assert stderr.strip().splitlines()[-1] == (
+        f"table1: interrupted during `landmark-ae train -m`; its sweep {job.parent} keeps its finished work: "
+        f"continue a job with `landmark-ae train resume={job.parent}/<job>`")
