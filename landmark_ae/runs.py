@@ -184,6 +184,15 @@ def _load_yaml(path: Path) -> Any:
         raise ValueError(f"{path} is damaged ({type(exc).__name__})") from None
 
 
+def _subdirs(path: Path) -> list[Path]:
+    """The folders in path, sorted; none when path is not a folder or vanishes while it is read."""
+    try:
+        with os.scandir(path) as entries:
+            return sorted(Path(entry.path) for entry in entries if entry.is_dir())
+    except OSError:
+        return []
+
+
 class Run:
     """A run dir and what it recorded: run.json (`record`, `status`), Hydra's record of it (`config`,
     `overrides`, `choices`) and `manifest`; `latest`, `under` and `sweep_jobs` find runs.
@@ -299,17 +308,14 @@ class Run:
         """The runs under output_dir: <command>/<time>/ and a sweep's jobs <command>/<time>/<n>/, of
         one command or (None) all. Dirs that vanish while they are listed are left out."""
         root = Path(output_dir)
-        try:
-            roots = [root / command] if command else sorted(p for p in root.iterdir() if p.is_dir())
-        except OSError:  # no outputs dir yet, or it went away
-            return []
-        return [cls(path.parent) for top in roots for pattern in (f"*/{RUN_RECORD}", f"*/*/{RUN_RECORD}")
-                for path in sorted(top.glob(pattern))]
+        tops = [root / command] if command else _subdirs(root)
+        return [run for top in tops for run_dir in _subdirs(top) for run in (cls(run_dir), *cls.sweep_jobs(run_dir))
+                if (run.path / RUN_RECORD).is_file()]
 
     @classmethod
     def sweep_jobs(cls, sweep_dir: Path | str) -> list[Run]:
         """The jobs of a multirun sweep dir (<sweep>/<n>/run.json)."""
-        return [cls(path.parent) for path in sorted(Path(sweep_dir).glob(f"*/{RUN_RECORD}"))]
+        return [cls(job) for job in _subdirs(Path(sweep_dir)) if (job / RUN_RECORD).is_file()]
 
     @classmethod
     def latest(cls, output_dir: Path | str, command: str, accept: Callable[[dict], bool] = lambda r: True) -> Run | None:

@@ -7,10 +7,12 @@ import io
 import json
 import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from conftest import compose, one_line_error, run_cli
+from conftest import REPO, compose, one_line_error, run_cli
 
 from landmark_ae.errors import UserError
 from landmark_ae.run_list import COLUMNS, find_runs, sort_rows
@@ -170,3 +172,56 @@ def test_runs_formats_json_and_csv_and_a_sweep_plot(tmp_path, capsys):
     assert sorted(os.walk(out)) == before
     with pytest.raises(UserError, match="plot=true needs sweep="):
         runs_stdout(capsys, out, "plot=true")
+
+
+# Each a run.json that cannot be trusted: shown as `damaged`, skipped by latest-run lookups.
+DAMAGED_RECORDS = ['{"command": "tr', '[1, 2]', '{"command": "train", "status": "complete", "pid": "abc"}',
+                   '{"command": "train", "status": "complete", "pid": %d}' % 2**70,
+                   '{"command": "train", "status": "complete", "pid": [1]}',
+                   '{"command": "train", "status": "complete", "started": 5}']
+
+
+def test_runs_shows_each_kind_of_damaged_record_as_damaged_and_a_job_named_like_a_digit(tmp_path):
+    out = tmp_path / "outputs"
+    for n, text in enumerate(DAMAGED_RECORDS):
+        make_run(out, f"train/2026-01-0{n + 1}_00-00-00-000000", text)
+    sweep = "train/2026-02-01_00-00-00-000000"
+    for job in ("0", "²", "1"):  # "²".isdigit() is True, yet int("²") fails
+        make_run(out, f"{sweep}/{job}", {"command": "train", "status": "complete", "started": "2026-02-01T00:00:00+0000"})
+    rows = find_runs(out, None, None)
+    assert sorted(r["status"] for r in rows) == ["complete"] * 3 + ["damaged"] * len(DAMAGED_RECORDS)
+    jobs = [Path(r["run_dir"]).name for r in find_runs(out, None, str(out / sweep))]
+    assert [j for j in jobs if j != "²"] == ["1", "0"] and sorted(jobs) == ["0", "1", "²"]  # numbered: newest first
+
+
+def test_runs_leaves_out_a_run_dir_removed_while_it_is_listed(tmp_path, monkeypatch):
+    from landmark_ae import run_list
+    from landmark_ae.runs import Run
+
+    out = tmp_path / "outputs"
+    fake_outputs(out)
+    listed = Run.under
+
+    def under_then_removed(output_dir, command=None):
+        runs = listed(output_dir, command)
+        import shutil
+
+        shutil.rmtree(runs[0].path)  # gone between the listing and reading it
+        return runs
+
+    monkeypatch.setattr(run_list.Run, "under", under_then_removed)
+    rows = find_runs(out, None, None)
+    assert len(rows) == 4 and all(Path(r["run_dir"]).is_dir() for r in rows)
+
+
+def test_runs_whose_reader_stops_early_exits_quietly(tmp_path):
+    """`landmark-ae runs | head -1`: stdout closed before it is written; no traceback, exit 141."""
+    out = tmp_path / "outputs"
+    fake_outputs(out)
+    env = {**os.environ, "LANDMARK_AE_OUTPUTS": str(out)}
+    env.pop("HYDRA_FULL_ERROR", None)
+    proc = subprocess.Popen([sys.executable, "-m", "landmark_ae", "runs"], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before the first line
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141 and stderr == "", stderr

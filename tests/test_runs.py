@@ -122,3 +122,32 @@ def test_temp_files_of_a_killed_run_are_found_anywhere_in_it(tmp_path):
     assert remove_temp_files(tmp_path) == 3
     assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == ["kept.jpg"]
     assert json.dumps(sorted(p.name for p in tmp_path.iterdir())) == '["source", "train"]'
+
+
+def test_latest_run_skips_damaged_records_with_one_warning(tmp_path, caplog):
+    from test_run_list import DAMAGED_RECORDS
+
+    from landmark_ae.runs import Run
+
+    out = tmp_path / "outputs"
+    good = make_run(out / "train" / "2026-01-01_00-00-00-000000", status="complete")
+    for n, text in enumerate(DAMAGED_RECORDS):
+        damaged = make_run(out / "train" / f"2026-02-0{n + 1}_00-00-00-000000", status="complete")
+        (damaged / "run.json").write_text(text)
+        assert Run(damaged).status == "damaged" and read_run_record(damaged) is None
+    with caplog.at_level("WARNING"):
+        assert Run.latest(out, "train").path == good
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and f"skipped {len(DAMAGED_RECORDS)} damaged run record(s)" in warnings[0].getMessage()
+
+
+def test_a_failed_lookup_says_where_it_looked_and_how_to_point_elsewhere(tmp_path, monkeypatch):
+    from landmark_ae.runs import Run
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError) as info:
+        Run.resolve(None, "outputs", "embed", "embed_run", "run `landmark-ae embed` first, or pass embed_run=<dir>")
+    assert str(info.value) == (
+        f"no complete embed run found under {tmp_path / 'outputs' / 'embed'}: run `landmark-ae embed` first, or pass "
+        "embed_run=<dir> (runs are looked up under LANDMARK_AE_OUTPUTS or paths.output_dir=<outputs dir>)")
+    assert not (tmp_path / "outputs").exists()
