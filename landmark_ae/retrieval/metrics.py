@@ -122,40 +122,18 @@ def retrieval_scores(
     results and of its relevant images (-1: none), for queries that are themselves database rows
     (every image queries the others); index.search must take exclude= then.
     """
-    query_emb = np.asarray(query_emb)
-    query_labels = np.asarray(query_labels)
-    db_labels = np.asarray(db_labels)
-    if query_labels.ndim != 1 or query_labels.size != query_emb.shape[0]:
-        raise ValueError("query_labels must be 1-D with one label per query row")
-    if db_labels.ndim != 1 or db_labels.size != db_emb.shape[0]:
-        raise ValueError("db_labels must be 1-D with one label per database row")
-    if k <= 0:
-        raise ValueError(f"k must be positive, got {k}")
-    n_db = db_labels.size
-    if n_db == 0:
-        raise ValueError("database is empty")
+    query_emb, query_labels, db_labels = np.asarray(query_emb), np.asarray(query_labels), np.asarray(db_labels)
+    _check_retrieval_inputs(query_emb, query_labels, db_emb, db_labels, k)
     n_q = query_labels.size
-
-    # Relevant images per query = database images sharing its label.
-    uniq, counts = np.unique(db_labels, return_counts=True)
-    pos = np.clip(np.searchsorted(uniq, query_labels), 0, uniq.size - 1)
-    n_rel = np.where(uniq[pos] == query_labels, counts[pos], 0)
     if exclude is not None:
         exclude = np.asarray(exclude, dtype=np.int64)
-        if exclude.shape != (n_q,) or np.any((exclude < -1) | (exclude >= n_db)):
-            raise ValueError(f"exclude must hold one database row (or -1) per query, in [-1, {n_db})")
-        n_rel = n_rel - ((exclude >= 0) & (db_labels[exclude] == query_labels))
-        n_db -= 1 if n_q and (exclude >= 0).all() else 0
+    n_rel, n_db = _relevant_counts(query_labels, db_labels, exclude)
     valid = n_rel > 0
 
     k_eff = max(1, min(k, n_db))
     k_p10 = max(1, min(10, n_db))
-    # Search deep enough for both the AP/recall cut-off and P@10.
-    k_search = max(k_eff, k_p10)
-    ap = np.zeros(n_q)
-    p1 = np.zeros(n_q)
-    p10 = np.zeros(n_q)
-    rec = np.zeros(n_q)
+    k_search = max(k_eff, k_p10)  # deep enough for both the AP/recall cut-off and P@10
+    ap, p1, p10, rec = (np.zeros(n_q) for _ in range(4))
     for s in range(0, n_q, chunk_size):
         sl = slice(s, min(s + chunk_size, n_q))
         excl = None if exclude is None else exclude[sl]
@@ -164,15 +142,7 @@ def retrieval_scores(
         else:
             _, idx = index.search(query_emb[sl], k_search, exclude=excl)
         rel = (db_labels[idx] == query_labels[sl, None]) & (idx >= 0)  # -1: an approximate index found fewer
-        nr = n_rel[sl]
-        top = rel[:, :k_eff]
-        hits = np.cumsum(top, axis=1)
-        prec = hits / np.arange(1, k_eff + 1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            ap[sl] = (prec * top).sum(axis=1) / np.minimum(nr, k)
-            rec[sl] = hits[:, -1] / nr
-        p1[sl] = rel[:, 0]
-        p10[sl] = rel[:, :k_p10].sum(axis=1) / k_p10
+        ap[sl], p1[sl], p10[sl], rec[sl] = _score_ranks(rel, n_rel[sl], k, k_eff, k_p10)
 
     def mean(x: np.ndarray) -> float:
         return float(x[valid].mean()) if valid.any() else float("nan")
@@ -188,6 +158,44 @@ def retrieval_scores(
     if return_ap:
         out["ap"] = np.where(valid, ap, np.nan)
     return out
+
+
+def _check_retrieval_inputs(query_emb: np.ndarray, query_labels: np.ndarray, db_emb, db_labels: np.ndarray,
+                            k: int) -> None:
+    if query_labels.ndim != 1 or query_labels.size != query_emb.shape[0]:
+        raise ValueError("query_labels must be 1-D with one label per query row")
+    if db_labels.ndim != 1 or db_labels.size != db_emb.shape[0]:
+        raise ValueError("db_labels must be 1-D with one label per database row")
+    if k <= 0:
+        raise ValueError(f"k must be positive, got {k}")
+    if db_labels.size == 0:
+        raise ValueError("database is empty")
+
+
+def _relevant_counts(query_labels: np.ndarray, db_labels: np.ndarray, exclude: np.ndarray | None) -> tuple[np.ndarray, int]:
+    """(each query's number of relevant database images: those sharing its label, less its excluded row;
+    the database size each query is ranked against)."""
+    n_db, n_q = db_labels.size, query_labels.size
+    uniq, counts = np.unique(db_labels, return_counts=True)
+    pos = np.clip(np.searchsorted(uniq, query_labels), 0, uniq.size - 1)
+    n_rel = np.where(uniq[pos] == query_labels, counts[pos], 0)
+    if exclude is not None:
+        if exclude.shape != (n_q,) or np.any((exclude < -1) | (exclude >= n_db)):
+            raise ValueError(f"exclude must hold one database row (or -1) per query, in [-1, {n_db})")
+        n_rel = n_rel - ((exclude >= 0) & (db_labels[exclude] == query_labels))
+        n_db -= 1 if n_q and (exclude >= 0).all() else 0
+    return n_rel, n_db
+
+
+def _score_ranks(rel: np.ndarray, n_rel: np.ndarray, k: int, k_eff: int, k_p10: int) -> tuple[np.ndarray, ...]:
+    """(AP@k, P@1, P@10, recall@k) of each query row from its ranked results' relevance `rel`."""
+    top = rel[:, :k_eff]
+    hits = np.cumsum(top, axis=1)
+    prec = hits / np.arange(1, k_eff + 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ap = (prec * top).sum(axis=1) / np.minimum(n_rel, k)
+        rec = hits[:, -1] / n_rel
+    return ap, rel[:, 0], rel[:, :k_p10].sum(axis=1) / k_p10, rec
 
 
 def evaluate_embeddings(
