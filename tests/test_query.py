@@ -10,7 +10,6 @@ import json
 import logging
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from conftest import run_cli, run_in_process
 from PIL import Image
 
 from landmark_ae.errors import UserError
-from landmark_ae.output import printable, tsv_field
+from landmark_ae.output import StdoutClosed, printable, tsv_field
 from landmark_ae.runs import MANIFEST, write_manifest
 
 
@@ -274,16 +273,16 @@ def test_query_that_answers_nothing_is_a_one_line_error(tiny_embedded, tmp_path,
         assert f"device={device} " in refused("image=x.jpg", f"device={device}")
 
 
-def test_a_closed_stdout_ends_query_quietly_with_141(tiny_embedded, tiny_prepared, tmp_path):
-    # `landmark-ae query ... | head -0`: the reader is gone before the first line is written.
+def test_a_closed_stdout_ends_query_recorded_as_interrupted(tiny_embedded, tiny_prepared, tmp_path, monkeypatch):
+    # `landmark-ae query ... | head -0`: the CLI's stdout guard (landmark_ae.output, exit 141 without a
+    # word: test_cli.py) raises StdoutClosed at the first write; the run says what happened.
+    class ClosedPipe(io.StringIO):
+        def write(self, text: str) -> int:
+            raise StdoutClosed()
+
+    monkeypatch.setattr(sys, "stdout", ClosedPipe())
     image = next((tiny_prepared / "test").glob("*.jpg"))
-    read_end, write_end = os.pipe()
-    os.close(read_end)
-    env = {**os.environ, "LANDMARK_AE_OUTPUTS": str(tmp_path / "outputs"), "PYTHONWARNINGS": "ignore"}
-    env.pop("HYDRA_FULL_ERROR", None)
-    proc = subprocess.run([sys.executable, "-m", "landmark_ae", "query", f"image={image}", f"embed_run={tiny_embedded}"],
-                          stdout=write_end, stderr=subprocess.PIPE, text=True, env=env, timeout=120)
-    os.close(write_end)
-    assert proc.returncode == 141 and proc.stderr == "", proc.stderr
-    record = json.loads(next((tmp_path / "outputs" / "query").glob("*/run.json")).read_text())
-    assert record["status"] == "interrupted" and "stdout was closed by its reader" in record["error"]
+    with pytest.raises(StdoutClosed):
+        run_in_process("query", f"embed_run={tiny_embedded}", f"image={image}", run_dir=tmp_path / "q")
+    record = json.loads((tmp_path / "q" / "run.json").read_text())
+    assert record["status"] == "interrupted" and "stdout was closed by its reader after 0 answered" in record["error"]
