@@ -39,6 +39,8 @@ OmegaConf.register_new_resolver(
     "run_stamp", lambda: os.environ.get(RUN_STAMP_ENV) or datetime.now().strftime(RUN_STAMP_FORMAT),
     replace=True, use_cache=True,  # resolved once per config, as Hydra's own ${now:}
 )
+# conf/paths/default.yaml: where runs go unless paths.output_dir is given ($LANDMARK_AE_OUTPUTS or ./outputs).
+OmegaConf.register_new_resolver("default_output_dir", default_output_dir, replace=True)
 # A resumed run keeps the original .hydra/ record and adds its own beside it.
 OmegaConf.register_new_resolver(
     "hydra_subdir",
