@@ -45,6 +45,38 @@ def search(
     that leaves a query with fewer than k' neighbours (k >= n), the missing
     trailing slots hold distance inf and index -1.
     """
+    q_arr, database, excl, db_chunk_size = _checked_inputs(queries, database, k, chunk_size, exclude, db_chunk_size)
+    n, n_q, kk = database.shape[0], q_arr.shape[0], min(int(k), database.shape[0])
+
+    out_d = np.full((n_q, kk), np.inf, dtype=np.float64)
+    out_i = np.full((n_q, kk), -1, dtype=np.int64)
+    if n_q == 0:
+        return out_d, out_i
+
+    # Squared norms of database rows, once (float64 so they add no rounding of
+    # their own beyond the final cast); max per chunk feeds the error bound.
+    db_norms = np.empty(n, dtype=np.float64)
+    for s in range(0, n, db_chunk_size):
+        block = np.asarray(database[s : s + db_chunk_size], dtype=np.float64)
+        db_norms[s : s + len(block)] = np.einsum("ij,ij->i", block, block)
+
+    for qs in range(0, n_q, chunk_size):
+        qe = min(qs + chunk_size, n_q)
+        sl = slice(qs, qe)
+        out_d[sl], out_i[sl] = _search_chunk(
+            q_arr[sl],
+            database,
+            db_norms,
+            kk,
+            db_chunk_size,
+            None if excl is None else excl[sl],
+        )
+    return out_d, out_i
+
+
+def _checked_inputs(queries, database, k, chunk_size: int, exclude, db_chunk_size: int | None) -> tuple:
+    """search()'s arguments checked and normalised: (float32 queries, 2-D database, int64 exclude or
+    None, database rows read per block)."""
     q_arr = np.asarray(queries, dtype=np.float32)
     if q_arr.ndim != 2:
         raise ValueError(f"queries must be 2-D (q, d), got shape {q_arr.shape}")
@@ -82,30 +114,7 @@ def search(
     if db_chunk_size <= 0:
         raise ValueError(f"db_chunk_size must be positive, got {db_chunk_size}")
 
-    out_d = np.full((n_q, kk), np.inf, dtype=np.float64)
-    out_i = np.full((n_q, kk), -1, dtype=np.int64)
-    if n_q == 0:
-        return out_d, out_i
-
-    # Squared norms of database rows, once (float64 so they add no rounding of
-    # their own beyond the final cast); max per chunk feeds the error bound.
-    db_norms = np.empty(n, dtype=np.float64)
-    for s in range(0, n, db_chunk_size):
-        block = np.asarray(database[s : s + db_chunk_size], dtype=np.float64)
-        db_norms[s : s + len(block)] = np.einsum("ij,ij->i", block, block)
-
-    for qs in range(0, n_q, chunk_size):
-        qe = min(qs + chunk_size, n_q)
-        sl = slice(qs, qe)
-        out_d[sl], out_i[sl] = _search_chunk(
-            q_arr[sl],
-            database,
-            db_norms,
-            kk,
-            db_chunk_size,
-            None if excl is None else excl[sl],
-        )
-    return out_d, out_i
+    return q_arr, database, excl, db_chunk_size
 
 
 def _search_chunk(
@@ -160,25 +169,32 @@ def _search_chunk(
             continue
         cand_d2 = _pair_sq_dists(q64, block, r, c)
 
-        # Merge old best and new candidates, only for rows that got candidates
-        # (after the first blocks most rows get none); order by (row, d2, index).
-        ur, r_loc = np.unique(r, return_inverse=True)
-        m = ur.size
-        all_r = np.concatenate([np.repeat(np.arange(m), kk), r_loc.ravel()])
-        all_d2 = np.concatenate([best_d2[ur].ravel(), cand_d2])
-        all_i = np.concatenate([best_i[ur].ravel(), c.astype(np.int64) + s])
-        # Unfilled slots (index -1, d2 inf) must sort after real entries at inf.
-        tiekey = np.where(all_i < 0, np.iinfo(np.int64).max, all_i)
-        order = np.lexsort((tiekey, all_d2, all_r))
-        sr = all_r[order]
-        starts = np.searchsorted(sr, np.arange(m))
-        rank = np.arange(sr.size) - starts[sr]
-        keep = order[rank < kk]
-        # Each row has >= kk entries (its old best), so keep is row-major (m*kk).
-        best_d2[ur] = all_d2[keep].reshape(m, kk)
-        best_i[ur] = all_i[keep].reshape(m, kk)
+        _merge_candidates(best_d2, best_i, r, c + s, cand_d2)
 
     return np.sqrt(np.maximum(best_d2, 0.0)), best_i
+
+
+def _merge_candidates(best_d2: np.ndarray, best_i: np.ndarray, r: np.ndarray, idx: np.ndarray,
+                      cand_d2: np.ndarray) -> None:
+    """Merge a block's candidates (query row r, database index idx, exact d2) into the running best,
+    in place, only for rows that got candidates (after the first blocks most rows get none); order by
+    (row, d2, index)."""
+    kk = best_d2.shape[1]
+    ur, r_loc = np.unique(r, return_inverse=True)
+    m = ur.size
+    all_r = np.concatenate([np.repeat(np.arange(m), kk), r_loc.ravel()])
+    all_d2 = np.concatenate([best_d2[ur].ravel(), cand_d2])
+    all_i = np.concatenate([best_i[ur].ravel(), idx.astype(np.int64)])
+    # Unfilled slots (index -1, d2 inf) must sort after real entries at inf.
+    tiekey = np.where(all_i < 0, np.iinfo(np.int64).max, all_i)
+    order = np.lexsort((tiekey, all_d2, all_r))
+    sr = all_r[order]
+    starts = np.searchsorted(sr, np.arange(m))
+    rank = np.arange(sr.size) - starts[sr]
+    keep = order[rank < kk]
+    # Each row has >= kk entries (its old best), so keep is row-major (m*kk).
+    best_d2[ur] = all_d2[keep].reshape(m, kk)
+    best_i[ur] = all_i[keep].reshape(m, kk)
 
 
 def _pair_sq_dists(q64: np.ndarray, block: np.ndarray, r: np.ndarray, c: np.ndarray) -> np.ndarray:
