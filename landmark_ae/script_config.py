@@ -13,6 +13,7 @@ are returned as given, for the CLI runs the script starts, which check them.
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import typing
 from typing import Any, Callable, Sequence, TypeVar
@@ -60,7 +61,10 @@ def parse_args(schema: type[T], argv: Sequence[str], prog: str, passthrough: Seq
     from omegaconf.errors import OmegaConfBaseException
 
     if any(a in ("-h", "--help") for a in argv):
-        print((doc or schema.__doc__ or "").strip())
+        try:
+            print((doc or schema.__doc__ or "").strip(), flush=True)
+        except BrokenPipeError:  # `--help | head`: the reader has what it wanted
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(0)
     hints = typing.get_type_hints(schema)
     known = [f.name for f in dataclasses.fields(schema)]  # type: ignore[arg-type]

@@ -97,20 +97,26 @@ def unwatch() -> None:
     SIGNAL = None
 
 
+def settle(run_dir: Path, record: dict, command: str) -> None:
+    """A job of this host still recorded `running` whose process is gone (joblib killed its worker
+    before it could write): record it interrupted. Jobs on other hosts are their scheduler's."""
+    pid, host = record.get("pid"), record.get("host")
+    if record.get("status") != "running" or (host and host != socket.gethostname()):
+        return
+    deadline = time.monotonic() + 5  # a killed worker may take a moment to go
+    while pid != os.getpid() and process_alive(pid, host) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if pid == os.getpid() or not process_alive(pid, host):
+        write_run_record(run_dir, str(record.get("command") or command), "interrupted",
+                         error="interrupted with its sweep before it could record itself")
+
+
 def end_sweep(sweep_dir: Path, command: str, code: int) -> None:
     """After an interrupt: no job left `running`, one line on how to go on, exit `code`."""
     unwatch()
     recorded = jobs(sweep_dir)
     for run_dir, record in recorded:
-        pid = record.get("pid")
-        deadline = time.monotonic() + 5  # joblib's killed workers may take a moment to go
-        while record.get("status") == "running" and pid != os.getpid() and process_alive(pid, record.get("host")):
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.1)
-        if record.get("status") == "running" and (pid == os.getpid() or not process_alive(pid, record.get("host"))):
-            write_run_record(run_dir, str(record.get("command") or command), "interrupted",
-                             error="interrupted with its sweep before it could record itself")
+        settle(run_dir, record, command)
     if not recorded:
         if Path(sweep_dir).is_dir() and {p.name for p in Path(sweep_dir).iterdir()} <= {"multirun.yaml", ".submitit"}:
             remove_run_dir(Path(sweep_dir))
