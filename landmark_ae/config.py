@@ -67,6 +67,7 @@ class Source(str, enum.Enum):
     synthetic = "synthetic"  # the built-in generator writes that layout, then as local
     http = "http"  # each sampled row's train.csv `url`, fetched with aiohttp
     tar = "tar"  # the official images_000.tar ... images_499.tar shards (URL or local folder)
+    folder = "folder"  # your own photos: root/<class>/**/<file>, a labels CSV, or unlabelled (sources/folder.py)
 
 
 @dataclass
@@ -123,6 +124,7 @@ class DataConfig:
     image_size: int = _min(8, 96)  # stored side in pixels (the seed: 96x96)
     seed: int = 0  # of the split
     csv_chunksize: int = _min(1, 200_000)
+    labels: str = "folders"  # (source=folder) where labels come from: folders | csv (data.csv: path,label) | none
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
     tar: TarConfig = field(default_factory=TarConfig)
