@@ -58,7 +58,7 @@ def sample_and_split(cfg: DictConfig, csv_path: Path, run_dir: Path) -> tuple[pd
     splits_path = run_dir / "splits.csv"
     rejected_path = run_dir / "rejected.csv"
     if splits_path.is_file():
-        rows = pd.read_csv(splits_path, dtype={"id": str, "url": str}, keep_default_na=False)
+        rows = pd.read_csv(splits_path, dtype={"id": str, "url": str, "file": str}, keep_default_na=False)
         rejected = (pd.read_csv(rejected_path, dtype={"id": str}, keep_default_na=False) if rejected_path.is_file()
                     else pd.DataFrame(columns=["id", "landmark_id", "reason", "detail"]))
         if "detail" not in rejected.columns:  # runs from before the column existed
@@ -66,6 +66,10 @@ def sample_and_split(cfg: DictConfig, csv_path: Path, run_dir: Path) -> tuple[pd
         log.info("resuming: %d sampled rows from %s", len(rows), splits_path)
         return rows, rejected
     d = cfg.data
+    if enum_value(d.source) == "folder":  # its own listing and hash split: sources/folder.py
+        from landmark_ae.data.sources.folder import write_folder_sample
+
+        return write_folder_sample(cfg, run_dir, splits_path, rejected_path)
     sample: Sample = read_sample(csv_path, d.landmark_min, d.landmark_max, d.csv_chunksize)
     rows = split_rows(sample.rows, d.test_fraction, d.val_fraction, d.seed)
     log.info(

@@ -42,6 +42,11 @@ def resolve_source(cfg: DictConfig, run_dir: Path, progress: bool = True) -> tup
         return root, generate_synthetic(data, root, progress)
     if data.source in ("http", "tar"):
         return (Path(data.root).expanduser() if data.root else None), resolve_csv(cfg, run_dir, progress)
+    if data.source == "folder":  # your own photos (sources/folder.py): listed and split by sample_and_split
+        from landmark_ae.data.sources.folder import check_root
+
+        root = check_root(data.root)
+        return root, Path(data.csv).expanduser() if data.csv else root
     if data.root is None:
         raise UserError("data.root is required: the folder holding GLDv2's images/ (and train.csv)")
     root = Path(data.root).expanduser()
@@ -139,4 +144,8 @@ def make_source(cfg: DictConfig, root: Path | None, run_dir: Path) -> tuple[Resu
                         data.http.max_bytes, data.http.user_agent, data.http.read_timeout, run_dir)
         return tar.results, PERMANENT_TAR, tar
     assert root is not None
+    if data.source == "folder":
+        from landmark_ae.data.sources.folder import folder_fetch
+
+        return fetch_results(folder_fetch(root, data.http.max_bytes)), frozenset(), None
     return fetch_results(local_fetch(root, data.http.max_bytes)), frozenset(), None
