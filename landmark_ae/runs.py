@@ -1,8 +1,9 @@
 """Run directories and files: atomic writes, run records, and finding the runs a command chains from.
 
-Every run dir holds `run.json` (command, status, data config name, times, overrides). Commands
-that take an earlier run by default (train takes a prepare run, ...) pick the most recent run
-whose record says `complete`.
+Every run dir holds `run.json` (command, status, data config name, times, overrides). `Run` is the
+one reader of a run dir (its record, composed config, overrides, choices, manifest) and finds runs:
+commands that take an earlier run by default (train takes a prepare run, ...) pick the most recent
+run whose record says `complete` (Run.latest); `landmark-ae runs` lists them (Run.under).
 """
 
 from __future__ import annotations
@@ -113,19 +114,11 @@ def read_run_record(run_dir: Path | str) -> dict | None:
     return Run(run_dir).record
 
 
-def latest_run(
-    output_dir: Path | str, command: str, accept: Callable[[dict], bool] = lambda r: True
-) -> Path | None:
-    """The most recently started complete run of `command` under output_dir that `accept` likes."""
-    run = Run.latest(output_dir, command, accept)
-    return run.path if run is not None else None
-
-
 def resolve_run(
     given: str | None, output_dir: Path | str, command: str, what: str, how: str,
     accept: Callable[[dict], bool] = lambda r: True,
 ) -> Path:
-    """The run dir the user gave, or the latest complete one; a UserError says what to do if none."""
+    """Run.resolve's path (train's data_dir lookup calls it)."""
     return Run.resolve(given, output_dir, command, what, how, accept).path
 
 
