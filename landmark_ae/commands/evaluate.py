@@ -10,9 +10,7 @@ from landmark_ae.config import EvaluateConfig
 
 def run(cfg: DictConfig, run_dir: Path) -> Any:
     """The stage, imported after validation: a bad value is reported before its imports (torch)."""
-    from landmark_ae.retrieval.evaluate import (
-        run_evaluate,
-    )
+    from landmark_ae.retrieval.evaluate import run_evaluate
 
     return run_evaluate(cfg, run_dir)
 
