@@ -57,16 +57,17 @@ def _wait_while_running(sweep_dir: Path, seconds: float) -> None:
         time.sleep(0.1)
 
 
-def stop_jobs(sweep_dir: Path, signum: int, grace_s: float = GRACE_S, wait_s: float = WAIT_S) -> None:
-    """Pass `signum` on to the jobs still running in other processes, and wait until they have recorded
-    themselves (a job in this process, under the basic launcher, gets the KeyboardInterrupt itself)."""
-    _wait_while_running(sweep_dir, grace_s)
+def stop_jobs(sweep_dir: Path, signum: int) -> None:
+    """Pass `signum` on to the jobs still running in other processes (after GRACE_S), and wait until they
+    have recorded themselves (a job in this process, under the basic launcher, gets the KeyboardInterrupt
+    itself)."""
+    _wait_while_running(sweep_dir, GRACE_S)
     for pid in running_elsewhere(sweep_dir):
         try:
             os.kill(pid, signum)
         except ProcessLookupError:
             pass
-    _wait_while_running(sweep_dir, wait_s)
+    _wait_while_running(sweep_dir, WAIT_S)
 
 
 def watch(sweep_dir: Path) -> None:
