@@ -69,7 +69,7 @@ class Candidate:
 class FolderSample:
     rows: pd.DataFrame  # id, url (""), landmark_id, file (percent-encoded relative path), split
     rejected: pd.DataFrame  # id, landmark_id, reason, detail (the path): what was skipped
-    classes: pd.DataFrame  # id, name, count (of kept images)
+    classes: pd.DataFrame  # id, name, count (images found, duplicates counted once; decode failures are in failures.csv)
     duplicates: pd.DataFrame  # id, path, kept
 
 
