@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
 import sys
 import typing
 from typing import Any, Callable, Sequence, TypeVar
@@ -105,11 +106,16 @@ def load_yaml(schema: type[T], path: str, prog: str) -> T:
         fail(prog, f"{path}: {str(exc).strip().splitlines()[0]}")
 
 
+def _terminated(signum: int, frame: Any) -> None:
+    raise SystemExit(143)  # chain.run_cli passes SIGTERM on to the step running and waits for it
+
+
 def run_script(prog: str, main: Callable[[list[str]], None], argv: list[str]) -> None:
-    """main(argv), where a Ctrl-C ends in one line naming the step's run and how to go on, exit 130
-    (the step itself, a child process, has recorded its run as interrupted: chain.run_cli)."""
+    """main(argv), where a Ctrl-C (or SIGTERM) ends in one line naming the step's run and how to go on,
+    exit 130 (143): the step, a child process, has recorded its run as interrupted (chain.run_cli)."""
     from landmark_ae.chain import StepInterrupted
 
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         main(argv)
     except StepInterrupted as exc:
