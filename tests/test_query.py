@@ -40,7 +40,7 @@ def test_query_tsv_ranks_the_near_duplicate_first(tiny_embedded, tiny_prepared, 
     proc = run_cli("query", f"image={query}", "k=5", f"embed_run={tiny_embedded}", outputs=tiny_embedded.parent.parent)
     assert proc.returncode == 0, proc.stderr
     rows = list(csv.DictReader(io.StringIO(proc.stdout), delimiter="\t"))
-    assert list(rows[0]) == ["rank", "distance", "id", "landmark_id", "path", "query"]
+    assert list(rows[0]) == ["rank", "distance", "id", "landmark_id", "path", "query", "class_name"]
     assert [int(r["rank"]) for r in rows] == [1, 2, 3, 4, 5]
     distances = [float(r["distance"]) for r in rows]
     assert distances == sorted(distances)
@@ -219,7 +219,7 @@ def test_query_folder_recurses_skips_bad_files_and_escapes_tsv_fields(tiny_embed
     with caplog.at_level(logging.WARNING):
         out = query(capsys, tiny_embedded, tmp_path / "q", f"image={folder}", "k=2")
     lines = out.splitlines()
-    assert all(len(line.split("\t")) == 6 for line in lines) and len(lines) == 1 + 2 * 5
+    assert all(len(line.split("\t")) == 7 for line in lines) and len(lines) == 1 + 2 * 5
     queried = {tsv_unescape(line.split("\t")[5]) for line in lines[1:]}  # paths as recorded: non-UTF-8 bytes as \xNN
     assert queried == {printable(folder / n) for n in names} | {str(folder / "sub" / "UPPER.JPG")}
     assert printable(folder / names[3]) == f"{folder}/caf\\xe9.jpg"

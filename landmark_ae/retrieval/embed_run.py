@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from landmark_ae.config import EmbedSettings
+from landmark_ae.data.classes import class_names
 from landmark_ae.errors import UserError
 from landmark_ae.retrieval.expansion import ExpandedIndex, dba
 from landmark_ae.retrieval.index import Index, build, load_index
@@ -65,6 +67,11 @@ class EmbedRun:
         self.paths = [r[3] for r in rows]
         if len(rows) != len(self.embeddings):
             raise UserError(f"{self.run_dir}: index.csv and embeddings.npy disagree: re-run `landmark-ae embed`")
+
+    @functools.cached_property
+    def class_names(self) -> dict[int, str]:
+        """landmark_id -> class name, from the embedded prepare run (data/classes.py); {} for none."""
+        return class_names(self.meta.get("data_dir")) if not self.meta.get("images") else {}
 
     @property
     def labelled(self) -> bool:

@@ -1,6 +1,6 @@
 """`landmark-ae query`: the nearest database images of one or more query images.
 
-Results go to stdout (TSV with a header by default: rank, distance, id, landmark_id, path, query),
+Results go to stdout (TSV with a header by default: rank, distance, id, landmark_id, path, query, class_name),
 so `landmark-ae query image=x.jpg | cut -f3` lists ids. `image=` is one image, a list of them, a
 folder (its image files, recursively), or `-`: paths from stdin, one per line, answered batch by batch
 as they come (`find photos -name '*.jpg' | landmark-ae query image=-`). Folders, stdin lines and the
@@ -8,8 +8,8 @@ reading of each file follow the one collection rule of retrieval/collection.py (
 images=`): an image that cannot be used is skipped with one `skipped: ...` line on stderr and the rest
 are answered; when none is answered, exit 2 with one line saying why.
 
-TSV text fields (id, landmark_id, path, query) are escaped by landmark_ae.output.tsv_field: `\\`,
-`\t`, `\n`, `\r` (PostgreSQL COPY's text format), so a row is always 6 fields on one line. Paths
+TSV text fields (id, landmark_id, path, query, class_name) are escaped by landmark_ae.output.tsv_field: `\\`,
+`\t`, `\n`, `\r` (PostgreSQL COPY's text format), so a row is always 7 fields on one line. Paths
 (in every format) are shown as recorded: a byte of a file name that is not UTF-8 as `\\xNN`. Kept off
 pandas, sklearn and torchvision: a query in a shell loop should cost little more than importing torch.
 """
@@ -37,7 +37,7 @@ from landmark_ae.runs import write_run_record
 
 log = logging.getLogger(__name__)
 
-TSV_COLUMNS = ["rank", "distance", "id", "landmark_id", "path", "query"]
+TSV_COLUMNS = ["rank", "distance", "id", "landmark_id", "path", "query", "class_name"]  # class_name last: added later
 
 
 def describe_image_error(path: Path | str, exc: ImageError) -> str:
@@ -203,7 +203,7 @@ class ResultWriter:
             for r in results:
                 query = tsv_field(r["query"])
                 lines.extend(f"{h['rank']}\t{h['distance']:.6f}\t{tsv_field(h['id'])}\t{tsv_field(h['landmark_id'])}"
-                             f"\t{tsv_field(h['path'])}\t{query}" for h in r["neighbours"])
+                             f"\t{tsv_field(h['path'])}\t{query}\t{tsv_field(h.get('class_name'))}" for h in r["neighbours"])
             out.write("".join(f"{line}\n" for line in lines))
         elif self.fmt == "jsonl":
             for r in results:
@@ -238,5 +238,6 @@ def write_table(results: list[dict]) -> None:
             # like `[red].jpg` is a name, not rich markup.
             label = "" if h["landmark_id"] is None else str(h["landmark_id"])  # landmark 0 is a label too
             table.add_row(str(h["rank"]), f"{h['distance']:.4f}", Text(printable(h["id"], True)), label,
-                          Text(printable(Path(h["path"]).name, True)), Text(printable(Path(r["query"]).name, True)))
+                          Text(printable(Path(h["path"]).name, True)), Text(printable(Path(r["query"]).name, True)),
+                          Text(printable(h.get("class_name") or "", True)))
     make_console(sys.stdout).print(table)

@@ -51,6 +51,7 @@ class Retriever:
         self.database = run.database_rows()  # memory-mapped: database.npy after DBA, or a slice of the embeddings
         self.index = run.index(self.database)  # exact (numpy) or the stored index.faiss; with the run's αQE on top
         self.index_name = self.index.name
+        self.class_names = run.class_names  # landmark_id -> name, shown beside it in every answer
 
     @property
     def size(self) -> int:
@@ -74,8 +75,9 @@ class Retriever:
         return queries
 
     def neighbours(self, images: np.ndarray, k: int) -> list[list[dict[str, Any]]]:
-        """For each image its k nearest database images, nearest first: rank, distance, id, landmark_id, path.
-        With the run's αQE (qe_k > 0) these are the neighbours (and distances) of the expanded query."""
+        """For each image its k nearest database images, nearest first: rank, distance, id, landmark_id, path,
+        class_name (None where the dataset names no classes). With the run's αQE (qe_k > 0) these are the
+        neighbours (and distances) of the expanded query."""
         if len(images) == 0:
             return []
         k = min(k, self.size)
@@ -87,7 +89,8 @@ class Retriever:
                 row = int(self.rows[pos])
                 label = int(self.run.labels[row])
                 hits.append({"rank": rank, "distance": float(dist), "id": self.run.ids[row],
-                             "landmark_id": label if label >= 0 else None, "path": self.run.paths[row]})
+                             "landmark_id": label if label >= 0 else None, "path": self.run.paths[row],
+                             "class_name": self.class_names.get(label) if label >= 0 else None})
             out.append(hits)
         return out
 
