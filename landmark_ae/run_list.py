@@ -1,8 +1,9 @@
 """`landmark-ae runs`: every run under the outputs dir (or one sweep) with its status, settings and results.
 
-Read-only: it reads each run through runs.Run (run.json, .hydra/), and embed.json and metrics.json, and
-writes nothing (conf/runs.yaml keeps Hydra's own run dir for this command out of the outputs dir) but, with `plot=true sweep=<dir>`, that sweep's `sweep.png`. Anything it cannot read is an empty cell;
-a run.json it cannot read shows as status `damaged`. A train run's overrides (`model=m2`,
+Read-only: it reads each run through runs.Run (run.json, .hydra/), and embed.json and metrics.json,
+and writes nothing (conf/runs.yaml keeps Hydra's own run dir for this command out of the outputs dir)
+but, with `plot=true sweep=<dir>`, that sweep's `sweep.png`. Anything it cannot read is an empty cell;
+a run.json it cannot read or trust shows as status `damaged`. A train run's overrides (`model=m2`,
 `objective.temperature=0.1`, ...) become columns after the fixed ones, so a sweep's table shows
 what each job varied.
 """
