@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from landmark_ae.data.prepared import SPLITS, load_prepared
+from landmark_ae.common import SPLITS
+from landmark_ae.data.prepared import load_prepared
 from landmark_ae.errors import UserError
 from landmark_ae.retrieval.embed_run import EmbedRun
 

@@ -47,7 +47,7 @@ from landmark_ae.runs import read_json
 
 log = logging.getLogger(__name__)
 
-FAILURE_COLUMNS = ["id", "path", "reason", "detail"]
+COLLECTION_FAILURE_COLUMNS = ["id", "path", "reason", "detail"]
 SAFE_ID = re.compile(r"[A-Za-z0-9_.\-]+")
 # The most bytes read of one image file: serve's max_body_mb default, the same cap on both paths.
 MAX_IMAGE_BYTES = 20 * 2**20

@@ -53,7 +53,13 @@ from landmark_ae.device import pick_device
 from landmark_ae.errors import UserError
 from landmark_ae.model.builder import ConvAutoencoder
 from landmark_ae.model.checkpoints import checked_sha256, fingerprint, load_checkpoint, model_from_checkpoint
-from landmark_ae.retrieval.collection import FAILURE_COLUMNS, Collection, decode_batches, open_collection, training_image_size
+from landmark_ae.retrieval.collection import (
+    COLLECTION_FAILURE_COLUMNS,
+    Collection,
+    decode_batches,
+    open_collection,
+    training_image_size,
+)
 from landmark_ae.retrieval.embed_run import ARTIFACTS, DATABASE_FILE, INDEX_COLUMNS
 from landmark_ae.retrieval.expansion import dba
 from landmark_ae.retrieval.index import Index, build
@@ -232,7 +238,7 @@ def embed_collection(collection: Collection, image_size: int, batch_size: int, e
         bar.update(task, advance=len(positions) + len(failed), status=f"{len(failures)} failed" if failures else "")
     with atomic_path(run_dir / "failures.csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
-        writer.writerow(FAILURE_COLUMNS)
+        writer.writerow(COLLECTION_FAILURE_COLUMNS)
         writer.writerows(failures)
     reasons = ", ".join(f"{reason}: {n}" for reason, n in sorted(Counter(f[2] for f in failures).items()))
     if not index_rows:
