@@ -63,6 +63,44 @@ def test_unseen_protocol_end_to_end(tiny_source, tmp_path):
     assert "| M1 | 392 | 1 |" in md and "1.00 |" in md  # the reference row is 1.00x itself
 
 
+SEED_EXPERIMENT = """
+epochs: 1
+seeds: [0]
+default_seed: 0
+pixel_pca: 8
+rows:
+  - name: M1
+    train: [model=m1, batch_size=16]
+    headline: true
+  - name: M1 +L2
+    train: [model=m1, batch_size=16]
+    embed: [l2=true]
+"""
+
+
+@pytest.mark.slow
+def test_seed_protocol_end_to_end(tiny_prepared, tmp_path):
+    outputs = tmp_path / "outputs"
+    (tmp_path / "quality.yaml").write_text(SEED_EXPERIMENT)
+    env = {**os.environ, "LANDMARK_AE_OUTPUTS": str(outputs)}
+    proc = subprocess.run([sys.executable, "scripts/quality.py", "data=gldv2", f"data_dir={tiny_prepared}",
+                           f"experiment={tmp_path / 'quality.yaml'}", "queries=val"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = [line.split("\t", 1) for line in proc.stdout.splitlines()]
+    assert lines[0][0] == "run_dir"
+    printed = dict(lines[1:])
+    table = pd.read_csv(Path(lines[0][1]) / "quality.csv")
+    assert table["row"].tolist() == ["M1", "M1 +L2", "PCA-8 of pixels (+L2)"]
+    assert table["train_run"].iloc[0] == table["train_run"].iloc[1]  # one training, two post-processings
+    trained = json.loads((Path(table["train_run"].iloc[0]) / "run.json").read_text())
+    assert table["best_val_loss"].iloc[0] == pytest.approx(trained["best_val_loss"], abs=1e-6)  # read from run.json
+    assert float(printed["M1.map@100"]) == pytest.approx(table["map@100"].iloc[0], abs=1e-6)
+    evaluations = [json.loads(p.read_text()) for p in outputs.glob("evaluate/*/metrics.json")]
+    assert len(evaluations) == 2 and {e["settings"]["queries"] for e in evaluations} == {"val"}
+    assert "| M1 | 392 | 1 | 1 |" in (Path(lines[0][1]) / "quality.md").read_text()
+
+
 def load_quality_script():
     import importlib.util
 
