@@ -209,6 +209,15 @@ class Pooling(str, enum.Enum):
     gem = "gem"
 
 
+class Runtime(str, enum.Enum):
+    """What runs the encoder (embed, query, serve): auto is onnx on the CPU where the embed run holds
+    encoder.onnx (retrieval/onnx_encoder.py: no torch imported by query and serve), else torch."""
+
+    auto = "auto"
+    onnx = "onnx"
+    torch = "torch"
+
+
 class QuerySet(str, enum.Enum):
     test = "test"  # the protocol: test queries against train+val
     val = "val"  # for choosing settings: val queries against train (the test set stays unseen)
@@ -348,6 +357,10 @@ class EmbedConfig(EmbedSettings):
     device: str = _safe("auto")
     progress: bool = _safe(True)
     index: IndexConfig = field(default_factory=IndexConfig)
+    # encoder.onnx written and checked against torch (retrieval/onnx_export.py); LANDMARK_AE_ONNX=false
+    # turns it off by default (the test suite does: the export costs seconds per embed)
+    onnx: bool = "${oc.env:LANDMARK_AE_ONNX,true}"  # type: ignore[assignment]
+    runtime: Runtime = _safe(Runtime.auto)  # onnx: encode with encoder.onnx once written (needs onnx=true)
 
 
 @dataclass
@@ -381,6 +394,7 @@ class QueryConfig:
     save_grid: bool = False  # write retrieval_grid.png (each query and its top k) into the run dir
     device: str = "cpu"  # a single query is fastest on the CPU (no device start-up)
     batch_size: int = _min(1, 64)
+    runtime: Runtime = Runtime.auto  # auto: encoder.onnx on the CPU where the embed run has it, else torch
 
 
 class RunsFormat(str, enum.Enum):
@@ -424,8 +438,24 @@ class ServeConfig:
     timeout_s: float = _min(0.1, 30.0)  # a request not answered within this (read, decode, search) is 503
     drain_s: float = _min(0.0, 30.0)  # on SIGTERM/SIGINT: how long requests in flight get to finish
     device: str = "cpu"
-    threads: int = _min(0, 0)  # torch intra-op threads; 0 = torch's default
+    threads: int = _min(0, 0)  # torch's (or ONNX Runtime's) intra-op threads; 0 = its default
     batch_size: int = _min(1, 64)
+    runtime: Runtime = Runtime.auto  # auto: encoder.onnx on the CPU where the embed run has it, else torch
+
+
+class ExportFormat(str, enum.Enum):
+    parquet = "parquet"  # embeddings.parquet: id, path, label, class_name, vector (pandas, pyarrow, duckdb)
+    npy = "npy"  # embeddings.npy and index.csv as the embed run holds them
+
+
+@dataclass
+class ExportConfig:
+    """`landmark-ae export`: an embed run as a bundle that needs neither torch nor this package."""
+
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    embed_run: Optional[str] = None  # an embed run dir; null: the most recent complete one
+    out: Optional[str] = None  # the bundle's folder (new or empty); null: the export run dir itself
+    format: ExportFormat = ExportFormat.parquet
 
 
 def register_configs() -> None:
@@ -436,6 +466,7 @@ def register_configs() -> None:
     cs.store(name="evaluate_schema", node=EvaluateConfig)
     cs.store(name="query_schema", node=QueryConfig)
     cs.store(name="serve_schema", node=ServeConfig)
+    cs.store(name="export_schema", node=ExportConfig)
     cs.store(name="runs_schema", node=RunsConfig)
     # Under schema/, not data/ or model/: a schema is not an option a user can pick (data=...).
     cs.store(group="schema", name="data", node=DataConfig)

@@ -27,6 +27,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("LANDMARK_AE_SHARED_DATA", REPO.parent / "shared" / "data"))
+# embed writes encoder.onnx only where a test asks (onnx=true, tests/test_onnx.py): the export costs seconds.
+os.environ.setdefault("LANDMARK_AE_ONNX", "false")
 
 
 # ---- the CLI in a subprocess ----------------------------------------------------------------
