@@ -3,6 +3,7 @@
     POST /query?k=N   the image's bytes as the body (or one multipart file) -> {"neighbours": [...]}
     GET  /healthz     200 {"status": "ok"} (503 {"status": "stopping"} while draining after SIGTERM)
     GET  /info        model, dim, database size, checkpoint sha256, index
+    GET  /            the search page, and the routes it reads (serve/page.py)
 
 Bad input never takes the server down and is never a 500: a body that is not a usable image, a bad k, a
 malformed multipart body or one that does not decode as its Content-Encoding says is 400, as is an image
@@ -16,7 +17,6 @@ request is used as a path.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import io
 import ipaddress
 import logging
@@ -54,6 +54,8 @@ BATCHER = web.AppKey("batcher", MicroBatcher)
 SETTINGS = web.AppKey("settings", dict)
 DECODERS = web.AppKey("decoders", ThreadPoolExecutor)
 STATE = web.AppKey("state", ServeState)
+PAGE = web.AppKey("page", object)  # serve/page.py's PageData: what the search page reads of the run
+STATIC = web.AppKey("static", dict)  # the page's files, read from the package at start
 
 
 def is_loopback(host: str) -> bool:
@@ -88,19 +90,6 @@ async def log_requests(request: web.Request, handler: Handler) -> web.StreamResp
     if state.stopping or request.content.exception() is not None:
         response.force_close()  # stopping, or a body that cannot be read to its end: no more on this connection
     return response
-
-
-def require_token(token: str) -> Any:
-    expected = f"Bearer {token}".encode()
-
-    @web.middleware
-    async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
-        given = request.headers.get("Authorization", "").encode()
-        if not hmac.compare_digest(given, expected):
-            return error(401, "missing or wrong token: send `Authorization: Bearer <token>`")
-        return await handler(request)
-
-    return check
 
 
 def parse_k(request: web.Request, default: int, most: int) -> int:
@@ -146,7 +135,8 @@ async def answer(request: web.Request, k: int, held: Held) -> web.Response:
     except ImageError as exc:
         return error(400, f"not a usable image: {exc.reason}" + (f" ({exc.detail[:120]})" if exc.detail else ""))
     del data
-    return web.json_response({"neighbours": await app[BATCHER].submit(image, k)})
+    hits = await app[BATCHER].submit(image, k)
+    return web.json_response({"neighbours": app[PAGE].annotate(hits) if PAGE in app else hits})
 
 
 async def query(request: web.Request) -> web.Response:
@@ -196,7 +186,9 @@ async def info(request: web.Request) -> web.Response:
 def make_app(retriever: Any, settings: dict[str, Any], token: str | None = None) -> web.Application:
     """settings: k, max_k, max_batch, max_wait_ms, max_queue, max_body, max_inflight (bytes), max_pixels,
     timeout_s."""
-    middlewares = [log_requests, *([require_token(token)] if token else [])]
+    from landmark_ae.serve import page  # the page's routes read this module's keys
+
+    middlewares = [log_requests, *([page.require_token(token)] if token else [])]
     app = web.Application(middlewares=middlewares, client_max_size=settings["max_body"])
     app[RETRIEVER] = retriever
     app[SETTINGS] = settings
@@ -217,4 +209,5 @@ def make_app(retriever: Any, settings: dict[str, Any], token: str | None = None)
     app.router.add_post("/query", query)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/info", info)
+    page.add_page(app, retriever)
     return app
