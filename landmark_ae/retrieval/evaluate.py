@@ -21,13 +21,12 @@ import numpy as np
 from omegaconf import DictConfig
 
 from landmark_ae.config import enum_value
-from landmark_ae.data.prepared import SPLITS
 from landmark_ae.errors import UserError
 from landmark_ae.retrieval.baseline import pixel_baseline
 from landmark_ae.retrieval.embed_run import EMBED_SETTINGS, EmbedRun, resolve_embed_run
 from landmark_ae.retrieval.index import Index, build
 from landmark_ae.retrieval.metrics import evaluate_embeddings
-from landmark_ae.runs import write_json_atomic, write_run_record
+from landmark_ae.runs import atomic_path, write_json_atomic, write_run_record
 
 log = logging.getLogger(__name__)
 
@@ -87,14 +86,30 @@ def print_table(results: dict[str, dict[str, float]], k: int, retrieval: str = "
     console.print(table)
 
 
-def per_landmark_ap(query_labels: np.ndarray, ap: np.ndarray) -> list[dict[str, Any]]:
+def per_landmark_ap(query_labels: np.ndarray, ap: np.ndarray, names: dict[int, str] | None = None) -> list[dict[str, Any]]:
     """Mean AP@k per landmark of the queries that have relevant images, best first: landmark_id,
-    n_queries, ap. Their mean weighted by n_queries is the model's mAP@k."""
+    name (the class name, "" where the dataset names none), n_queries, ap. Their mean weighted by
+    n_queries is the model's mAP@k."""
+    names = names or {}
     valid = ~np.isnan(ap)
     landmarks, inverse, counts = np.unique(query_labels[valid], return_inverse=True, return_counts=True)
     means = np.bincount(inverse, weights=ap[valid], minlength=landmarks.size) / np.maximum(counts, 1)
     order = sorted(range(landmarks.size), key=lambda i: (-means[i], int(landmarks[i])))
-    return [{"landmark_id": int(landmarks[i]), "n_queries": int(counts[i]), "ap": float(means[i])} for i in order]
+    return [{"landmark_id": int(landmarks[i]), "name": names.get(int(landmarks[i]), ""), "n_queries": int(counts[i]),
+             "ap": float(means[i])} for i in order]
+
+
+PER_LANDMARK_COLUMNS = ["landmark_id", "name", "n_queries", "ap"]
+
+
+def write_per_landmark_table(per_landmark: list[dict[str, Any]], path: Path) -> None:
+    """per_landmark_ap.csv: the figure's numbers as a table, best first."""
+    import csv
+
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=PER_LANDMARK_COLUMNS)
+        writer.writeheader()
+        writer.writerows({**r, "ap": f"{r['ap']:.6f}"} for r in per_landmark)
 
 
 MAP_SAMPLE = 5000  # database rows drawn in embedding_map.png (and at most a fifth of that many queries)
@@ -127,7 +142,7 @@ def write_figures(x: np.ndarray, run: EmbedRun, cfg: DictConfig, per_landmark: l
                        run_dir / "embedding_map.png",
                        title=f"{model}: PCA of {len(db_rows)} database rows ({where}); x: queries")
     k = cfg.k
-    plot_per_landmark_ap([str(r["landmark_id"]) for r in per_landmark], [r["ap"] for r in per_landmark],
+    plot_per_landmark_ap([r.get("name") or str(r["landmark_id"]) for r in per_landmark], [r["ap"] for r in per_landmark],
                          run_dir / "per_landmark_ap.png",
                          title=f"{model}: mean AP@{k} per landmark of the queries ({where})", k=k)
     return ["embedding_map.png", "per_landmark_ap.png"]
@@ -136,9 +151,12 @@ def write_figures(x: np.ndarray, run: EmbedRun, cfg: DictConfig, per_landmark: l
 def run_evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     run = resolve_embed_run(cfg.embed_run, cfg.paths.output_dir)
     if not run.labelled:
-        what = f"images={run.meta['images']}" if run.meta.get("images") else "a collection"
-        raise UserError(f"{run.run_dir} embeds {what}, which holds no landmark labels: evaluate needs a labelled "
-                        "dataset, e.g. embed data_dir=<prepare run>")
+        if run.meta.get("images") or not run.meta.get("data_dir"):
+            what = f"images={run.meta['images']}" if run.meta.get("images") else "a collection"
+            raise UserError(f"{run.run_dir} embeds {what}, which holds no landmark labels: evaluate needs a labelled "
+                            "dataset, e.g. embed data_dir=<prepare run>")
+        raise UserError(f"{run.run_dir} embeds {run.meta['data_dir']}, prepared without labels (data.labels=none): "
+                        "evaluate needs labels (query and serve do not); prepare with data.labels=folders or csv")
     write_run_record(run_dir, "evaluate", "running", embed_run=str(run.run_dir), model=run.meta["model"])
     results: dict[str, dict[str, Any]] = {}
     tick = time.perf_counter()
@@ -165,10 +183,11 @@ def run_evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                      "kmeans": enum_value(cfg.kmeans), "index": run.index_name},
         "postprocess": {key: run.meta.get(key, 0) for key in (*EMBED_SETTINGS, "raw_dim")},
         "results": results,
-        "per_landmark_ap": per_landmark_ap(run.labels[run.protocol(queries)[1]], ap),
+        "per_landmark_ap": per_landmark_ap(run.labels[run.protocol(queries)[1]], ap, run.class_names),
     }
     metrics["figures"] = write_figures(x, run, cfg, metrics["per_landmark_ap"], run_dir)
     write_json_atomic(run_dir / "metrics.json", metrics)
+    write_per_landmark_table(metrics["per_landmark_ap"], run_dir / "per_landmark_ap.csv")
     write_run_record(run_dir, "evaluate", "complete", embed_run=str(run.run_dir), model=run.meta["model"])
     out: dict[str, Any] = {"run_dir": run_dir}
     for name, r in results.items():

@@ -23,7 +23,7 @@ def finished_epochs(run_dir: Path) -> int:
 def check_train_resume(run_dir: Path, world_size: int) -> None:
     """Refuse, before anything is written, to resume a train run that cannot continue as it began:
     one trained on another number of ranks (its batches split and its views drawn per rank), or one
-    whose last.pt is missing although epochs finished (it would start again at epoch 1, overwriting
+    whose last.pt is missing although history.csv records finished epochs (it would start again at epoch 1, overwriting
     its best.pt and history.csv)."""
     record = read_run_record(run_dir) or {}
     recorded = record.get("world_size")
@@ -34,8 +34,10 @@ def check_train_resume(run_dir: Path, world_size: int) -> None:
                         f"process is one of {world_size}: resume it with {how}")
     if (run_dir / "last.pt").is_file():
         return
-    epochs, best = finished_epochs(run_dir), (run_dir / "best.pt").is_file()
-    if epochs or best:
-        done = f"{epochs} finished epoch(s) in history.csv" if epochs else "a best.pt"
-        raise UserError(f"resume={run_dir}: last.pt, which resuming needs, is missing, but the run has {done}; "
-                        "resuming would start again at epoch 1 and overwrite them: start a new run (without resume=)")
+    # A best.pt without a history row is epoch 1 cut short before its history.csv (a full disk, a
+    # kill): redoing epoch 1 rewrites it the same way, so only recorded epochs are finished work.
+    epochs = finished_epochs(run_dir)
+    if epochs:
+        raise UserError(f"resume={run_dir}: last.pt, which resuming needs, is missing, but the run has {epochs} finished "
+                        "epoch(s) in history.csv; resuming would start again at epoch 1 and overwrite them: start a new "
+                        "run (without resume=)")
