@@ -94,7 +94,8 @@ def plot_retrieval_grid(queries: np.ndarray, results: list[dict], path: Path, ti
                 axes[i, j].imshow(np.asarray(open_rgb(read_image_file(hit["path"]))))
             except ImageError as exc:
                 axes[i, j].text(0.5, 0.5, exc.reason, ha="center", va="center", fontsize=7, transform=axes[i, j].transAxes)
-            axes[i, j].set_title(f"{hit['distance']:.2f} · {hit['landmark_id']}", fontsize=7)
+            label = hit.get("class_name") or ("" if hit["landmark_id"] is None else hit["landmark_id"])
+            axes[i, j].set_title(f"{hit['distance']:.2f} · {str(label)[:14]}", fontsize=7)
     fig.suptitle(title, fontsize=9)
     return _save(fig, path)
 

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig
 
+from landmark_ae.common import SPLITS
 from landmark_ae.config import enum_value
 from landmark_ae.errors import UserError
 from landmark_ae.retrieval.baseline import pixel_baseline
@@ -186,8 +187,8 @@ def run_evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "per_landmark_ap": per_landmark_ap(run.labels[run.protocol(queries)[1]], ap, run.class_names),
     }
     metrics["figures"] = write_figures(x, run, cfg, metrics["per_landmark_ap"], run_dir)
-    write_json_atomic(run_dir / "metrics.json", metrics)
     write_per_landmark_table(metrics["per_landmark_ap"], run_dir / "per_landmark_ap.csv")
+    write_json_atomic(run_dir / "metrics.json", metrics)
     write_run_record(run_dir, "evaluate", "complete", embed_run=str(run.run_dir), model=run.meta["model"])
     out: dict[str, Any] = {"run_dir": run_dir}
     for name, r in results.items():
