@@ -253,7 +253,7 @@ def test_effective_settings_take_the_train_runs_where_the_command_line_is_silent
     assert effective_settings(cfg, carried, None) == (EmbedSettings(pca_whiten=3), {})
 
     settings, changed = effective_settings(compose("embed"), {"dba_k": 2}, set())
-    with pytest.raises(UserError, match=r"^dba_k=2 qe_k=0 need l2=true: they weigh neighbours by the cosine similarity "
+    with pytest.raises(UserError, match=r"^dba_k=2 qe_k=0 need l2=true: they weigh neighbours by cosine similarity, "
                                         r"of unit-length rows \(dba_k from train run /t's eval_embed: pass dba_k=0 to "
                                         r"turn them off\)$"):
         check_reranking(settings, changed, Path("/t"))

@@ -17,7 +17,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from landmark_ae.commands import CONFIG_DIR, execute, launch
 from landmark_ae.config import EmbedConfig, EmbedSettings, enum_value
-from landmark_ae.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -44,15 +43,14 @@ def effective_settings(cfg: DictConfig, carried: dict[str, Any], given: set[str]
 
 
 def check_reranking(settings: EmbedSettings, from_train_run: dict[str, Any], train_run: Path) -> None:
-    """DBA and αQE weigh neighbours by cosine similarity: they need unit-length rows. When the train
-    run turned them on, say so and how to turn them off."""
-    if not (settings.dba_k or settings.qe_k) or settings.l2:
-        return
+    """config's rule (DBA and αQE need l2) on the effective settings; when the train run turned them
+    on, the message says so and how to turn them off."""
+    from landmark_ae.config_checks import check_reranking as rule
+
     inherited = [k for k in ("dba_k", "qe_k") if k in from_train_run]
     hint = (f" ({' and '.join(inherited)} from train run {train_run}'s eval_embed: pass "
             f"{' '.join(k + '=0' for k in inherited)} to turn them off)") if inherited else ""
-    raise UserError(f"dba_k={settings.dba_k} qe_k={settings.qe_k} need l2=true: they weigh neighbours by the cosine "
-                    f"similarity of unit-length rows{hint}")
+    rule(settings, hint=hint)
 
 
 def _plain(value: Any) -> str:
