@@ -63,6 +63,8 @@ from landmark_ae.retrieval.collection import (
 from landmark_ae.retrieval.embed_run import ARTIFACTS, DATABASE_FILE, INDEX_COLUMNS
 from landmark_ae.retrieval.expansion import dba
 from landmark_ae.retrieval.index import Index, build
+from landmark_ae.retrieval.onnx_encoder import ONNX_FILE
+from landmark_ae.retrieval.onnx_export import export_for_run
 from landmark_ae.retrieval.postprocess import Transform, pool
 from landmark_ae.runs import Run, atomic_path, write_json_atomic, write_manifest, write_run_record
 
@@ -323,6 +325,7 @@ class EmbedRecord:
     counts: dict[str, int]
     transform: str = "transform.npz"
     failed: int | None = None  # images= only: files that could not be used
+    onnx: dict[str, Any] | None = None  # encoder.onnx and its check against torch (retrieval/onnx_export.py)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -330,7 +333,7 @@ class EmbedRecord:
             value = getattr(self, f.name)
             if f.name == "settings":
                 out.update({k: enum_value(v) for k, v in dataclasses.asdict(value).items()})
-            elif f.name != "failed" or value is not None:
+            elif f.name not in ("failed", "onnx") or value is not None:
                 out[f.name] = value
         return out
 
@@ -365,6 +368,7 @@ def run_embed(cfg: DictConfig, run_dir: Path, inputs: EmbedInputs, settings: Emb
                      checkpoint_sha256=inputs.checkpoint_sha256, data_dir=source.data_dir, images=source.images)
     encoder = Encoder(model, check_input_size(model, model_cfg, settings.input_size), cfg.batch_size, device,
                       enum_value(settings.pooling), settings.gem_p)
+    encoder, onnx = export_for_run(cfg, run_dir, encoder, source)  # encoder.onnx, and onnx encodes on the CPU
     part = encode(source, encoder, run_dir, cfg.progress, f"embed with {model_cfg['name']}")
     processed = post_process(part, settings, cfg.index)
     index_files = write_rows(run_dir, part, processed, settings.dba_k)
@@ -376,10 +380,10 @@ def run_embed(cfg: DictConfig, run_dir: Path, inputs: EmbedInputs, settings: Emb
         raw_dim=int(part.embeddings.shape[1]), settings=dataclasses.replace(settings, input_size=encoder.input_size),
         settings_from_train_run=dict(from_train_run or {}), counts=part.counts,
         index={**processed.index.settings, "file": index_files[0] if index_files else None, "build_s": processed.build_s},
-        failed=len(part.failures) if source.collection is not None else None)
+        failed=len(part.failures) if source.collection is not None else None, onnx=onnx)
     write_json_atomic(run_dir / "embed.json", record.to_json())
     write_manifest(run_dir, [*ARTIFACTS, "transform.npz", *([DATABASE_FILE] if settings.dba_k else []), *index_files,
-                             *(["failures.csv"] if source.collection is not None else [])])
+                             *(["failures.csv"] if source.collection is not None else []), *([ONNX_FILE] if onnx else [])])
     write_run_record(run_dir, "embed", "complete", train_run=str(inputs.train_run), model=model_cfg["name"],
                      data=source.data)
     return summary(record, len(part.index_rows), processed.index.name, run_dir)

@@ -5,17 +5,20 @@
     Transform.apply(x)                             the same steps for any rows, e.g. query images
 
 With `l2` and `pca_whiten` together the steps are the usual L2 -> centre -> project on the top
-principal axes, each scaled to unit variance -> L2. Kept to numpy and torch (no sklearn): `query`
-applies the stored transform on its fast path. Saved as transform.npz in the embed run.
+principal axes, each scaled to unit variance -> L2. Kept to numpy (pool() takes torch tensors but imports
+no torch; no sklearn): `query` applies the stored transform on its fast path. Saved as transform.npz in the embed run.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # pool() only calls a tensor's own methods: query and serve on ONNX import no torch
+    import torch
 
 POOLINGS = ("flatten", "avg", "max", "gem")
 

@@ -11,7 +11,8 @@ are answered; when none is answered, exit 2 with one line saying why.
 TSV text fields (id, landmark_id, path, query, class_name) are escaped by landmark_ae.output.tsv_field: `\\`,
 `\t`, `\n`, `\r` (PostgreSQL COPY's text format), so a row is always 7 fields on one line. Paths
 (in every format) are shown as recorded: a byte of a file name that is not UTF-8 as `\\xNN`. Kept off
-pandas, sklearn and torchvision: a query in a shell loop should cost little more than importing torch.
+pandas, sklearn and torchvision, and off torch where the run has encoder.onnx (runtime=auto|onnx on the
+CPU, retrieval/retriever.choose_runtime): a query in a shell loop costs little more than its imports.
 """
 
 from __future__ import annotations
@@ -135,7 +136,7 @@ def query_batches(retriever: Retriever, paths: Iterable[Path], batch_size: int,
 def run_query(cfg: DictConfig, run_dir: Path) -> None:
     run = resolve_embed_run(cfg.embed_run, cfg.paths.output_dir)
     write_run_record(run_dir, "query", "running", embed_run=str(run.run_dir), model=run.meta["model"])
-    retriever = Retriever(run, cfg.checkpoint, cfg.device, cfg.batch_size)
+    retriever = Retriever(run, cfg.checkpoint, cfg.device, cfg.batch_size, runtime=cfg.runtime)
     if cfg.k > retriever.size:
         log.warning("k=%d is larger than the database (%d images): returning all of them", cfg.k, retriever.size)
     skips = Skips()
@@ -150,7 +151,7 @@ def run_query(cfg: DictConfig, run_dir: Path) -> None:
     if not writer.count:
         raise skips.nothing_answered()
     write_run_record(run_dir, "query", "complete", embed_run=str(run.run_dir), model=run.meta["model"],
-                     queries=writer.count, skipped=skips.count, k=min(cfg.k, retriever.size),
+                     queries=writer.count, skipped=skips.count, k=min(cfg.k, retriever.size), runtime=retriever.runtime,
                      grid=str(grid) if grid else None)
 
 

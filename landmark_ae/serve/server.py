@@ -101,15 +101,19 @@ def run_serve(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     if not is_loopback(cfg.host) and not token:
         raise UserError(f"host={cfg.host} lets other machines in: set token=<secret> (or {TOKEN_ENV}) so that every "
                         "request must carry `Authorization: Bearer <secret>`, or keep host=127.0.0.1")
-    if cfg.threads:
-        import torch
-
-        torch.set_num_threads(cfg.threads)
-    check_device(cfg.device)
-    from landmark_ae.retrieval.retriever import Retriever
+    from landmark_ae.retrieval.retriever import Retriever, choose_runtime
 
     run = load_served_run(cfg.embed_run, cfg.paths.output_dir)
-    app = make_app(Retriever(run, cfg.checkpoint, cfg.device, cfg.batch_size), settings_of(cfg), token)
+    runtime = choose_runtime(run, cfg.runtime, cfg.device, cfg.checkpoint)  # onnx: torch is never imported
+    if runtime == "torch":
+        if cfg.threads:
+            import torch
+
+            torch.set_num_threads(cfg.threads)
+        check_device(cfg.device)
+    retriever = Retriever(run, cfg.checkpoint, cfg.device, cfg.batch_size, runtime=runtime, threads=cfg.threads)
+    log.info("queries embedded on %s", "ONNX Runtime (encoder.onnx)" if runtime == "onnx" else "torch")
+    app = make_app(retriever, settings_of(cfg), token)
     lineage = {"embed_run": str(run.run_dir), "model": run.meta["model"]}
     write_run_record(run_dir, "serve", "running", **lineage)
     url, cut_off = asyncio.run(serve_until_stopped(app, cfg.host, cfg.port, cfg.drain_s))

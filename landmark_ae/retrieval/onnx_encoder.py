@@ -1,0 +1,45 @@
+"""Running encoder.onnx (retrieval/onnx_export.py writes it) with ONNX Runtime, without torch.
+
+    OnnxEncoder(path, batch_size, threads)(images)   uint8 (N, S, S, 3) -> float32 (N, raw_dim)
+
+the raw rows embed computes with torch, before transform.npz. Kept to numpy and onnxruntime: with
+runtime=onnx, query and serve import neither torch nor pandas, scikit-learn or torchvision.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+ONNX_FILE = "encoder.onnx"
+INPUT = "images"
+OUTPUT = "embedding"
+
+__all__ = ["INPUT", "ONNX_FILE", "OUTPUT", "OnnxEncoder"]
+
+
+class OnnxEncoder:
+    """encoder.onnx on ONNX Runtime's CPU provider."""
+
+    def __init__(self, path: Path | str, batch_size: int = 64, threads: int = 0):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.log_severity_level = 3  # errors only: no provider notices on the user's stderr
+        if threads:
+            options.intra_op_num_threads = int(threads)
+        self.session = ort.InferenceSession(os.fspath(path), options, providers=["CPUExecutionProvider"])
+        self.batch_size = int(batch_size)
+
+    def __call__(self, images: np.ndarray, on_batch: Callable[[int], None] = lambda n: None) -> np.ndarray:
+        out = []
+        for start in range(0, len(images), self.batch_size):
+            batch = np.ascontiguousarray(images[start : start + self.batch_size], dtype=np.uint8)
+            out.append(self.session.run([OUTPUT], {INPUT: batch})[0])
+            on_batch(len(batch))
+        if not out:
+            return np.zeros((0, 0), dtype=np.float32)
+        return np.concatenate(out).astype(np.float32, copy=False)

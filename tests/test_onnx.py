@@ -1,0 +1,120 @@
+"""encoder.onnx (issue 24): written and checked by embed, the same answers on ONNX Runtime as on torch,
+query and serve without torch, and the preprocessing reproduced without torch bit for bit."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import REPO, run_in_process
+
+from landmark_ae.errors import UserError
+
+# The retrieval recipe's kind of settings (conf/experiment/retrieval.yaml), sized for the tiny dataset.
+RECIPE = ("input_size=112", "l2=true", "pca_whiten=16", "whiten_shrinkage=0.01", "dba_k=3", "qe_k=3")
+
+
+@pytest.fixture(scope="module")
+def onnx_embedded(tiny_contrastive: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tiny_contrastive (M5) embedded at 112 px with the recipe's post-processing, encoder.onnx
+    written; the database rows encoded by torch (runtime=torch), so the runtimes are compared."""
+    run_dir = tmp_path_factory.mktemp("onnx") / "embed"
+    run_in_process("embed", f"train_run={tiny_contrastive}", *RECIPE, "onnx=true", "runtime=torch", "progress=false",
+                   run_dir=run_dir)
+    return run_dir
+
+
+def test_preprocessing_without_torch_is_bit_identical_to_torchs():
+    import torch
+
+    from landmark_ae.data.prepared import resize_uint8, to_model_range
+    from landmark_ae.retrieval.preprocess import model_range, resize_images
+
+    images = np.random.default_rng(0).integers(0, 256, (24, 96, 96, 3), dtype=np.uint8)
+    for size in (112, 48, 96, 150):
+        expected = resize_uint8(images, size).numpy()
+        assert np.array_equal(resize_images(images, size), expected), size
+        assert np.array_equal(model_range(expected), to_model_range(torch.from_numpy(expected)).numpy())
+
+
+def test_embed_writes_a_checked_encoder_onnx_listed_in_the_manifest(onnx_embedded):
+    meta = json.loads((onnx_embedded / "embed.json").read_text())
+    record = meta["onnx"]
+    assert record["file"] == "encoder.onnx" and record["encoded_with"] == "torch"
+    assert record["checked_images"] > 10 and record["max_abs_diff"] <= record["tolerance"] <= 1e-4 * 10
+    assert record["top_k_agreement"] == 1.0 and record["dynamic"] == ["batch"]  # resized in the graph: fixed 96
+    assert "encoder.onnx" in json.loads((onnx_embedded / "manifest.json").read_text())["artifacts"]
+
+
+def test_query_gives_the_same_neighbours_on_onnx_and_torch(onnx_embedded, tiny_prepared):
+    from landmark_ae.retrieval.embed_run import EmbedRun
+    from landmark_ae.retrieval.retriever import Retriever
+
+    run = EmbedRun(onnx_embedded)
+    on_torch, on_onnx = Retriever(run, runtime="torch"), Retriever(run, runtime="auto")
+    assert (on_torch.runtime, on_onnx.runtime) == ("torch", "onnx")
+    test = pd.read_csv(tiny_prepared / "test.csv", dtype={"id": str})
+    images = np.stack([on_onnx.load_image(tiny_prepared / p) for p in test["path"]])
+    assert np.abs(on_torch.encode(images) - on_onnx.encode(images)).max() < 1e-5
+    for a, b in zip(on_torch.neighbours(images, 10), on_onnx.neighbours(images, 10), strict=True):
+        assert [h["id"] for h in a] == [h["id"] for h in b]
+        assert max(abs(x["distance"] - y["distance"]) for x, y in zip(a, b, strict=True)) < 1e-4
+
+
+def test_query_and_serve_on_onnx_import_no_torch(onnx_embedded, tiny_prepared, tmp_path):
+    image = tiny_prepared / pd.read_csv(tiny_prepared / "test.csv", dtype={"id": str})["path"][0]
+    code = f"""
+import sys
+from landmark_ae.cli import main
+main(["query", "image={image}", "embed_run={onnx_embedded}", "k=3"])
+from landmark_ae.retrieval.retriever import Retriever
+from landmark_ae.serve.app import make_app
+from landmark_ae.serve.loading import load_served_run
+from landmark_ae.serve import server
+retriever = Retriever(load_served_run("{onnx_embedded}", "unused"))
+assert retriever.runtime == "onnx" and len(retriever.neighbours(retriever.load_image("{image}")[None], 3)[0]) == 3
+print("loaded", *sorted({{m.split(".")[0] for m in sys.modules}} & {{"torch", "torchvision", "pandas", "sklearn"}}),
+      file=sys.stderr)
+"""
+    env = {"LANDMARK_AE_OUTPUTS": str(tmp_path / "outputs"), "PATH": "/usr/bin:/bin"}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == "loaded", proc.stderr
+    assert len(proc.stdout.splitlines()) == 4  # the header and three neighbours
+    assert "Warning" not in proc.stderr, proc.stderr
+    record = json.loads(next((tmp_path / "outputs" / "query").glob("*/run.json")).read_text())
+    assert record["runtime"] == "onnx"
+
+
+def test_runtime_onnx_needs_an_encoder_onnx_and_the_cpu(tiny_embedded, onnx_embedded):
+    from landmark_ae.retrieval.embed_run import EmbedRun
+    from landmark_ae.retrieval.retriever import choose_runtime
+
+    with pytest.raises(UserError, match="holds no encoder.onnx"):
+        choose_runtime(EmbedRun(tiny_embedded), "onnx")
+    assert choose_runtime(EmbedRun(tiny_embedded), "auto") == "torch"
+    with pytest.raises(UserError, match="runs on the CPU"):
+        choose_runtime(EmbedRun(onnx_embedded), "onnx", "cuda")
+    assert choose_runtime(EmbedRun(onnx_embedded), "auto", "auto") == "torch"
+
+
+def test_an_export_over_tolerance_is_not_kept(monkeypatch, tmp_path, caplog):
+    import torch
+
+    from landmark_ae.config import model_yaml
+    from landmark_ae.model.builder import build_model
+    from landmark_ae.retrieval import onnx_export
+    from landmark_ae.retrieval.embed import Encoder
+
+    encoder = Encoder(build_model(model_yaml("m1")).eval(), 96, 8, torch.device("cpu"), "flatten", 3.0)
+    images = np.random.default_rng(1).integers(0, 256, (4, 96, 96, 3), dtype=np.uint8)
+    monkeypatch.setattr(onnx_export, "write_graph", lambda graph, sample, path, pooled: path.write_bytes(b"x"))
+    monkeypatch.setattr(onnx_export, "OnnxEncoder", lambda path, batch_size: lambda x: encoder(x) + 1e-2)
+    assert onnx_export.export_checked(tmp_path, encoder, 96, images) is None
+    assert list(tmp_path.iterdir()) == []
+    assert [r.levelname for r in caplog.records] == ["WARNING"] and "not kept" in caplog.records[0].message
