@@ -215,3 +215,87 @@ def test_folder_errors_are_one_line(tmp_path: Path) -> None:
         sample_folder(folder_data(tmp_path), workers=1)
     with pytest.raises(UserError, match="data.labels=bogus"):
         sample_folder(folder_data(tmp_path, "data.labels=bogus"), workers=1)
+
+
+# ---- from a folder to answers: class names travel; unlabelled runs ---------------------------
+
+
+def class_folders(root: Path, classes: tuple[str, ...] = ("bridge", "colosseum", "tower"), per_class: int = 8) -> Path:
+    for c, name in enumerate(classes):
+        for i in range(per_class):
+            write(root / name / f"{i}.jpg", jpeg(100 * c + i, size=(64, 48)))
+    return root
+
+
+def pipeline(tmp: Path, *prepare: str) -> dict[str, Path]:
+    """prepare (data=folder) -> train M1 one epoch -> embed, in-process; the run dirs."""
+    runs = {name: tmp / name for name in ("prepare", "train", "embed")}
+    run_in_process("prepare", "data=folder", f"data.root={class_folders(tmp / 'photos')}", *prepare,
+                   "data.test_fraction=0.2", "progress=false", run_dir=runs["prepare"])
+    run_in_process("train", "data=folder", f"data_dir={runs['prepare']}", "model=m1", "epochs=1", "batch_size=8",
+                   "lr_schedule=constant", "progress=false", run_dir=runs["train"])
+    run_in_process("embed", f"train_run={runs['train']}", "progress=false", run_dir=runs["embed"])
+    return runs
+
+
+@pytest.fixture(scope="module")
+def labelled_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return pipeline(tmp_path_factory.mktemp("labelled"))
+
+
+def test_class_names_reach_query_serve_and_evaluate(labelled_runs: dict[str, Path], tmp_path: Path) -> None:
+    from landmark_ae.retrieval.embed_run import EmbedRun
+    from landmark_ae.retrieval.retriever import Retriever
+
+    run = EmbedRun(labelled_runs["embed"])
+    assert run.class_names == {0: "bridge", 1: "colosseum", 2: "tower"}
+    retriever = Retriever(run)  # what serve answers with, and query
+    image = retriever.load_image(next((labelled_runs["prepare"] / "test").iterdir()))
+    hits = retriever.neighbours(image[None], 4)[0]
+    assert all(h["class_name"] == run.class_names[h["landmark_id"]] for h in hits)
+
+    run_in_process("evaluate", f"embed_run={labelled_runs['embed']}", run_dir=tmp_path / "evaluate")
+    table = pd.read_csv(tmp_path / "evaluate" / "per_landmark_ap.csv")
+    assert list(table.columns) == ["landmark_id", "name", "n_queries", "ap"]
+    assert {(r.landmark_id, r.name) for r in table.itertuples()} <= {(0, "bridge"), (1, "colosseum"), (2, "tower")}
+    assert len(table)
+
+
+def test_unlabelled_photos_train_embed_and_answer_but_evaluate_needs_labels(tmp_path: Path) -> None:
+    from landmark_ae.errors import UserError
+    from landmark_ae.retrieval.embed_run import EmbedRun
+    from landmark_ae.retrieval.retriever import Retriever
+
+    runs = pipeline(tmp_path, "data.labels=none")
+    run = EmbedRun(runs["embed"])
+    assert not run.labelled and run.class_names == {}
+    retriever = Retriever(run)
+    hits = retriever.neighbours(retriever.load_image(tmp_path / "photos" / "tower" / "0.jpg")[None], 3)[0]
+    assert len(hits) == 3 and all(h["landmark_id"] is None and h["class_name"] is None for h in hits)
+    with pytest.raises(UserError) as info:
+        run_in_process("evaluate", f"embed_run={runs['embed']}", run_dir=tmp_path / "evaluate")
+    assert "prepared without labels (data.labels=none): evaluate needs labels" in str(info.value)
+    assert "\n" not in str(info.value) and not (tmp_path / "evaluate" / "metrics.json").exists()
+
+
+def test_landmarks10_names_from_a_gldv2_root(tmp_path: Path) -> None:
+    from landmark_ae.data.classes import class_names
+
+    root, prepared = tmp_path / "landmarks10", tmp_path / "prepare"
+    write(root / "landmarks.csv", b"landmark_id,name\n0,colosseum\n1,petronas_towers\n")
+    write(prepared / "dataset.json", f'{{"source_root": "{root}"}}'.encode())
+    assert class_names(prepared) == {0: "colosseum", 1: "petronas_towers"}
+    assert class_names(tmp_path / "gone") == {} and class_names(None) == {}
+
+
+def test_one_cli_query_from_a_folder_shows_class_names(labelled_runs: dict[str, Path]) -> None:
+    from conftest import run_cli
+
+    photo = labelled_runs["prepare"].parent / "photos" / "colosseum" / "3.jpg"
+    proc = run_cli("query", f"embed_run={labelled_runs['embed']}", f"image={photo}", "k=3",
+                   outputs=labelled_runs["prepare"].parent / "outputs")
+    assert proc.returncode == 0, proc.stderr
+    rows = [line.split("\t") for line in proc.stdout.splitlines()]
+    assert rows[0][-1] == "class_name" and len(rows) == 4
+    names = {"0": "bridge", "1": "colosseum", "2": "tower"}
+    assert all(r[-1] == names[r[3]] for r in rows[1:])
