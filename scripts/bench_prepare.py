@@ -1,7 +1,7 @@
 """prepare's local source against a bare Pillow loop doing the same work on the same images.
 
     python scripts/bench_prepare.py [data=../shared/data/landmarks10] [repeat=5] [workers=2] [size=96]
-        [quality=95] [limit=0]
+        [quality=95] [limit=0] [source=local|folder]
 
 (a) bare: a ThreadPoolExecutor of `workers` threads over every image of data/train.csv: read the
     file, decode (JPEG draft mode, as prepare), resize to size x size (bicubic, as prepare), JPEG
@@ -15,6 +15,9 @@ The two run alternately (which goes first alternates too), `repeat` times each; 
 lines: each run's images/s, the medians, the ratios prepare/bare of the medians and the median of
 the per-repeat ratios (each prepare run against the bare run beside it: steadier on a shared machine),
 and CPU milliseconds per image (user + system, all threads; the command's includes its start).
+source=folder lays data out as one folder per landmark (named from its landmarks.csv, hard links, in
+a temp dir) and (b) runs `landmark-ae prepare data=folder data.root=<that dir>` instead (the listing:
+every file hashed, before the image stage), (a) over the same files.
 limit=N gives (a) only the first N images, for a quick check of the script: prepare always takes
 every row of the landmark range, so the ratios then mean nothing.
 
@@ -75,10 +78,43 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def prepare(data: Path, out_dir: Path, workers: int, quality: int) -> tuple[float, float, float, int]:
+def lay_out_as_class_folders(data: Path, ids: list[str], dest: Path) -> list[Path]:
+    """data's images (GLDv2 layout) as dest/<landmark name>/<id>.jpg (hard links where possible)."""
+    import shutil
+
+    names_csv = data / "landmarks.csv"
+    names = (pd.read_csv(names_csv, dtype={"name": str}).set_index("landmark_id")["name"].to_dict()
+             if names_csv.is_file() else {})
+    labels = pd.read_csv(data / "train.csv", dtype={"id": str}).set_index("id")["landmark_id"]
+    files = []
+    for i in ids:
+        src = data / "images" / i[0] / i[1] / i[2] / f"{i}.jpg"
+        if not src.is_file():
+            continue
+        target = dest / str(names.get(labels[i], labels[i])) / f"{i}.jpg"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(src, target)
+        except OSError:
+            shutil.copyfile(src, target)
+        files.append(target)
+    return files
+
+
+def bench_inputs(source: str, data: Path, ids: list[str], layout: Path) -> tuple[list[Path], list[str]]:
+    """(the bare loop's files, prepare's data arguments) for source=local or folder."""
+    if source == "folder":
+        return lay_out_as_class_folders(data, ids, layout), ["data=folder", f"data.root={layout}"]
+    if source != "local":
+        sys.exit(f"bench_prepare: source={source}: use local or folder")
+    files = [data / "images" / i[0] / i[1] / i[2] / f"{i}.jpg" for i in ids]
+    return [f for f in files if f.is_file()], ["data=landmarks10", f"data.root={data}"]
+
+
+def prepare(data_args: list[str], out_dir: Path, workers: int, quality: int) -> tuple[float, float, float, int]:
     """(image-stage images/s as prepare logs it, whole-command images/s, the command's CPU ms per image,
     images prepared)."""
-    cmd = [str(Path(sys.executable).with_name("landmark-ae")), "prepare", "data=landmarks10", f"data.root={data}",
+    cmd = [str(Path(sys.executable).with_name("landmark-ae")), "prepare", *data_args,
            f"paths.output_dir={out_dir}", "progress=false", f"workers={workers}", f"jpeg_quality={quality}"]
     start, cpu = time.perf_counter(), children_cpu()
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -140,6 +176,7 @@ class BenchPrepareArgs:
     quality: int = 95
     limit: int = 0  # 0: every image
     rss: Optional[list[int]] = None  # measure prepare's memory at these sizes instead
+    source: str = "local"  # local: data=landmarks10 as it lies; folder: laid out as class folders, data=folder
 
 
 def main(argv: list[str]) -> None:
@@ -152,8 +189,8 @@ def main(argv: list[str]) -> None:
     ids = pd.read_csv(data / "train.csv", dtype={"id": str})["id"].tolist()
     if limit:
         ids = ids[:limit]
-    files = [data / "images" / i[0] / i[1] / i[2] / f"{i}.jpg" for i in ids]
-    files = [f for f in files if f.is_file()]
+    layout = tempfile.TemporaryDirectory(prefix="bench_prepare_folders_")  # source=folder's class folders
+    files, data_args = bench_inputs(args.source, data, ids, Path(layout.name))
     for f in files[:500]:  # warm the page cache for both
         f.read_bytes()
 
@@ -170,7 +207,7 @@ def main(argv: list[str]) -> None:
     def run_prepare() -> None:
         nonlocal n_prepared
         with tempfile.TemporaryDirectory(prefix="bench_prepare_") as tmp:
-            stage, command, cpu_ms, n_prepared = prepare(data, Path(tmp), workers, quality)
+            stage, command, cpu_ms, n_prepared = prepare(data_args, Path(tmp), workers, quality)
         runs["prepare_images"].append(stage)
         runs["prepare_command"].append(command)
         runs["prepare_command_cpu_ms"].append(cpu_ms)
@@ -184,8 +221,8 @@ def main(argv: list[str]) -> None:
               for k in ("prepare_images", "prepare_command")}
     print(f"machine\t{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"Python {platform.python_version()}, load average {os.getloadavg()[0]:.2f} at the end")
-    print(f"settings\tdata={data} images={len(files)} (prepare: {n_prepared}) workers={workers} size={size} "
-          f"quality={quality} repeat={repeat}")
+    print(f"settings\tdata={data} source={args.source} images={len(files)} (prepare: {n_prepared}) workers={workers} "
+          f"size={size} quality={quality} repeat={repeat}")
     for key, values in runs.items():
         print(f"{key}_runs\t" + " ".join(f"{v:.0f}" if "cpu" not in key else f"{v:.2f}" for v in values))
     print(f"bare_images_per_s\t{med['bare']:.0f}")
@@ -197,6 +234,7 @@ def main(argv: list[str]) -> None:
     print(f"paired_ratio_prepare_command_over_bare\t{paired['prepare_command']:.2f}")
     print(f"bare_cpu_ms_per_image\t{med['bare_cpu_ms']:.3f}")
     print(f"prepare_command_cpu_ms_per_image\t{med['prepare_command_cpu_ms']:.3f}")
+    layout.cleanup()
 
 if __name__ == "__main__":
     main(sys.argv[1:])
