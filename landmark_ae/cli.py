@@ -19,7 +19,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("landmark_ae.commands.evaluate", "score an embed run: NMI, RI, ARI, AMI, mAP@100, P@k, vs a raw-pixel baseline"),
     "query": ("landmark_ae.commands.query", "rank the database images nearest to query images (TSV on stdout)"),
     "serve": ("landmark_ae.commands.serve", "answer image queries over HTTP from one embed run, loaded once"),
+    "export": ("landmark_ae.commands.export", "bundle an embed run: encoder.onnx, preprocessing, post-processing, Parquet rows"),
     "runs": ("landmark_ae.commands.runs", "list runs with their status, settings and results (TSV on stdout)"),
+    "report": ("landmark_ae.commands.report", "write report.html of an evaluate run, a train run or a sweep (opens from disk)"),
 }
 
 

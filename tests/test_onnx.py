@@ -118,3 +118,73 @@ def test_an_export_over_tolerance_is_not_kept(monkeypatch, tmp_path, caplog):
     assert onnx_export.export_checked(tmp_path, encoder, 96, images) is None
     assert list(tmp_path.iterdir()) == []
     assert [r.levelname for r in caplog.records] == ["WARNING"] and "not kept" in caplog.records[0].message
+
+
+# The README's snippet: a photo embedded as `landmark-ae embed` does, with onnxruntime, numpy and Pillow alone.
+SNIPPET = '''
+import json, numpy as np, onnxruntime as ort
+from PIL import Image, ImageOps
+size = json.load(open(f"{bundle}/preprocess.json"))["image_size"]
+img = Image.open(photo)
+img.draft("RGB", (size, size))  # a JPEG decoded at a reduced scale, as embed decodes it
+img = ImageOps.exif_transpose(img).convert("RGB").resize((size, size), Image.Resampling.BICUBIC, reducing_gap=3.0)
+row = ort.InferenceSession(f"{bundle}/encoder.onnx").run(None, {"images": np.asarray(img)[None]})[0]
+t = np.load(f"{bundle}/transform.npz")
+unit = lambda v: v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+if "projection" in t:
+    row = ((unit(row) if t["l2"] else row) - t["mean"]) @ t["projection"]
+if t["l2"]:
+    row = unit(row)
+'''
+BLOCKER = '''
+import sys
+class Blocked:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("landmark_ae", "torch"):
+            raise ImportError(f"{name} is blocked")
+sys.meta_path.insert(0, Blocked())
+'''
+
+
+def test_export_bundle_embeds_a_photo_without_torch_or_landmark_ae(onnx_embedded, tiny_prepared, tmp_path):
+    import pyarrow.parquet as pq
+    from conftest import compose
+
+    from landmark_ae.commands.export import run as export
+    from landmark_ae.config import ExportConfig, validate
+
+    bundle = tmp_path / "bundle"
+    cfg = compose("export", f"embed_run={onnx_embedded}", f"out={bundle}")
+    validate(cfg, ExportConfig)
+    assert export(cfg, tmp_path / "run")["bundle"] == bundle
+    assert {p.name for p in bundle.iterdir()} == {"encoder.onnx", "preprocess.json", "transform.npz", "postprocess.json",
+                                                 "embeddings.parquet", "database.npy", "bundle.json"}
+    table = pq.read_table(bundle / "embeddings.parquet").to_pandas()
+    assert list(table.columns) == ["id", "path", "split", "label", "class_name", "vector"]
+    stored = np.load(onnx_embedded / "embeddings.npy")
+    assert np.array_equal(np.stack(table["vector"]), stored)
+    assert len(SNIPPET.strip().splitlines()) <= 15
+    row_of = {i: n for n, i in enumerate(table["id"])}
+    test = pd.read_csv(tiny_prepared / "test.csv", dtype={"id": str}).iloc[:3]
+    code = BLOCKER + f"bundle = {str(bundle)!r}\nfor photo in {[str(tiny_prepared / p) for p in test['path']]!r}:\n" + \
+        "".join(f"    {line}\n" for line in SNIPPET.strip().splitlines()) + "    print(*row[0].tolist())\n" + \
+        "import importlib.util\nassert importlib.util.find_spec('json') and 'torch' not in sys.modules\n"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    got = np.array([line.split() for line in proc.stdout.splitlines()], dtype=np.float64)
+    assert np.abs(got - stored[[row_of[i] for i in test["id"]]]).max() < 1e-4
+    blocked = subprocess.run([sys.executable, "-c", BLOCKER + "import landmark_ae"], capture_output=True, text=True)
+    assert "landmark_ae is blocked" in blocked.stderr  # the blocker does block
+
+
+def test_export_refuses_a_run_without_encoder_onnx_and_a_used_folder(tiny_embedded, onnx_embedded, tmp_path):
+    from conftest import compose
+
+    from landmark_ae.commands.export import run as export
+
+    with pytest.raises(UserError, match="holds no encoder.onnx"):
+        export(compose("export", f"embed_run={tiny_embedded}"), tmp_path / "run")
+    (tmp_path / "used").mkdir()
+    (tmp_path / "used" / "x").write_text("x")
+    with pytest.raises(UserError, match="not an empty folder"):
+        export(compose("export", f"embed_run={onnx_embedded}", f"out={tmp_path / 'used'}"), tmp_path / "run")
