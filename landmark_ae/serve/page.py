@@ -23,7 +23,6 @@ everywhere; only /static/ (the package's own files, no data) and /login answer w
 from __future__ import annotations
 
 import asyncio
-import csv
 import hashlib
 import hmac
 import html
@@ -63,19 +62,6 @@ def read_static() -> dict[str, tuple[bytes, str]]:
 async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
     for name, value in SECURITY_HEADERS.items():
         response.headers.setdefault(name, value)
-
-
-def class_names(data_dir: str | None) -> dict[int, str]:
-    """landmark_id -> class name from the prepare run's classes.csv (data=folder writes it: id, name);
-    {} where there is none (GLDv2 and synthetic data show the landmark_id)."""
-    path = Path(data_dir or "") / "classes.csv"
-    if not data_dir or not path.is_file():
-        return {}
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            return {int(r["id"]): str(r["name"]) for r in csv.DictReader(f) if str(r.get("id", "")).lstrip("-").isdigit()}
-    except (OSError, ValueError, KeyError, csv.Error):
-        return {}
 
 
 def parse_row(raw: str, size: int) -> int:
@@ -120,7 +106,7 @@ class PageData:
         self.rows = np.asarray(getattr(retriever, "rows", np.arange(0)))
         # database position -> embed-run row; an id -> its database row (POST /query's answers name ids)
         self.row_of_id = {self.ids[int(r)]: int(r) for r in self.rows}
-        self.names = class_names(run.meta.get("data_dir")) if hasattr(run, "labels") else {}
+        self.names: dict[int, str] = getattr(run, "class_names", {})  # landmark_id -> name, where the data has names
         splits = getattr(run, "splits", np.array([]))
         self.query_split = next((s for s in ("test", "val") if np.any(splits == s)), None)
         self.query_rows = np.flatnonzero(splits == self.query_split) if self.query_split else np.arange(0)
@@ -130,19 +116,19 @@ class PageData:
     def label(self, row: int) -> dict[str, Any]:
         value = int(self.run.labels[row]) if hasattr(self.run, "labels") else -1
         landmark = value if value >= 0 else None
-        return {"landmark_id": landmark, "class": self.names.get(value, "" if landmark is None else str(landmark))}
+        return {"landmark_id": landmark, "class_name": self.names.get(value) if landmark is not None else None}
 
     def annotate(self, hits: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """POST /query's hits with their row (for /image/<row>) and class name."""
+        """POST /query's hits with their row (for /image/<row>)."""
         for hit in hits:
             row = self.row_of_id.get(hit.get("id"))
             if row is not None:  # (a stand-in retriever in tests names no rows)
-                hit.update(row=row, **{"class": self.label(row)["class"]})
+                hit["row"] = row
         return hits
 
     def ranked(self, query_rows: np.ndarray, k: int) -> list[list[dict[str, Any]]]:
-        """The top k database rows of each stored query row, as POST /query answers (plus row, class
-        and, where both are labelled, hit)."""
+        """The top k database rows of each stored query row, as POST /query answers (plus row and,
+        where both are labelled, hit: the same landmark)."""
         vectors = np.asarray(self.run.embeddings[query_rows], dtype=np.float32)
         distances, positions = self.retriever.index.search(vectors, min(k, len(self.rows)))
         out = []

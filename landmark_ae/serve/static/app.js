@@ -48,7 +48,7 @@ function hitElement(hit) {
   const mark = hit.hit === true ? " match" : hit.hit === false ? " miss" : "";
   const figure = el("figure", { class: "hit" + mark, "data-rank": hit.rank, "data-id": hit.id, "data-row": hit.row,
                                 title: hit.hit === true ? "same landmark" : hit.hit === false ? "another landmark" : null });
-  const label = hit.class || (hit.landmark_id === null || hit.landmark_id === undefined ? "" : String(hit.landmark_id));
+  const label = hit.class_name || (hit.landmark_id === null || hit.landmark_id === undefined ? "" : String(hit.landmark_id));
   figure.append(thumb(hit.row, hit.id), el("figcaption", {}, el("b", {}, `#${hit.rank}`), ` ${hit.distance.toFixed(4)}`,
                 el("br"), hit.id, el("br"), label));
   if (hit.row !== null && hit.row !== undefined) figure.addEventListener("click", () => searchRow(hit.row));
@@ -82,7 +82,7 @@ async function searchRow(row) {
   try {
     const body = await getJSON(`/neighbours/${row}?k=${k()}`);
     const q = body.query;
-    showResults(thumb(row, q.id), `row ${row}: ${q.id} ${q.class || ""}`.trim(), body.neighbours);
+    showResults(thumb(row, q.id), `row ${row}: ${q.id} ${q.class_name || q.landmark_id || ""}`.trim(), body.neighbours);
     window.scrollTo({ top: 0 });
   } catch (err) {
     setState("error", String(err.message || err));
@@ -100,7 +100,7 @@ async function browse(offset) {
     $("#prev").disabled = body.offset === 0;
     $("#next").disabled = last >= body.total;
     rows.replaceChildren(...body.queries.map((q) => {
-      const query = hitElement({ rank: 0, distance: 0, id: q.id, row: q.row, class: q.class, landmark_id: q.landmark_id });
+      const query = hitElement({ rank: 0, distance: 0, id: q.id, row: q.row, class_name: q.class_name, landmark_id: q.landmark_id });
       query.querySelector("b").textContent = "query";
       query.dataset.rank = "query";
       const hits = q.neighbours.filter((h) => h.hit !== undefined);
