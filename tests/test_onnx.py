@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REPO, run_in_process
+from conftest import REPO, compose, run_in_process
 
 from landmark_ae.errors import UserError
 
@@ -35,7 +35,7 @@ def test_preprocessing_without_torch_is_bit_identical_to_torchs():
     from landmark_ae.data.prepared import resize_uint8, to_model_range
     from landmark_ae.retrieval.preprocess import model_range, resize_images
 
-    images = np.random.default_rng(0).integers(0, 256, (24, 96, 96, 3), dtype=np.uint8)
+    images = np.random.default_rng(0).integers(0, 256, (8, 96, 96, 3), dtype=np.uint8)
     for size in (112, 48, 96, 150):
         expected = resize_uint8(images, size).numpy()
         assert np.array_equal(resize_images(images, size), expected), size
@@ -146,9 +146,18 @@ sys.meta_path.insert(0, Blocked())
 '''
 
 
+def run_snippet(bundle: Path, photos: list[Path], cwd: Path) -> np.ndarray:
+    """SNIPPET's rows for `photos`, run in a fresh interpreter where landmark_ae and torch cannot be imported."""
+    code = BLOCKER + f"bundle = {str(bundle)!r}\nfor photo in {[str(p) for p in photos]!r}:\n" + \
+        "".join(f"    {line}\n" for line in SNIPPET.strip().splitlines()) + "    print(*row[0].tolist())\n" + \
+        "assert 'torch' not in sys.modules and 'landmark_ae' not in sys.modules\n"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=cwd)
+    assert proc.returncode == 0, proc.stderr
+    return np.array([line.split() for line in proc.stdout.splitlines()], dtype=np.float64)
+
+
 def test_export_bundle_embeds_a_photo_without_torch_or_landmark_ae(onnx_embedded, tiny_prepared, tmp_path):
     import pyarrow.parquet as pq
-    from conftest import compose
 
     from landmark_ae.commands.export import run as export
     from landmark_ae.config import ExportConfig, validate
@@ -166,19 +175,13 @@ def test_export_bundle_embeds_a_photo_without_torch_or_landmark_ae(onnx_embedded
     assert len(SNIPPET.strip().splitlines()) <= 15
     row_of = {i: n for n, i in enumerate(table["id"])}
     test = pd.read_csv(tiny_prepared / "test.csv", dtype={"id": str}).iloc[:3]
-    code = BLOCKER + f"bundle = {str(bundle)!r}\nfor photo in {[str(tiny_prepared / p) for p in test['path']]!r}:\n" + \
-        "".join(f"    {line}\n" for line in SNIPPET.strip().splitlines()) + "    print(*row[0].tolist())\n" + \
-        "import importlib.util\nassert importlib.util.find_spec('json') and 'torch' not in sys.modules\n"
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    got = np.array([line.split() for line in proc.stdout.splitlines()], dtype=np.float64)
+    got = run_snippet(bundle, [tiny_prepared / p for p in test["path"]], tmp_path)
     assert np.abs(got - stored[[row_of[i] for i in test["id"]]]).max() < 1e-4
     blocked = subprocess.run([sys.executable, "-c", BLOCKER + "import landmark_ae"], capture_output=True, text=True)
     assert "landmark_ae is blocked" in blocked.stderr  # the blocker does block
 
 
 def test_export_refuses_a_run_without_encoder_onnx_and_a_used_folder(tiny_embedded, onnx_embedded, tmp_path):
-    from conftest import compose
 
     from landmark_ae.commands.export import run as export
 
@@ -188,3 +191,28 @@ def test_export_refuses_a_run_without_encoder_onnx_and_a_used_folder(tiny_embedd
     (tmp_path / "used" / "x").write_text("x")
     with pytest.raises(UserError, match="not an empty folder"):
         export(compose("export", f"embed_run={onnx_embedded}", f"out={tmp_path / 'used'}"), tmp_path / "run")
+
+
+def test_embed_on_onnx_matches_torch_and_the_snippet_on_photos(tiny_contrastive, tmp_path):
+    # Photos of another size than the stored one (JPEG draft, bicubic to 96, then 112 in the graph):
+    # embed encodes them on ONNX Runtime (auto, on the CPU), torch agrees, and so does the snippet.
+    from conftest import jpeg
+
+    from landmark_ae.commands.export import run as export
+    from landmark_ae.retrieval.embed_run import EmbedRun
+    from landmark_ae.retrieval.retriever import Retriever
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i, size in enumerate([(200, 150), (640, 480), (97, 301)]):
+        (photos / f"p{i}.jpg").write_bytes(jpeg(i, size))
+    embed = run_in_process("embed", f"train_run={tiny_contrastive}", f"images={photos}", "input_size=112", "l2=true",
+                           "onnx=true", "progress=false", run_dir=tmp_path / "embed")
+    run = EmbedRun(embed["run_dir"])
+    assert run.meta["onnx"]["encoded_with"] == "onnx"
+    torch_side = Retriever(run, runtime="torch")
+    paths = sorted(photos.iterdir())
+    rows = torch_side.embed(np.stack([torch_side.load_image(p) for p in paths]))
+    assert np.abs(rows - np.asarray(run.embeddings)).max() < 1e-5
+    export(compose("export", f"embed_run={run.run_dir}", f"out={tmp_path / 'bundle'}"), tmp_path / "run")
+    assert np.abs(run_snippet(tmp_path / "bundle", paths, tmp_path) - np.asarray(run.embeddings)).max() < 1e-4

@@ -24,7 +24,7 @@ __all__ = ["INPUT", "ONNX_FILE", "OUTPUT", "OnnxEncoder"]
 class OnnxEncoder:
     """encoder.onnx on ONNX Runtime's CPU provider."""
 
-    def __init__(self, path: Path | str, batch_size: int = 64, threads: int = 0):
+    def __init__(self, path: Path | str, batch_size: int = 64, threads: int = 0, input_size: int | None = None):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -33,6 +33,7 @@ class OnnxEncoder:
             options.intra_op_num_threads = int(threads)
         self.session = ort.InferenceSession(os.fspath(path), options, providers=["CPUExecutionProvider"])
         self.batch_size = int(batch_size)
+        self.input_size = input_size  # the side the graph resizes to for its encoder (embed.json's input_size)
 
     def __call__(self, images: np.ndarray, on_batch: Callable[[int], None] = lambda n: None) -> np.ndarray:
         out = []

@@ -199,5 +199,5 @@ def export_for_run(cfg: Any, run_dir: Path, encoder: Any, source: Any) -> tuple[
     use_onnx = runtime == "onnx" or (runtime == "auto" and encoder.device.type == "cpu")
     record["encoded_with"] = "onnx" if use_onnx else "torch"
     if use_onnx:
-        return OnnxEncoder(run_dir / ONNX_FILE, encoder.batch_size, int(cfg.get("threads") or 0)), record
+        return OnnxEncoder(run_dir / ONNX_FILE, encoder.batch_size, int(cfg.get("threads") or 0), encoder.input_size), record
     return encoder, record
