@@ -13,7 +13,7 @@ EPOCHS ?= 20
 LAUNCHER ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo table1 quality quality-unseen lint test test-all clean
+.PHONY: help install browser demo table1 quality quality-unseen lint test test-all clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-15s %s\n", $$1, $$2}'
@@ -54,10 +54,21 @@ quality-unseen: install ## M5 recipe vs M2 vs pixels, trained on landmark ids < 
 lint: install ## ruff: pyflakes, pycodestyle, import order, bugbear (config in pyproject.toml)
 	$(BIN)/ruff check landmark_ae scripts tests
 
-test: install ## run the tests (slow ones excluded; see test-all)
+# tests/test_page.py and test_report.py drive Debian's chromium (Playwright with its executable path): installed
+# here where it is missing (CI runs as root on a fresh Debian machine). Without apt-get this fails loudly; the
+# browser tests are never skipped.
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	@command -v apt-get >/dev/null || { echo "make: the browser tests need Debian's chromium at $(CHROMIUM), and there is no apt-get to install it: install chromium there" >&2; exit 1; }
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+	@test -x $(CHROMIUM) || { echo "make: apt-get installed chromium but $(CHROMIUM) is missing" >&2; exit 1; }
+
+browser: $(CHROMIUM) ## install Debian's chromium for the browser tests (apt-get, where it is missing)
+
+test: install $(CHROMIUM) ## run the tests (slow ones excluded; see test-all)
 	$(BIN)/python -m pytest
 
-test-all: install ## run every test, slow ones included
+test-all: install $(CHROMIUM) ## run every test, slow ones included
 	$(BIN)/python -m pytest -m ''
 
 clean: ## remove runs in outputs/ and build debris (keeps .venv)

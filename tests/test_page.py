@@ -18,29 +18,17 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
+from browser import broken_images, chromium, watch
 from conftest import run_in_process
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 TOKEN = "s3cret-page"
 SETTINGS = {"k": 10, "max_k": 50, "max_batch": 8, "max_wait_ms": 2.0, "max_queue": 16, "max_body": 8 * 2**20,
             "max_inflight": 64 * 2**20, "max_pixels": 50_000_000, "timeout_s": 20.0}
 
 
-def launch_chromium(playwright: Any) -> Any:
-    assert CHROMIUM.is_file(), (f"{CHROMIUM} is missing: the browser tests need Debian's chromium "
-                                "(`make test` installs it; or `apt-get install -y chromium`)")
-    return playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-
-
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright  # a missing package fails here too, never a skip
-
-    with sync_playwright() as playwright:
-        chromium = launch_chromium(playwright)
-        yield chromium
-        chromium.close()
+    yield from chromium()
 
 
 @pytest.fixture(scope="module")
@@ -92,9 +80,7 @@ def shown_ids(page: Any, within: str = "#results") -> list[tuple[str, str]]:
 
 
 def check_images_loaded(page: Any) -> None:
-    page.wait_for_function("Array.from(document.images).every(i => i.complete)")
-    broken = page.evaluate("Array.from(document.images).filter(i => !(i.naturalWidth > 0)).map(i => i.src)")
-    assert broken == [] and page.evaluate("document.images.length") > 10
+    assert broken_images(page) == [] and page.evaluate("document.images.length") > 10
 
 
 def labels_of(embed_run: Path) -> list[int]:
@@ -106,9 +92,7 @@ def test_upload_shows_the_query_clis_top_k_and_clicking_a_neighbour_searches_wit
         servers, browser, tiny_embedded, tiny_prepared, tmp_path, capsys):
     image = sorted((tiny_prepared / "test").glob("*.jpg"))[0]
     page = browser.new_page(viewport={"width": 1280, "height": 3000})  # tall: every lazy thumbnail is in view
-    problems: list[str] = []
-    page.on("console", lambda m: problems.append(m.text) if m.type in ("error", "warning") else None)
-    page.on("pageerror", lambda e: problems.append(str(e)))
+    problems = watch(page)
     page.goto(servers["open"] + "/")
     page.fill("#k", "5")
     page.set_input_files("input[type=file]", str(image))
@@ -165,9 +149,9 @@ def test_image_rows_only_traversal_and_bad_rows_are_4xx_and_headers(servers, tin
     assert raw_get(url, "/image/0", {"If-None-Match": headers["ETag"]})[0] == 304
     n_rows = len(labels_of(tiny_embedded))
     bad = ["/image/../run.json", "/image/..%2f..%2fetc%2fpasswd", "/image/%2e%2e%2f", "/image/%2e%2e", "/image//etc/passwd",
-           "/image/%2Fetc%2Fpasswd", "/image/-1", "/image/1e3", "/image/%C2%B2", f"/image/{n_rows}", "/image/99999999999999999999",
-           "/image/" + "9" * 5000, "/neighbours/" + "9" * 30, "/queries?offset=999999", "/queries?limit=0", "/static/..%2fpage.py",
-           "/static/login.html"]
+           "/image/%2Fetc%2Fpasswd", "/image/-1", "/image/1e3", "/image/%C2%B2", f"/image/{n_rows}",
+           "/image/99999999999999999999", "/image/" + "9" * 5000, "/neighbours/" + "9" * 30, "/queries?offset=999999",
+           "/queries?limit=0", "/static/..%2fpage.py", "/static/login.html"]
     statuses = {path: raw_get(url, path)[0] for path in bad}
     assert all(400 <= s < 500 for s in statuses.values()), statuses
     assert statuses[f"/image/{n_rows}"] == 404 and statuses["/image/-1"] == 400
