@@ -1,4 +1,4 @@
-"""A non-editable wheel install finds its configs from any working directory."""
+"""A non-editable wheel install finds its configs (and serve's page files) from any working directory."""
 
 from __future__ import annotations
 
@@ -25,6 +25,8 @@ def test_wheel_install_finds_configs_from_anywhere(tmp_path):
     site = tmp_path / "site"
     subprocess.run([*pip, "install", "--no-deps", "--target", str(site), str(wheel)], check=True, capture_output=True)
     assert (site / "landmark_ae" / "conf" / "model" / "m2.yaml").is_file()
+    static = site / "landmark_ae" / "serve" / "static"  # serve's search page ships with the package
+    assert {p.name for p in static.iterdir()} == {"index.html", "login.html", "app.js", "style.css"}
 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
