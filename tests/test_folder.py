@@ -68,6 +68,7 @@ def photo_tree(root: Path) -> dict[str, bytes]:
     outside = write(root.parent / "outside" / "o.jpg", jpeg(8))
     (root / "alpha" / "link_out.jpg").symlink_to(outside)
     (root / "alpha" / "link_in.jpg").symlink_to(root / "beta" / "b2.webp")  # inside root: followed
+    (root / "gamma" / "loop").symlink_to(root)  # a folder reached again: walked once
     try:
         write(root / "alpha" / os.fsdecode(b"caf\xe9.jpg"), jpeg(9))
         kept[os.fsdecode(b"alpha/caf\xe9.jpg")] = jpeg(9)
@@ -111,6 +112,7 @@ def test_a_folder_tree_labelled_by_subfolders(tmp_path: Path) -> None:
     assert by_path["alpha/link_out.jpg"] == "symlink_outside_root"
     assert by_path["beta/notes.txt"] == "not_an_image_suffix"
     assert by_path["loose.jpg"] == "no_class_folder"
+    assert by_path["gamma/loop"] == "folder_listed_twice"
     assert failures.loc[failures["id"] == sha16(b"this is not a jpeg"), "reason"].tolist() == ["not_an_image"]
 
     rows = prepared_rows(run_dir)
@@ -122,6 +124,14 @@ def test_a_folder_tree_labelled_by_subfolders(tmp_path: Path) -> None:
     assert top[0] > 180 > top[2] and bottom[2] > 180 > bottom[0]  # EXIF applied: red above blue, not beside it
     cmyk = rows[rows["id"] == sha16(kept["beta/cmyk.jpg"])].iloc[0]
     assert np.load(run_dir / f"{cmyk.split}.npy")[cmyk.row].shape == (96, 96, 3)
+
+    # a rerun on the run dir (resume) reads splits.csv back and fetches a lost image by its recorded path
+    odd = next((k for k in kept if k.startswith("alpha/caf")), "alpha/a1.jpg")  # the non-UTF-8 name where made
+    row = rows[rows["id"] == sha16(kept[odd])].iloc[0]
+    stored = run_dir / row.path
+    stored.unlink()
+    run_in_process("prepare", "data=folder", f"data.root={root}", "progress=false", run_dir=run_dir)
+    assert stored.is_file() and prepared_rows(run_dir)[["id", "split"]].equals(rows[["id", "split"]])
 
 
 def test_labels_from_a_csv(tmp_path: Path) -> None:

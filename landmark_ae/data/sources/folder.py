@@ -120,19 +120,21 @@ def walk(root: Path, rejected: list[dict]) -> list[str]:
             if entry.name.startswith("."):
                 _skip(rejected, rel, "hidden")
                 continue
-            real = os.path.realpath(entry.path)
-            if entry.is_symlink() and not _inside(real, root_real):
+            if entry.is_symlink() and not _inside(real := os.path.realpath(entry.path), root_real):
                 _skip(rejected, rel, "symlink_outside_root", printable(real))
                 continue
             try:
-                mode = os.stat(entry.path).st_mode
+                mode = entry.stat().st_mode  # follows a symlink: it is judged by what it names
             except OSError as exc:
                 _skip(rejected, rel, "missing", exc.strerror or str(exc))
                 continue
             if stat.S_ISDIR(mode):
-                if real not in seen_dirs:  # a folder reached twice (a symlink inside root) is walked once
+                # a folder reached twice (a symlink inside root) is walked once
+                if (real := os.path.realpath(entry.path)) not in seen_dirs:
                     seen_dirs.add(real)
                     stack.append(rel)
+                else:
+                    _skip(rejected, rel, "folder_listed_twice", f"the same folder as {printable(real)}")
             elif not stat.S_ISREG(mode):
                 _skip(rejected, rel, "not_a_file", "not a regular file (FIFO, device or socket)")
             elif os.path.splitext(entry.name)[1].lower() not in IMAGE_SUFFIXES:
