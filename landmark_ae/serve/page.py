@@ -18,6 +18,8 @@ server answers `GET /` without credentials with a 401 login form; POSTing the to
 SameSite=Strict cookie holding an HMAC of the token under a key made at start (never the token, never
 in a URL), which the page's fetches and thumbnails then carry. The cookie or the header is accepted
 everywhere; only /static/ (the package's own files, no data) and /login answer without either.
+SameSite=Strict keeps other sites' pages from sending it (no cross-site POST /query). Browsers do not
+separate cookies by port: the value opens only this server process (its key dies with it).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import hmac
 import html
 import io
 import secrets
+import threading
 from collections import OrderedDict
 from importlib import resources
 from pathlib import Path
@@ -50,7 +53,9 @@ THUMB_CACHE = 4096  # thumbnails kept in memory (~5 KB each)
 MAX_ROW_DIGITS = 9
 PAGE_LIMIT = 50  # queries per /queries page at most
 COOKIE = "landmark_ae_session"
-IMAGE_CACHE = "private, max-age=86400"  # a row's thumbnail never changes for one embed run
+# Revalidated each time (a cheap 304 by ETag): another embed run served later on the same port has other
+# images under the same /image/<row>, so a max-age would show the old run's for as long.
+IMAGE_CACHE = "private, no-cache"
 
 
 def read_static() -> dict[str, tuple[bytes, str]]:
@@ -111,7 +116,10 @@ class PageData:
         self.query_split = next((s for s in ("test", "val") if np.any(splits == s)), None)
         self.query_rows = np.flatnonzero(splits == self.query_split) if self.query_split else np.arange(0)
         self.thumbs: OrderedDict[int, bytes] = OrderedDict()
-        self.etag_stem = str(getattr(retriever, "checkpoint_sha256", ""))[:16]
+        self.thumbs_lock = threading.Lock()  # thumb() runs in the decoder pool's threads
+        # which run's images these are: an ETag from the run dir and the checkpoint it was embedded with
+        identity = f"{Path(run.run_dir).resolve()}:{getattr(retriever, 'checkpoint_sha256', '')}"
+        self.etag_stem = hashlib.sha256(identity.encode()).hexdigest()[:16]
 
     def label(self, row: int) -> dict[str, Any]:
         value = int(self.run.labels[row]) if hasattr(self.run, "labels") else -1
@@ -145,13 +153,15 @@ class PageData:
         return out
 
     def thumb(self, row: int) -> bytes:
-        if row in self.thumbs:
-            self.thumbs.move_to_end(row)
-            return self.thumbs[row]
+        with self.thumbs_lock:
+            if row in self.thumbs:
+                self.thumbs.move_to_end(row)
+                return self.thumbs[row]
         data = thumbnail(self.run.paths[row])
-        self.thumbs[row] = data
-        if len(self.thumbs) > THUMB_CACHE:
-            self.thumbs.popitem(last=False)
+        with self.thumbs_lock:
+            self.thumbs[row] = data
+            if len(self.thumbs) > THUMB_CACHE:
+                self.thumbs.popitem(last=False)
         return data
 
 
