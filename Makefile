@@ -32,7 +32,7 @@ LA := $(BIN)/landmark-ae
 # Each step's results go to the terminal (stderr copy) and its run_dir feeds the next step.
 RUN_DIR = tee /dev/stderr | awk -F'\t' '$$1=="run_dir"{print $$2}'
 
-demo: install ## the pipeline on the built-in data: prepare, train M2, embed, evaluate, query one test image
+demo: install ## on the built-in data (no network): prepare; train M2 (the seed) and M5 (experiment=retrieval); embed, evaluate and query one test image with each
 	@set -e; \
 	prep=$$($(LA) prepare data=$(DATA) $(if $(DATA_ROOT),data.root=$(DATA_ROOT)) | $(RUN_DIR)); \
 	train=$$($(LA) train data=$(DATA) data_dir=$$prep model=$(MODEL) epochs=$(EPOCHS) | $(RUN_DIR)); \
@@ -40,7 +40,13 @@ demo: install ## the pipeline on the built-in data: prepare, train M2, embed, ev
 	$(LA) evaluate embed_run=$$emb; \
 	img=$$(ls $$prep/test/*.jpg | head -n 1); \
 	echo "nearest train/val images of $$img:" >&2; \
-	$(LA) query image=$$img embed_run=$$emb k=5 save_grid=true
+	$(LA) query image=$$img embed_run=$$emb k=5 save_grid=true; \
+	echo "== M5, the retrieval recipe (experiment=retrieval: contrastive training; its embed settings travel with the run) ==" >&2; \
+	train5=$$($(LA) train data=$(DATA) data_dir=$$prep experiment=retrieval | $(RUN_DIR)); \
+	emb5=$$($(LA) embed train_run=$$train5 | $(RUN_DIR)); \
+	$(LA) evaluate embed_run=$$emb5; \
+	echo "nearest train/val images of $$img (M5):" >&2; \
+	$(LA) query image=$$img embed_run=$$emb5 k=5 save_grid=true
 
 table1: install ## reproduce the seed's Table 1 (M1/M2/M3, 20 epochs) on DATA; real data: DATA=gldv2 DATA_ROOT=...; LAUNCHER=joblib trains them side by side
 	$(BIN)/python scripts/table1.py data=$(DATA) $(if $(DATA_ROOT),data.root=$(DATA_ROOT)) $(if $(DATA_DIR),data_dir=$(DATA_DIR)) epochs=$(EPOCHS) $(if $(LAUNCHER),launcher=$(LAUNCHER))
