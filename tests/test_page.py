@@ -110,12 +110,26 @@ def test_upload_shows_the_query_clis_top_k_and_clicking_a_neighbour_searches_wit
     assert [i for _, i in shown_ids(page)] == query_cli_ids(clicked, tiny_embedded, 5, tmp_path, capsys)
     assert shown_ids(page)[0] == ("1", got[1][1])  # the clicked image is its own nearest
 
+    drop_file(page, "#drop", image.read_bytes())  # a photo dropped on the page searches as one chosen
+    page.wait_for_selector("#results[data-query='upload: dropped.jpg']")
+    assert shown_ids(page) == got
+
     page.wait_for_selector("body[data-browse=ready]")
     check_browse_marks(page, labels_of(tiny_embedded))
     assert "m1" in page.inner_text("#card") and "392" in page.inner_text("#card")
     check_images_loaded(page)
     assert problems == []
     page.close()
+
+
+def drop_file(page: Any, selector: str, data: bytes) -> None:
+    """Drop a file named dropped.jpg holding `data` on `selector`, as a drag from the desktop does."""
+    transfer = page.evaluate_handle("""(bytes) => {
+        const transfer = new DataTransfer();
+        transfer.items.add(new File([new Uint8Array(bytes)], "dropped.jpg", { type: "image/jpeg" }));
+        return transfer;
+    }""", list(data))
+    page.dispatch_event(selector, "drop", {"dataTransfer": transfer})
 
 
 def check_browse_marks(page: Any, labels: list[int]) -> None:
