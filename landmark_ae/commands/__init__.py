@@ -215,6 +215,20 @@ def execute(command: str, cfg: DictConfig, schema: type, body: Stage) -> dict[st
     return results
 
 
+def execute_in_temp_dir(command: str, cfg: DictConfig, schema: type, body: Stage) -> dict[str, Any] | None:
+    """`execute` for a command that writes no run of its own (`runs`, `report`): Hydra makes a run dir
+    for every command, so theirs is a temp dir (conf/<command>.yaml), removed here whatever happens,
+    so nothing is added under the outputs dir."""
+    from hydra.core.hydra_config import HydraConfig
+
+    own_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        return execute(command, cfg, schema, body)
+    finally:
+        logging.shutdown()  # closes <command>.log, the job log's file handler, before its dir goes
+        remove_run_dir(own_dir)
+
+
 def one_line(exc: BaseException) -> str:
     """An exception as `Type: first line of its message`."""
     text = str(exc).strip()

@@ -7,9 +7,8 @@ import hydra
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig
 
-from landmark_ae.commands import CONFIG_DIR, execute, launch
+from landmark_ae.commands import CONFIG_DIR, execute_in_temp_dir, launch
 from landmark_ae.config import PathsConfig
-from landmark_ae.runs import remove_run_dir
 
 
 @dataclass
@@ -31,20 +30,7 @@ def run(cfg: DictConfig, run_dir: Any) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="report")
 def _main(cfg: DictConfig) -> None:
-    from pathlib import Path
-
-    from hydra.core.hydra_config import HydraConfig
-
-    # report writes only into the run it reports on: Hydra's own run dir for it is a temp dir
-    # (conf/report.yaml), removed here whatever happens, as `runs` does.
-    own_dir = Path(HydraConfig.get().runtime.output_dir)
-    try:
-        execute("report", cfg, ReportConfig, run)
-    finally:
-        import logging
-
-        logging.shutdown()
-        remove_run_dir(own_dir)
+    execute_in_temp_dir("report", cfg, ReportConfig, run)  # it writes only <run>/report.html
 
 
 def main() -> None:

@@ -3,9 +3,8 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from landmark_ae.commands import CONFIG_DIR, execute, launch
+from landmark_ae.commands import CONFIG_DIR, execute_in_temp_dir, launch
 from landmark_ae.config import RunsConfig
-from landmark_ae.runs import remove_run_dir
 
 
 def run(cfg: DictConfig, run_dir: Any) -> None:
@@ -16,20 +15,7 @@ def run(cfg: DictConfig, run_dir: Any) -> None:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="runs")
 def _main(cfg: DictConfig) -> None:
-    from pathlib import Path
-
-    from hydra.core.hydra_config import HydraConfig
-
-    # `runs` only reads: Hydra's run dir for it is a temp dir (conf/runs.yaml), removed here,
-    # whatever happens, so listing runs never adds one.
-    own_dir = Path(HydraConfig.get().runtime.output_dir)
-    try:
-        execute("runs", cfg, RunsConfig, run)
-    finally:
-        import logging
-
-        logging.shutdown()  # closes runs.log, the job log's file handler, before its dir goes
-        remove_run_dir(own_dir)
+    execute_in_temp_dir("runs", cfg, RunsConfig, run)  # `runs` only reads: it adds no run dir
 
 
 def main() -> None:
