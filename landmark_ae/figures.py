@@ -95,7 +95,7 @@ def plot_retrieval_grid(queries: np.ndarray, results: list[dict], path: Path, ti
             except ImageError as exc:
                 axes[i, j].text(0.5, 0.5, exc.reason, ha="center", va="center", fontsize=7, transform=axes[i, j].transAxes)
             label = hit.get("class_name") or ("" if hit["landmark_id"] is None else hit["landmark_id"])
-            axes[i, j].set_title(f"{hit['distance']:.2f} · {str(label)[:14]}", fontsize=7)
+            axes[i, j].set_title(f"{hit['distance']:.2f} · {str(label)[:18]}", fontsize=7)
     fig.suptitle(title, fontsize=9)
     return _save(fig, path)
 

@@ -320,7 +320,7 @@ def _log_sample(rows: pd.DataFrame, classes: pd.DataFrame, duplicates: pd.DataFr
 def check_root(root: Any) -> Path:
     if not root:
         raise UserError("data.root is required for data=folder: the folder holding your photos (root/<class>/<file>)")
-    path = Path(str(root)).expanduser()
+    path = Path(str(root)).expanduser().absolute()  # recorded in dataset.json: where the photos are
     if not path.is_dir():
         raise UserError(f"data.root={path} is not a folder: point it at the folder holding your photos")
     return path
