@@ -277,3 +277,20 @@ def test_an_embed_run_hashes_the_checkpoint_once(tiny_trained, tmp_path, monkeyp
     assert hashed.count("best.pt") == 1  # the train run's manifest check and embed.json's checkpoint_sha256
     meta = json.loads((tmp_path / "embed" / "embed.json").read_text())
     assert meta["checkpoint_sha256"] == hashlib.sha256((tiny_trained / "best.pt").read_bytes()).hexdigest()
+
+
+def test_a_whitening_the_train_run_carries_is_cut_to_what_a_small_collection_fits(caplog):
+    import numpy as np
+
+    from landmark_ae.config import EmbedSettings
+    from landmark_ae.retrieval.embed import Embedded, fit_inherited_whitening
+
+    database = np.array([True] * 57 + [False] * 3)  # 57 database rows fit at most 56 axes
+    part = Embedded(np.zeros((60, 192), dtype=np.float32), [], database, {})
+    recipe = EmbedSettings(l2=True, pca_whiten=192)
+    with caplog.at_level("WARNING"):
+        cut = fit_inherited_whitening(part, recipe, {"pca_whiten": 192})
+    assert cut.pca_whiten == 56 and cut.l2 and "whitening 56 axes" in caplog.text
+    # given on the command line (not the train run's): kept, and post_process refuses it in one line
+    assert fit_inherited_whitening(part, recipe, {}).pca_whiten == 192
+    assert fit_inherited_whitening(part, EmbedSettings(pca_whiten=32), {"pca_whiten": 32}).pca_whiten == 32

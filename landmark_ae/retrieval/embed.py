@@ -277,6 +277,19 @@ class Processed:
     build_s: float
 
 
+def fit_inherited_whitening(part: Embedded, settings: EmbedSettings, from_train_run: dict[str, Any]) -> EmbedSettings:
+    """A pca_whiten the train run carries (the retrieval recipe's 192) can exceed what a small collection
+    can fit (its database rows - 1): it is cut to that, with one warning. One given on the command line
+    is the user's own choice and is refused by post_process instead."""
+    rows, dim = int(part.database.sum()), part.embeddings.shape[1]
+    most = max(min(dim, rows - 1), 1)
+    if "pca_whiten" not in from_train_run or not settings.pca_whiten or settings.pca_whiten <= most:
+        return settings
+    log.warning("pca_whiten=%d from the train run's eval_embed is more than %d database rows can fit: whitening "
+                "%d axes (pass pca_whiten=<n> to choose)", settings.pca_whiten, rows, most)
+    return dataclasses.replace(settings, pca_whiten=most)
+
+
 def post_process(part: Embedded, settings: EmbedSettings, index_cfg: Any) -> Processed:
     """The transform fitted on the database rows and applied to all; DBA over the database; its index."""
     try:
@@ -370,6 +383,7 @@ def run_embed(cfg: DictConfig, run_dir: Path, inputs: EmbedInputs, settings: Emb
                       enum_value(settings.pooling), settings.gem_p)
     encoder, onnx = export_for_run(cfg, run_dir, encoder, source)  # encoder.onnx, and onnx encodes on the CPU
     part = encode(source, encoder, run_dir, cfg.progress, f"embed with {model_cfg['name']}")
+    settings = fit_inherited_whitening(part, settings, from_train_run or {})
     processed = post_process(part, settings, cfg.index)
     index_files = write_rows(run_dir, part, processed, settings.dba_k)
     record = EmbedRecord(
