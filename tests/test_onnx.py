@@ -216,3 +216,26 @@ def test_embed_on_onnx_matches_torch_and_the_snippet_on_photos(tiny_contrastive,
     assert np.abs(rows - np.asarray(run.embeddings)).max() < 1e-5
     export(compose("export", f"embed_run={run.run_dir}", f"out={tmp_path / 'bundle'}"), tmp_path / "run")
     assert np.abs(run_snippet(tmp_path / "bundle", paths, tmp_path) - np.asarray(run.embeddings)).max() < 1e-4
+
+
+@pytest.mark.slow  # one more export (~3 s)
+def test_a_pooling_encoder_without_resize_takes_any_size(tmp_path):
+    # M5 fed at its stored size: nothing is resized in the graph, so height and width stay dynamic.
+    import torch
+
+    from landmark_ae.config import model_yaml
+    from landmark_ae.model.builder import build_model
+    from landmark_ae.retrieval.embed import Encoder
+    from landmark_ae.retrieval.onnx_encoder import OnnxEncoder
+    from landmark_ae.retrieval.onnx_export import export_checked
+
+    model = build_model(model_yaml("m5")).eval()
+    encoder = Encoder(model, 96, 8, torch.device("cpu"), "flatten", 3.0)
+    images = np.random.default_rng(2).integers(0, 256, (6, 96, 96, 3), dtype=np.uint8)
+    record = export_checked(tmp_path, encoder, 96, images)
+    assert record is not None and record["dynamic"] == ["batch", "height", "width"]
+    small = images[:3, :64, :80]
+    got = OnnxEncoder(tmp_path / "encoder.onnx")(small)
+    with torch.inference_mode():
+        expected = model.embed(torch.from_numpy(small).permute(0, 3, 1, 2).float() / 127.5 - 1).numpy()
+    assert np.abs(got - expected).max() < 1e-4
