@@ -78,6 +78,16 @@ from landmark_ae.serve.loading import load_served_run
 from landmark_ae.serve import server
 retriever = Retriever(load_served_run("{onnx_embedded}", "unused"))
 assert retriever.runtime == "onnx" and len(retriever.neighbours(retriever.load_image("{image}")[None], 3)[0]) == 3
+import asyncio
+from aiohttp.test_utils import TestClient, TestServer
+async def ask():
+    settings = server.settings_of(type("C", (), dict(k=3, max_k=10, max_batch=4, max_wait_ms=1, max_queue=8, max_body_mb=1,
+                                                    max_inflight_mb=2, max_pixels=10**7, timeout_s=10))())
+    async with TestClient(TestServer(make_app(retriever, settings))) as client:
+        info = await (await client.get("/info")).json()
+        hits = await (await client.post("/query", data=open("{image}", "rb").read())).json()
+    return info["runtime"], len(hits["neighbours"])
+assert asyncio.run(ask()) == ("onnx", 3)
 print("loaded", *sorted({{m.split(".")[0] for m in sys.modules}} & {{"torch", "torchvision", "pandas", "sklearn"}}),
       file=sys.stderr)
 """

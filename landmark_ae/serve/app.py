@@ -180,6 +180,7 @@ async def info(request: web.Request) -> web.Response:
         "embed_run": str(run_dir) if local_client(request) else run_dir.name,
         "postprocess": {key: meta.get(key) for key in EMBED_SETTINGS},
         "batches": request.app[BATCHER].batches,
+        "runtime": getattr(retriever, "runtime", "torch"),  # onnx: encoder.onnx on ONNX Runtime
     })
 
 
