@@ -41,19 +41,23 @@ TOLERANCE = 1e-4  # largest absolute difference allowed, relative to the rows' l
 
 
 class ResizeAxis(nn.Module):
-    """One axis (the last) of torch's antialiased bilinear resize, as preprocess._resize_last_axis."""
+    """One axis (`dim` of an NCHW tensor) of torch's antialiased bilinear resize, as
+    preprocess._resize_last_axis: one Gather per tap along that axis, no transposes (they took 18 % of
+    the graph's time at 112 px)."""
 
-    def __init__(self, in_size: int, out_size: int):
+    def __init__(self, in_size: int, out_size: int, dim: int):
         super().__init__()
         positions, weights = resize_taps(in_size, out_size)
-        self.register_buffer("positions", torch.from_numpy(positions))
-        self.register_buffer("weights", torch.from_numpy(weights.astype(np.float64)))
+        self.dim = dim
+        shape = (-1,) + (1,) * (3 - dim)  # the weights broadcast along the resized axis
+        self.register_buffer("positions", torch.from_numpy(np.ascontiguousarray(positions.T)))
+        self.register_buffer("weights", torch.from_numpy(weights.T.astype(np.float64)).reshape(len(weights.T), *shape))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gathered = x[..., self.positions]  # (..., out, taps)
-        total = gathered[..., 0] * self.weights[:, 0].float()
-        for j in range(1, self.weights.shape[1]):  # float64 product and sum, one rounding: an FMA
-            total = (gathered[..., j].double() * self.weights[:, j] + total.double()).float()
+        total = torch.index_select(x, self.dim, self.positions[0]) * self.weights[0].float()
+        for j in range(1, len(self.weights)):  # float64 product and sum, one rounding: an FMA
+            tap = torch.index_select(x, self.dim, self.positions[j])
+            total = (tap.double() * self.weights[j] + total.double()).float()
         return total
 
 
@@ -65,12 +69,12 @@ class EncoderGraph(nn.Module):
         self.encoder, self.pooling, self.gem_p = encoder, pooling, gem_p
         self.resize = image_size != input_size
         if self.resize:
-            self.width, self.height = ResizeAxis(image_size, input_size), ResizeAxis(image_size, input_size)
+            self.width, self.height = ResizeAxis(image_size, input_size, 3), ResizeAxis(image_size, input_size, 2)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = images.permute(0, 3, 1, 2).float()
         if self.resize:
-            x = self.height(self.width(x).transpose(-1, -2)).transpose(-1, -2)
+            x = self.height(self.width(x))  # width first, as torch does
             x = x.round().clamp(0, 255)
         x = x / 127.5 - 1.0
         return pool(self.encoder(x), self.pooling, self.gem_p)
