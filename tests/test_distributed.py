@@ -107,6 +107,7 @@ def test_batches_split_evenly_over_ranks():
     assert batch_rows(21, 8) == [(0, 8), (8, 16), (16, 21)]
 
 
+@pytest.mark.slow  # ~9 s: a real torchrun launch; DDP's result is checked by the 2-rank gloo test by default
 def test_torchrun_trains_one_run_that_rank_0_writes(tiny_prepared, tmp_path):
     """`torchrun --nproc-per-node=2 -m landmark_ae train`: one run dir, world_size 2 in run.json,
     rank 0's files only, results printed once."""

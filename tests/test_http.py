@@ -190,6 +190,7 @@ def test_train_csv_url_must_be_http(tmp_path):
                        run_dir=tmp_path / "run")
 
 
+@pytest.mark.slow  # ~5 s: a killed download; atomic writes are checked by the prepare resume test
 def test_killed_http_download_leaves_no_half_written_image(tmp_path, outputs):
     N = 160  # images; the kill comes after 30 of them
     with FakeServer(latency=0.02) as server:

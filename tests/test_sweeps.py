@@ -46,6 +46,7 @@ def test_multirun_sweep_trains_each_model_in_its_own_dir(tiny_prepared, tmp_path
         assert (d / "best.pt").is_file() and len(pd.read_csv(d / "history.csv")) == 1
 
 
+@pytest.mark.slow  # ~8 s: a real joblib sweep; the threads rule and `runs sweep=` have unit tests
 def test_joblib_sweep_runs_jobs_in_parallel_with_the_cores_shared_and_runs_lists_them(tiny_prepared, tmp_path):
     import joblib
 
