@@ -409,7 +409,7 @@ class RunsConfig:
     """`landmark-ae runs`: list runs with their status, settings and results."""
 
     paths: PathsConfig = field(default_factory=PathsConfig)
-    command: Optional[str] = None  # prepare, train, embed, evaluate, query, serve; null: all
+    command: Optional[str] = None  # prepare, train, embed, evaluate, query, serve, export; null: all
     sweep: Optional[str] = None  # a multirun sweep dir: only its jobs
     format: RunsFormat = RunsFormat.tsv
     sort: Optional[str] = None  # a column: metrics best first, best_val_loss lowest first, else ascending

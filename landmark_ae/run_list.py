@@ -30,7 +30,7 @@ COLUMNS = ["run_dir", "command", "status", "started", "data", "model", "objectiv
 METRIC_COLUMNS = ["nmi", "ari", "map@100", "p@10"]  # higher is better: sort= puts the best first
 NUMERIC_COLUMNS = {"epochs", "seed", "best_val_loss", "dim", *METRIC_COLUMNS}  # numbers in format=json
 SKIPPED_OVERRIDES = ("resume", "paths", "hydra")  # keys (and their sub-keys) that are no sweep setting
-COMMANDS = ["prepare", "train", "embed", "evaluate", "query", "serve"]
+COMMANDS = ["prepare", "train", "embed", "evaluate", "query", "serve", "export"]
 
 
 def _read(path: Path) -> Any:
