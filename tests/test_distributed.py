@@ -73,6 +73,9 @@ def _rank(rank: int, init_file: str, out_dir: str) -> None:
     try:
         for name in ("reconstruct", "contrastive"):
             torch.save(first_step_grads(name, Ranks(rank, 2, rank)), Path(out_dir) / f"{name}-{rank}.pt")
+        # Both ranks done before either tears gloo down: a rank destroying its group while the other
+        # still talks to it can abort ("terminate called without an active exception", seen once in CI).
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
