@@ -104,8 +104,13 @@ def init_ranks(backend: str, device: torch.device) -> tuple[Ranks, torch.device]
     return ranks, device
 
 
-def close_ranks(ranks: Ranks) -> None:
+def close_ranks(ranks: Ranks, finished: bool = False) -> None:
+    """Leave the process group. A finished run's ranks first meet at a barrier: a rank tearing gloo down
+    while another still talks to it can abort the other; after an error there is no waiting (the other
+    ranks may never come)."""
     if ranks.distributed and dist.is_initialized():
+        if finished:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -184,9 +184,12 @@ def run_train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         torch.set_num_threads(threads)
     ranks, device = init_ranks(enum_value(cfg.dist.backend), pick_device(cfg.device))
     try:
-        return _train(cfg, run_dir, ranks, device)
-    finally:
+        results = _train(cfg, run_dir, ranks, device)
+    except BaseException:
         close_ranks(ranks)
+        raise
+    close_ranks(ranks, finished=True)
+    return results
 
 
 def _logger(cfg: DictConfig) -> str | None:
