@@ -71,25 +71,6 @@ def test_a_sweep_that_cannot_be_composed_leaves_no_sweep_dir(tmp_path):
     assert not outputs.exists() or not list(outputs.rglob("multirun.yaml"))
 
 
-def test_embed_resume_keeps_the_checkpoint_it_started_with(tmp_path, tiny_trained, tiny_contrastive):
-    outputs = tmp_path / "outputs"
-    shutil.copytree(tiny_trained, outputs / "train" / tiny_trained.name)
-    first = run_cli("embed", "progress=false", outputs=outputs)  # train_run=null: the latest, M1
-    assert first.returncode == 0, first.stderr
-    run = interrupted_copy(Path(results(first)["run_dir"]), outputs / "embed" / "interrupted")
-    (run / "embeddings.npy").unlink()
-    # meanwhile a newer train run (M5) became the latest
-    newer = outputs / "train" / "9999-newer"
-    shutil.copytree(tiny_contrastive, newer)
-    record = json.loads((newer / "run.json").read_text())
-    (newer / "run.json").write_text(json.dumps({**record, "started": "9999-12-31T00:00:00"}))
-    resumed = run_cli("embed", f"resume={run}", "progress=false", outputs=outputs)
-    assert resumed.returncode == 0, resumed.stderr
-    assert results(resumed)["run_dir"] == str(run) and results(resumed)["model"] == "m1"
-    meta = json.loads((run / "embed.json").read_text())
-    assert Path(meta["train_run"]).name == tiny_trained.name and meta["model"] == "m1"
-
-
 def test_full_disk_is_one_line_the_run_is_recorded_failed_and_resume_finishes_it(tmp_path, tiny_prepared):
     outputs = tmp_path / "outputs"
     env = failing_writes(tmp_path, """
@@ -151,10 +132,13 @@ def test_typos_get_a_suggestion_and_help_fits_the_command(tmp_path):
 # ---- how a run that does not complete is left ------------------------------------------------
 
 
-def test_an_interrupted_embed_keeps_its_dir_and_resumes(tmp_path, tiny_trained):
-    """Ctrl-C once embed has chosen its checkpoint (run.json's train_run), before any file is written:
-    the dir is kept, the line says how to continue (not as an error), and resume= finishes it."""
+def test_an_interrupted_embed_keeps_its_dir_and_resumes_with_the_checkpoint_it_started_with(tmp_path, tiny_trained,
+                                                                                              tiny_contrastive):
+    """Ctrl-C once embed has chosen its checkpoint (run.json's train_run: here the latest train run, M1),
+    before any file is written: the dir is kept, the line says how to continue (not as an error), and
+    resume= finishes it with that checkpoint, though a newer train run (M5) is the latest by then."""
     outputs = tmp_path / "outputs"
+    shutil.copytree(tiny_trained, outputs / "train" / tiny_trained.name)
     env = failing_writes(tmp_path, """
         import os, signal
         import landmark_ae.runs as runs
@@ -166,15 +150,21 @@ def test_an_interrupted_embed_keeps_its_dir_and_resumes(tmp_path, tiny_trained):
             return record
         runs.write_run_record = write_run_record
     """)
-    proc = run_cli("embed", f"train_run={tiny_trained}", "progress=false", outputs=outputs, env=env)
+    proc = run_cli("embed", "progress=false", outputs=outputs, env=env)  # train_run=null: the latest, M1
     run = next((outputs / "embed").iterdir())
     assert proc.returncode == 130 and "Traceback" not in proc.stderr, proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == (
         f"landmark-ae embed: interrupted; finished work is kept: continue with resume={run}")
     assert json.loads((run / "run.json").read_text())["status"] == "interrupted"
+    newer = outputs / "train" / "9999-newer"  # meanwhile a newer train run (M5) became the latest
+    shutil.copytree(tiny_contrastive, newer)
+    record = json.loads((newer / "run.json").read_text())
+    (newer / "run.json").write_text(json.dumps({**record, "started": "9999-12-31T00:00:00"}))
     resumed = run_cli("embed", f"resume={run}", "progress=false", outputs=outputs)
     assert resumed.returncode == 0, resumed.stderr
-    assert results(resumed)["run_dir"] == str(run) and (run / "embed.json").is_file()
+    assert results(resumed)["run_dir"] == str(run) and results(resumed)["model"] == "m1"
+    meta = json.loads((run / "embed.json").read_text())
+    assert Path(meta["train_run"]).name == tiny_trained.name and meta["model"] == "m1"
 
 
 def _record_start_then(raised: BaseException):

@@ -164,23 +164,23 @@ def test_m5_embedded_at_a_larger_input_size_is_queried_at_that_size(tiny_contras
     assert first[2] == target["id"] and float(first[1]) < 1e-3
 
 
-def test_query_reads_paths_from_stdin_in_batches_and_skips_unreadable_ones(tiny_embedded, tiny_prepared, tmp_path):
+def test_query_reads_paths_from_stdin_in_batches_and_skips_unreadable_ones(tiny_embedded, tiny_prepared, tmp_path,
+                                                                           capsys, caplog, monkeypatch):
     images = sorted((tiny_prepared / "test").glob("*.jpg"))[:5]
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"not an image")
     lines = [str(images[0]), "", str(broken), *map(str, images[1:])]
-    piped = run_cli("query", "image=-", f"embed_run={tiny_embedded}", "k=3", "format=jsonl", "batch_size=2",
-                    outputs=tmp_path / "outputs", stdin="\n".join(lines) + "\n")
-    assert piped.returncode == 0, piped.stderr
-    answers = [json.loads(line) for line in piped.stdout.splitlines()]
+    stdin_of(monkeypatch, ("\n".join(lines) + "\n").encode())
+    with caplog.at_level(logging.WARNING):
+        piped = query(capsys, tiny_embedded, tmp_path / "piped", "image=-", "k=3", "format=jsonl", "batch_size=2")
+    answers = [json.loads(line) for line in piped.splitlines()]
     assert [a["query"] for a in answers] == list(map(str, images))
     assert all(len(a["neighbours"]) == 3 and a["neighbours"][0]["rank"] == 1 for a in answers)
-    assert f"skipped: query image {broken} is not an image" in piped.stderr
+    assert f"skipped: query image {broken} is not an image" in caplog.text
     # the same neighbours as naming the images on the command line
-    listed = run_cli("query", f"image=[{','.join(map(str, images))}]", f"embed_run={tiny_embedded}", "k=3",
-                     "format=json", outputs=tmp_path / "outputs")
-    assert listed.returncode == 0, listed.stderr
-    together = json.loads(listed.stdout)
+    listed = query(capsys, tiny_embedded, tmp_path / "listed", f"image=[{','.join(map(str, images))}]", "k=3",
+                   "format=json")
+    together = json.loads(listed)
     ids = [[h["id"] for h in a["neighbours"]] for a in answers]
     assert ids == [[h["id"] for h in a["neighbours"]] for a in together]
     # batches of 2 vs one batch of 5: the same up to float rounding in the convolutions
