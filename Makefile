@@ -71,11 +71,16 @@ $(CHROMIUM):
 
 browser: $(CHROMIUM) ## install Debian's chromium for the browser tests (apt-get, where it is missing)
 
-test: install $(CHROMIUM) ## run the tests (slow ones excluded; see test-all)
-	$(BIN)/python -m pytest
+# The test files are shared out over WORKERS processes (pytest-xdist; a file's tests stay together, so
+# its fixtures are built once per worker). WORKERS=0 runs them in this process.
+WORKERS ?= 2
+XDIST = $(if $(filter 0,$(WORKERS)),,-n $(WORKERS) --dist loadfile)
+
+test: install $(CHROMIUM) ## run the tests (slow ones excluded; see test-all), on WORKERS (2) processes
+	$(BIN)/python -m pytest $(XDIST)
 
 test-all: install $(CHROMIUM) ## run every test, slow ones included
-	$(BIN)/python -m pytest -m ''
+	$(BIN)/python -m pytest -m '' $(XDIST)
 
 clean: ## remove runs in outputs/ and build debris (keeps .venv)
 	rm -rf outputs/* build dist *.egg-info .pytest_cache
