@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from landmark_ae.errors import UserError
-from landmark_ae.runs import Run, read_json, write_text_atomic
+from landmark_ae.runs import Run, read_json_or_none, write_text_atomic
 
 REPORT_FILE = "report.html"
 # The seed study's Table 1 (20 epochs on its GLDv2 slice), as scripts/table1.py reports it.
@@ -111,13 +111,6 @@ def lineage(run: Run) -> list[tuple[str, Run | Path]]:
             chain.append((parent.command or key.removesuffix("_run").removesuffix("_dir"), parent))
             current = parent
     return list(reversed(chain))
-
-
-def read_json_or_none(path: Path) -> Any:
-    try:
-        return read_json(path)
-    except (OSError, ValueError):
-        return None
 
 
 def lineage_html(chain: list[tuple[str, Any]]) -> str:

@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 
 from landmark_ae.config import enum_value
 from landmark_ae.errors import UserError
-from landmark_ae.runs import RUN_RECORD, Run
+from landmark_ae.runs import RUN_RECORD, Run, read_json_or_none
 
 # Stable columns, in this order: `sort -t$'\t' -k3,3` sorts by status, `awk -F'\t' '$2=="train"'` picks trains.
 COLUMNS = ["run_dir", "command", "status", "started", "data", "model", "objective", "epochs", "seed",
@@ -31,14 +31,6 @@ METRIC_COLUMNS = ["nmi", "ari", "map@100", "p@10"]  # higher is better: sort= pu
 NUMERIC_COLUMNS = {"epochs", "seed", "best_val_loss", "dim", *METRIC_COLUMNS}  # numbers in format=json
 SKIPPED_OVERRIDES = ("resume", "paths", "hydra")  # keys (and their sub-keys) that are no sweep setting
 COMMANDS = ["prepare", "train", "embed", "evaluate", "query", "serve", "export"]
-
-
-def _read(path: Path) -> Any:
-    """A JSON file's contents, or None if it is missing or unreadable."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):  # a damaged file is an empty cell, never a traceback
-        return None
 
 
 def _get(obj: Any, *keys: str) -> Any:
@@ -105,12 +97,12 @@ def describe(run: Run, command_from_path: str) -> dict[str, str]:
     if command == "train":
         row["best_val_loss"] = _fmt(record.get("best_val_loss"))
         if (run.path / "metrics.json").is_file():  # `train evaluate=true`
-            _set_scores(row, _read(run.path / "metrics.json"))
+            _set_scores(row, read_json_or_none(run.path / "metrics.json"))
         row.update({key: _fmt(value) for key, value in overrides(run).items() if key not in COLUMNS})
     elif command == "embed":
-        row["dim"] = _fmt(_get(_read(run.path / "embed.json"), "dim"))
+        row["dim"] = _fmt(_get(read_json_or_none(run.path / "embed.json"), "dim"))
     elif command == "evaluate":
-        _set_scores(row, _read(run.path / "metrics.json"))
+        _set_scores(row, read_json_or_none(run.path / "metrics.json"))
     return row
 
 

@@ -96,6 +96,14 @@ def read_json(path: Path | str) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
+def read_json_or_none(path: Path | str) -> Any:
+    """A JSON file's contents, or None if it is missing or unreadable (a damaged file is no traceback)."""
+    try:
+        return read_json(path)
+    except (OSError, ValueError):
+        return None
+
+
 def write_run_record(run_dir: Path, command: str, status: str, **fields: Any) -> dict:
     """Create or update run.json; `started` is kept from the first write. The pid and host of the
     process writing it are recorded, so a `running` run whose process is gone reads as interrupted."""
