@@ -39,7 +39,7 @@ log = logging.getLogger("landmark_ae.serve")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 RETRY_AFTER = {"Retry-After": "1"}  # seconds: every 503 says when to try again
-MAX_K_DIGITS = 9
+MAX_COUNT_DIGITS = 9
 
 
 @dataclass
@@ -92,14 +92,19 @@ async def log_requests(request: web.Request, handler: Handler) -> web.StreamResp
     return response
 
 
-def parse_k(request: web.Request, default: int, most: int) -> int:
-    raw = request.query.get("k")
+def parse_count(request: web.Request, key: str, default: int, low: int, high: int) -> int:
+    """Query parameter `key` as a whole number from low to high (default when absent); else a 400."""
+    raw = request.query.get(key)
     if raw is None:
         return default
     # isascii: "²" is a digit to str.isdigit() but not to int(); the length bounds int()'s work
-    if not (raw.isascii() and raw.isdigit() and len(raw) <= MAX_K_DIGITS and 1 <= int(raw) <= most):
-        raise web.HTTPBadRequest(reason=f"k must be a whole number from 1 to {most}, not {raw[:20]!r}")
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= MAX_COUNT_DIGITS and low <= int(raw) <= high):
+        raise web.HTTPBadRequest(reason=f"{key} must be a whole number from {low} to {high}, not {raw[:20]!r}")
     return int(raw)
+
+
+def parse_k(request: web.Request, default: int, most: int) -> int:
+    return parse_count(request, "k", default, 1, most)
 
 
 def decode(retriever: Any, data: bytes, max_pixels: int) -> np.ndarray:

@@ -40,7 +40,7 @@ import numpy as np
 from aiohttp import web
 
 from landmark_ae.errors import UserError
-from landmark_ae.serve.app import DECODERS, PAGE, SETTINGS, STATIC, error, parse_k
+from landmark_ae.serve.app import DECODERS, PAGE, SETTINGS, STATIC, error, parse_count, parse_k
 
 STATIC_TYPES = {"index.html": "text/html", "login.html": "text/html", "app.js": "text/javascript",
                 "style.css": "text/css"}
@@ -74,15 +74,6 @@ def parse_row(raw: str, size: int) -> int:
         raise web.HTTPBadRequest(reason=f"a row is a whole number, not {raw[:20]!r}")
     if int(raw) >= size:
         raise web.HTTPNotFound(reason=f"no row {int(raw)}: the run holds rows 0 to {size - 1}")
-    return int(raw)
-
-
-def parse_count(request: web.Request, key: str, default: int, low: int, high: int) -> int:
-    raw = request.query.get(key)
-    if raw is None:
-        return default
-    if not (raw.isascii() and raw.isdigit() and len(raw) <= MAX_ROW_DIGITS and low <= int(raw) <= high):
-        raise web.HTTPBadRequest(reason=f"{key} must be a whole number from {low} to {high}, not {raw[:20]!r}")
     return int(raw)
 
 
