@@ -40,6 +40,7 @@ from omegaconf import MISSING
 from landmark_ae.chain import Evaluation, embed_and_evaluate, override_value, quote, run_step
 from landmark_ae.common import RUN_STAMP_FORMAT, default_output_dir
 from landmark_ae.errors import UserError
+from landmark_ae.runs import atomic_path, write_text_atomic
 from landmark_ae.script_config import load_yaml, parse_args, run_script
 
 REPO = Path(__file__).resolve().parent.parent
@@ -285,7 +286,7 @@ def write_table(out: Path, results: dict, pixels: dict | None, plan: Plan, epoch
     if pixels is not None:
         results[pixels["name"]] = [{k: v for k, v in pixels.items() if k != "name"}]
 
-    with open(out / "quality.csv", "w", newline="") as f:
+    with atomic_path(out / "quality.csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(["row", "seed", "dim", *(k for k, _ in METRICS), "train_run"])
         for name, runs in results.items():
@@ -308,7 +309,7 @@ def write_table(out: Path, results: dict, pixels: dict | None, plan: Plan, epoch
         lines.append(f"| {name} | {runs[0].get('dim', '')} | {runs[0].get('epochs', '–')} | {len(runs)} | "
                      + " | ".join(cells) + " |")
     lines.append("")
-    (out / "quality.md").write_text("\n".join(lines))
+    write_text_atomic(out / "quality.md", "\n".join(lines))
     return lines
 
 
@@ -386,7 +387,7 @@ def write_unseen_table(out: Path, results: dict[str, list[dict]], pixels: dict[s
     base = max((v["map@100"] for v in pixels.values()), default=None)
     ref_runs = results.get(where.reference or "", [])
     ref = statistics.mean([r["map@100"] for r in ref_runs]) if ref_runs else None
-    with open(out / "quality_unseen.csv", "w", newline="") as f:
+    with atomic_path(out / "quality_unseen.csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(["row", "seed", "dim", *(k for k, _ in UNSEEN_COLUMNS), "train_run", "embed_run"])
         for name, runs in table.items():
@@ -410,7 +411,7 @@ def write_unseen_table(out: Path, results: dict[str, list[dict]], pixels: dict[s
         ratios = [f"{m / b:.2f}" if b else "–" for b in (base, ref)]
         lines.append(f"| {name} | {runs[0].get('dim', '')} | {len(runs)} | " + " | ".join(cells + ratios) + " |")
     lines.append("")
-    (out / "quality_unseen.md").write_text("\n".join(lines))
+    write_text_atomic(out / "quality_unseen.md", "\n".join(lines))
     return lines
 
 

@@ -26,7 +26,7 @@ from landmark_ae.chain import embed_and_evaluate, quote, run_cli, run_step
 from landmark_ae.common import RUN_STAMP_FORMAT, default_output_dir
 from landmark_ae.errors import UserError
 from landmark_ae.report import SEED_TABLE1
-from landmark_ae.runs import Run
+from landmark_ae.runs import Run, atomic_path, write_text_atomic
 from landmark_ae.script_config import parse_args, run_script
 
 SEED = SEED_TABLE1  # the seed study's Table 1 (20 epochs on its GLDv2 slice), stated once in landmark_ae/report.py
@@ -86,7 +86,7 @@ def fmt(v: object) -> str:
 def write_table(out: Path, rows: dict[str, dict], pixels: dict | None, title: str, data_dir: str) -> list[str]:
     """table1.csv and table1.md in `out`; the Markdown lines."""
     models = list(rows)
-    with open(out / "table1.csv", "w", newline="") as f:
+    with atomic_path(out / "table1.csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(["metric", *models, pixels["name"] if pixels else "pixels", *(f"seed_{m}" for m in models)])
         for key, _ in ROWS:
@@ -108,7 +108,7 @@ def write_table(out: Path, rows: dict[str, dict], pixels: dict | None, title: st
         cells += [fmt(SEED.get(m, {}).get(key, "")) for m in models]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines += ["", "Runs: " + ", ".join(f"{m}: `{rows[m]['train_run']}`" for m in models), ""]
-    (out / "table1.md").write_text("\n".join(lines))
+    write_text_atomic(out / "table1.md", "\n".join(lines))
     return lines
 
 
