@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from landmark_ae.runs import RUN_RECORD, process_alive, read_run_record, remove_run_dir, write_run_record
+from landmark_ae.runs import Run, process_alive, remove_run_dir, write_run_record
 
 SIGNAL: int | None = None  # the signal that interrupted the sweep, once one has
 GRACE_S = 2.0  # a terminal's Ctrl-C reaches the jobs as well: they get this long to stop on their own
@@ -30,13 +30,8 @@ _previous: dict[int, Any] = {}
 
 
 def jobs(sweep_dir: Path) -> list[tuple[Path, dict]]:
-    """The sweep's job dirs that hold a readable run record, with it."""
-    found = []
-    for path in sorted(Path(sweep_dir).glob(f"*/{RUN_RECORD}")):
-        record = read_run_record(path.parent)
-        if isinstance(record, dict):
-            found.append((path.parent, record))
-    return found
+    """The sweep's job dirs (runs.Run.sweep_jobs) that hold a readable run record, with it."""
+    return [(run.path, run.record) for run in Run.sweep_jobs(sweep_dir) if run.record is not None]
 
 
 def running_elsewhere(sweep_dir: Path) -> dict[int, Path]:
