@@ -122,14 +122,6 @@ def read_run_record(run_dir: Path | str) -> dict | None:
     return Run(run_dir).record
 
 
-def resolve_run(
-    given: str | None, output_dir: Path | str, command: str, what: str, how: str,
-    accept: Callable[[dict], bool] = lambda r: True,
-) -> Path:
-    """Run.resolve's path (train's data_dir lookup calls it)."""
-    return Run.resolve(given, output_dir, command, what, how, accept).path
-
-
 def process_alive(pid: int | None, host: str | None) -> bool:
     """Whether process `pid` still runs; False when unknown. A pid on another host counts as alive
     (it cannot be checked from here)."""

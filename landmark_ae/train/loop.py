@@ -34,7 +34,7 @@ from landmark_ae.device import pick_device
 from landmark_ae.errors import UserError
 from landmark_ae.model.builder import ConvAutoencoder, build_model
 from landmark_ae.model.checkpoints import load_checkpoint, model_from_checkpoint, save_checkpoint
-from landmark_ae.runs import atomic_path, read_run_record, resolve_run, write_manifest, write_run_record
+from landmark_ae.runs import Run, atomic_path, read_run_record, write_manifest, write_run_record
 from landmark_ae.train.distributed import Ranks, close_ranks, init_ranks, sum_over_ranks
 from landmark_ae.train.objectives import OBJECTIVES, ONE, Objective, objective_for
 from landmark_ae.train.resumable import check_train_resume
@@ -129,11 +129,11 @@ def make_scheduler(name: str, optimizer: torch.optim.Optimizer, epochs: int, bat
 
 
 def _resolve_data_dir(cfg: DictConfig) -> Path:
-    return resolve_run(
+    return Run.resolve(
         cfg.data_dir, cfg.paths.output_dir, "prepare", "data_dir",
         f"run `landmark-ae prepare data={cfg.data.name}` first, or pass data_dir=<prepare run dir>",
         accept=lambda r: r.get("data") == cfg.data.name,
-    )
+    ).path
 
 
 LOGGERS = (None, "tensorboard")
