@@ -212,6 +212,17 @@ def test_a_bug_is_recorded_failed_and_keeps_its_traceback(tmp_path):
     assert not (run_dir / ".lock").exists()
 
 
+def test_a_run_whose_reader_closed_stdout_is_recorded_interrupted_and_exits_quietly(tmp_path):
+    from landmark_ae.output import StdoutClosed
+
+    run_dir = tmp_path / "outputs" / "embed" / "stamp"
+    with pytest.raises(StdoutClosed):  # cli.py turns it into exit 141, no message
+        execute_in_process("embed", _record_start_then(StdoutClosed()), run_dir=run_dir)
+    record = Run(run_dir).record
+    assert record["status"] == "interrupted" and "closed stdout" in record["error"]
+    assert not (run_dir / ".lock").exists()
+
+
 @pytest.mark.parametrize("where", ["env", "override"])
 def test_an_outputs_dir_that_is_a_file_is_one_line(tmp_path, monkeypatch, capsys, where):
     from landmark_ae.commands import launch

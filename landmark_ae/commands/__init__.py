@@ -23,6 +23,7 @@ from landmark_ae.commands.resume import SAFE_ON_RESUME, resume_argv, resume_conf
 from landmark_ae.common import OUTPUTS_ENV, RUN_STAMP_FORMAT, default_output_dir, launched_by_torchrun, secondary_rank
 from landmark_ae.config import config_dir, register_configs, validate
 from landmark_ae.errors import UserError, describe_os_error
+from landmark_ae.output import StdoutClosed
 from landmark_ae.runs import RUN_RECORD, Run, remove_run_dir, remove_temp_files, run_lock, write_run_record
 
 CONFIG_DIR = config_dir()
@@ -197,9 +198,9 @@ def execute(command: str, cfg: DictConfig, schema: type, body: Stage) -> dict[st
         job.refused(exc)
     except (KeyboardInterrupt, Terminated) as exc:
         job.interrupted(143 if isinstance(exc, Terminated) else 130)
-    except BrokenPipeError:
-        job.end("failed", "its reader closed stdout before every result was written (broken pipe)", level=None)
-        quiet_exit()
+    except (BrokenPipeError, StdoutClosed):  # `| head`: the reader went; cli.py exits 141, quietly
+        job.end("interrupted", "its reader closed stdout before every result was written", level=None)
+        raise StdoutClosed() from None
     except OSError as exc:
         job.os_error(exc)
     except Exception as exc:
@@ -211,7 +212,7 @@ def execute(command: str, cfg: DictConfig, schema: type, body: Stage) -> dict[st
         sys.stdout.write("".join(f"{key}\t{value}\n" for key, value in (results or {}).items()))
         sys.stdout.flush()
     except BrokenPipeError:
-        quiet_exit()
+        raise StdoutClosed() from None
     return results
 
 
@@ -233,13 +234,6 @@ def one_line(exc: BaseException) -> str:
     """An exception as `Type: first line of its message`."""
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
-
-
-def quiet_exit() -> None:
-    """Whoever read stdout stopped early: not an error to report (as coreutils: exit 141, 128 +
-    SIGPIPE). stdout goes to /dev/null, so that flushing it at exit does not fail again."""
-    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    sys.exit(141)
 
 
 class _Job:
