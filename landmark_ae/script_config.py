@@ -8,6 +8,8 @@ prints the script's docstring. A list field takes `a,b,c` (or `[a,b,c]`); `null`
 field. `--key value` and `--key=value` are the same as `key=value` (`-` in a key reads as `_`).
 Keys under a `passthrough` prefix (`data=gldv2`, `data.root=...`) are not the script's own: they
 are returned as given, for the CLI runs the script starts, which check them.
+
+Also what the benchmarks share: the machine line they print, and the query images of an embed run.
 """
 
 from __future__ import annotations
@@ -124,3 +126,17 @@ def run_script(prog: str, main: Callable[[list[str]], None], argv: list[str]) ->
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         sys.exit(130)
+
+
+def machine() -> str:
+    """The benchmarks' machine line: processor, cores, Python."""
+    import platform
+
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def query_images(run: Any) -> list[str]:
+    """The images a benchmark queries an embed run (retrieval.embed_run.EmbedRun) with: its test rows,
+    or the first 100 rows of a collection without a test split."""
+    test = [path for path, split in zip(run.paths, run.splits, strict=True) if split == "test"]
+    return test or list(run.paths[:100])

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -26,7 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-from landmark_ae.script_config import parse_args
+from landmark_ae.retrieval.embed_run import EmbedRun
+from landmark_ae.script_config import machine, parse_args, query_images
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -181,10 +181,8 @@ def main(argv: list[str]) -> None:
         sys.exit(__doc__)
     run_dir = Path(args.embed_run).resolve()
     env = {**os.environ, "LANDMARK_AE_OUTPUTS": args.outputs}
-    rows = [line.split(",") for line in (run_dir / "index.csv").read_text().splitlines()[1:]]
-    paths = [r[3] for r in rows if r[2] == "test"] or [r[3] for r in rows[:100]]
-    out: dict[str, object] = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-                                         f"Python {platform.python_version()}", "load_average": os.getloadavg()}
+    paths = query_images(EmbedRun(run_dir))
+    out: dict[str, object] = {"machine": machine(), "load_average": os.getloadavg()}
     parts = {"answers": lambda: same_answers(run_dir, paths, out), "oneshot": lambda: oneshot(run_dir, paths, args, env, out),
              "embed": lambda: embed_speed(run_dir, args, out), "serve": lambda: serve_speed(run_dir, paths, args, env, out)}
     for name in args.parts:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import platform
 import random
 import statistics
 import subprocess
@@ -25,7 +24,8 @@ from typing import Optional
 import aiohttp
 import numpy as np
 
-from landmark_ae.script_config import parse_args
+from landmark_ae.retrieval.embed_run import EmbedRun
+from landmark_ae.script_config import machine, parse_args, query_images
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -156,13 +156,10 @@ def main(argv: list[str]) -> None:
         sys.exit(__doc__)
     embed_run = Path(args.embed_run).resolve()
     env = {**os.environ, "LANDMARK_AE_OUTPUTS": args.outputs}
-    rows = [line.split(",") for line in (embed_run / "index.csv").read_text().splitlines()[1:]]
-    paths = [r[3] for r in rows if r[2] == "test"] or [r[3] for r in rows[:100]]
+    run = EmbedRun(embed_run)
+    paths = query_images(run)
     bodies = [Path(p).read_bytes() for p in paths]
-    dim = np.load(embed_run / "embeddings.npy", mmap_mode="r").shape[1]
-    n_db = sum(1 for r in rows if r[2] in ("train", "val", "database"))
-    out = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-                      f"Python {platform.python_version()}", "database": f"{n_db} images, dim {dim}",
+    out = {"machine": machine(), "database": f"{len(run.database())} images, dim {run.embeddings.shape[1]}",
            "requests": args.requests}
     cli_baselines(embed_run, paths, args, env, out)
     proc, url = start_server(embed_run, env, str(args.threads))
