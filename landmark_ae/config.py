@@ -200,6 +200,15 @@ class ObjectiveConfig:
     greyscale: float = _range(0.0, 1.0, 0.0)  # augment/contrastive: share of views turned grey
     temperature: float = _range(0.01, 10.0, 0.2)  # contrastive: NT-Xent softmax temperature
     reconstruction: float = _min(0.0, 1.0)  # contrastive: weight of the decoder's MSE
+    # contrastive: the side views are cut from (null: the model's input size). 96 (the stored
+    # images) cuts each crop from the full-resolution photo, then resamples it to the input size,
+    # so a crop keeps the detail a crop of the downsized image has lost.
+    source_size: Optional[int] = _min(8, None)
+    # contrastive multi-crop (SwAV): this many extra small views per image, each local_size px and
+    # covering [local_crop_scale, crop_scale] of the image, each pulled towards both global views.
+    local_crops: int = _min(0, 0)
+    local_size: int = _min(8, 24)
+    local_crop_scale: float = _range(0.01, 1.0, 0.05)
 
 
 class Pooling(str, enum.Enum):

@@ -27,6 +27,14 @@ def check_reranking(settings: Any, prefix: str = "", hint: str = "") -> None:
 def _check_train(cfg: Any, prefix: str = "") -> None:
     if cfg.evaluate:  # the evaluation embeds with eval_embed: refused now, not after training
         check_reranking(cfg.eval_embed, f"{prefix}eval_embed.")
+    objective = cfg.get("objective")
+    if objective is not None and enum_value(objective.name) != "contrastive":
+        # the other objectives rebuild the clean image at the model's input size: no other views to cut
+        for key in ("source_size", "local_crops"):
+            if objective.get(key):
+                raise UserError(f"{prefix}objective.{key}={objective[key]} needs objective.name=contrastive "
+                                f"(this run's objective is {enum_value(objective.name)}): drop it, or use "
+                                "experiment=contrastive")
 
 
 # Rules across keys, by schema (a subclass inherits its base's): validate() applies the rule of the

@@ -148,6 +148,9 @@ CROSS_KEY_RULES = [
      "eval_embed.dba_k=0 eval_embed.qe_k=3 need eval_embed.l2=true: they weigh neighbours by cosine similarity"),
     ("train", ["eval_embed.qe_k=3"], None),  # not evaluated here: `embed train_run=` checks what it inherits
     ("train", ["experiment=retrieval", "evaluate=true"], None),
+    ("train", ["objective.local_crops=4"], "objective.local_crops=4 needs objective.name=contrastive"),
+    ("train", ["objective.name=augment", "objective.source_size=96"], "objective.source_size=96 needs objective.name"),
+    ("train", ["experiment=retrieval", "objective.source_size=96", "objective.local_crops=2"], None),
 ]
 
 

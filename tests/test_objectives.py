@@ -20,6 +20,7 @@ from landmark_ae.train.objectives import (
     OBJECTIVES,
     contrastive_loss,
     cross_redundancy,
+    multi_crop_loss,
     nt_xent,
     objective_for,
     objective_loss,
@@ -159,6 +160,46 @@ def test_contrastive_loss_is_nt_xent_plus_weighted_view_mse():
     latent = model.encoder(views)
     expected = nt_xent(model.projector(latent.flatten(1)), 0.3) + 0.5 * torch.nn.functional.mse_loss(model.decoder(latent), views)
     assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_views_cut_from_the_source_size_are_resampled_to_the_model_input():
+    torch.manual_seed(0)
+    model = build_model(model_config("m5"))
+    big, settings = images(4, size=96), contrastive(source_size=96, temperature=0.3)
+    loss = contrastive_loss(model, big, settings, torch.Generator().manual_seed(2))
+    gen = torch.Generator().manual_seed(2)
+    views = to_model_range(torch.cat([augmented(big, gen, 0.2, greyscale=0.2, size=48),
+                                      augmented(big, gen, 0.2, greyscale=0.2, size=48)]))
+    assert views.shape[-1] == 48
+    latent = model.encoder(views)
+    expected = nt_xent(model.projector(latent.flatten(1)), 0.3) + torch.nn.functional.mse_loss(model.decoder(latent), views)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_multi_crop_loss_averages_the_global_pair_with_each_local_against_both_globals():
+    g = torch.randn(6, 5, generator=torch.Generator().manual_seed(0))  # 3 images, two global views
+    local = torch.randn(6, 5, generator=torch.Generator().manual_seed(1))  # two local views of each
+    first, second = g.chunk(2)
+    pairs = [nt_xent(torch.cat([lv, gv]), 0.5) for lv in local.chunk(2) for gv in (first, second)]
+    expected = (nt_xent(g, 0.5) + sum(pairs) / 2) / 3  # one global pair + two locals, each weighing one pair
+    assert multi_crop_loss(g, local, 0.5).item() == pytest.approx(expected.item(), rel=1e-6)
+    # Local views identical to their image's global views: they find their partners as the globals do.
+    assert multi_crop_loss(g, torch.cat([first, first]), 0.5).item() < multi_crop_loss(g, local, 0.5).item()
+
+
+def test_local_crops_add_small_views_and_leave_the_global_sequence_alone():
+    torch.manual_seed(0)
+    model = build_model(model_config("m5"))
+    x = images(4)
+    plain = contrastive(reconstruction=0.0)
+    multi = contrastive(reconstruction=0.0, local_crops=2, local_size=24)
+    # The global views come first from the generator, so both runs see the same two global views.
+    gen_a, gen_b = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    contrastive_loss(model, x, plain, gen_a)
+    loss = contrastive_loss(model, x, multi, gen_b)
+    assert not torch.equal(gen_a.get_state(), gen_b.get_state())  # the local views drew more
+    loss.backward()
+    assert all(p.grad is not None for p in model.encoder.parameters())
 
 
 def test_validation_asks_the_objective_reconstructive_ones_score_the_clean_images():

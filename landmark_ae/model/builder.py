@@ -108,8 +108,10 @@ def build_model(model_cfg: Mapping[str, Any], check: bool = True) -> ConvAutoenc
         build_layers(cfg["encoder"], name, "encoder"), build_layers(cfg["decoder"], name, "decoder"),
         build_layers(cfg.get("projector") or [], name, "projector"),
     )
+    # The side the model trains at: contrastive views are resampled to it (objectives.py).
+    model.input_size = int(cfg["input_size"])
     if check:
-        check_round_trip(model, name, int(cfg["input_size"]))
+        check_round_trip(model, name, model.input_size)
     return model
 
 

@@ -36,7 +36,7 @@ from landmark_ae.model.builder import ConvAutoencoder, build_model
 from landmark_ae.model.checkpoints import load_checkpoint, model_from_checkpoint, save_checkpoint
 from landmark_ae.runs import Run, atomic_path, read_run_record, write_manifest, write_run_record
 from landmark_ae.train.distributed import Ranks, close_ranks, init_ranks, sum_over_ranks
-from landmark_ae.train.objectives import OBJECTIVES, ONE, Objective, objective_for
+from landmark_ae.train.objectives import OBJECTIVES, ONE, Objective, objective_for, setting
 from landmark_ae.train.resumable import check_train_resume
 from landmark_ae.train.step import Precision, build_step, to_device
 
@@ -203,7 +203,7 @@ def _train(cfg: DictConfig, run_dir: Path, ranks: Ranks, device: torch.device) -
     precision = Precision.from_config(cfg.amp, device)
     start = restore_or_start(cfg, run_dir, ranks)
     fit = build_fit(cfg, run_dir, start, ranks, device, precision)
-    fit.train_images, fit.val_images = load_splits(start.data_dir, int(start.model_cfg["input_size"]), ranks)
+    fit.train_images, fit.val_images = load_splits(start.data_dir, source_size(start), ranks)
     record_start(fit)
     fit.step = build_step(fit.model, start.objective, ranks, device, cfg.sync_bn, cfg.compile)
     plan_schedule(fit)
@@ -291,6 +291,13 @@ def build_fit(cfg: DictConfig, run_dir: Path, start: Start, ranks: Ranks, device
         fit.generator.set_state(start.state["generator"])
         fit.history, fit.best = list(start.state["history"]), dict(start.state["best"])
     return fit
+
+
+def source_size(start: Start) -> int:
+    """The side the loop reads images at: the model's input size, or the contrastive objective's
+    source_size (its views are cut from that and resampled to the input size)."""
+    chosen = setting(start.objective, "source_size", None) if enum_value(start.objective.name) == "contrastive" else None
+    return int(chosen or start.model_cfg["input_size"])
 
 
 def load_splits(data_dir: Path, size: int, ranks: Ranks) -> tuple[ImageBatches, ImageBatches]:
@@ -430,7 +437,9 @@ def finish(fit: Fit, writer: Any) -> dict[str, Any]:
         results["world_size"] = fit.ranks.world_size
     if not fit.ranks.main:
         return results
-    write_figures(run_dir, history, run_dir / "best.pt", fit.val_images, fit.cfg.recon_images,
+    # The model rebuilds images at its input size, whatever side the views were cut from.
+    val_at_input = ImageBatches(fit.val_images.images, int(fit.start.model_cfg["input_size"]))
+    write_figures(run_dir, history, run_dir / "best.pt", val_at_input, fit.cfg.recon_images,
                   fit.start.model_cfg["name"], fit.device, fit.objective)
     if writer is not None:
         if (run_dir / "reconstructions.png").is_file():

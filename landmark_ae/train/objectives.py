@@ -150,10 +150,27 @@ def objective_loss(model: ConvAutoencoder, clean: torch.Tensor, objective: Any, 
     return objective_for(objective).train_loss(model, clean, objective, generator, part, ranks)
 
 
-def augmented_view(clean: torch.Tensor, settings: Any, generator: torch.Generator, part: Part | None = None) -> torch.Tensor:
-    """augment's and contrastive's view: a random resized crop, flip, colour jitter and greyscale."""
+def augmented_view(clean: torch.Tensor, settings: Any, generator: torch.Generator, part: Part | None = None,
+                   size: int | None = None) -> torch.Tensor:
+    """augment's and contrastive's view: a random resized crop, flip, colour jitter and greyscale,
+    resampled to `size` (None: the clean batch's side)."""
     return augmented(clean, generator, settings.crop_scale, settings.flip, settings.jitter,
-                     greyscale=settings.greyscale, part=part)
+                     greyscale=settings.greyscale, part=part, size=size)
+
+
+def setting(settings: Any, name: str, default: Any) -> Any:
+    """An objective key that runs saved before it existed lack (their last.pt resumes with the default)."""
+    value = settings.get(name, default) if hasattr(settings, "get") else getattr(settings, name, default)
+    return default if value is None else value
+
+
+def local_views(clean: torch.Tensor, settings: Any, generator: torch.Generator, part: Part | None) -> torch.Tensor:
+    """Multi-crop's small views: local_crops per image, each local_size px and covering
+    [local_crop_scale, crop_scale] of it (view-major: all images' first local view, then the second...)."""
+    count, size = int(setting(settings, "local_crops", 0)), int(setting(settings, "local_size", 24))
+    low = float(setting(settings, "local_crop_scale", 0.05))
+    return torch.cat([augmented(clean, generator, low, settings.flip, settings.jitter, greyscale=settings.greyscale,
+                                part=part, size=size, max_scale=max(settings.crop_scale, low)) for _ in range(count)])
 
 
 def reconstruction_sum(model: ConvAutoencoder, x: torch.Tensor) -> torch.Tensor:
@@ -169,20 +186,41 @@ def contrastive_loss(model: ConvAutoencoder, clean: torch.Tensor, objective: Any
     Rebuilding the view (not the clean image) keeps the decoder's task possible: a crop cannot
     tell what lay outside it. The projector is optional (without one, NT-Xent acts on the
     embedding itself)."""
-    views = to_model_range(torch.cat([augmented_view(clean, objective, generator, part),
-                                      augmented_view(clean, objective, generator, part)]))
+    size = getattr(model, "input_size", None) if setting(objective, "source_size", None) else None
+    views = to_model_range(torch.cat([augmented_view(clean, objective, generator, part, size),
+                                      augmented_view(clean, objective, generator, part, size)]))
     latent = model.encoder(views)
-    z = latent.flatten(1)
-    if model.projector is not None:
-        z = model.projector(z)
-    # Every rank computes NT-Xent of the whole global batch (first views, then second views, each in
-    # the global order); DDP's gradient average then equals one process's gradient.
-    if ranks.distributed:
-        z = torch.cat([gather_rows(half, ranks) for half in z.chunk(2)])
+    z = _projected(model, latent, 2, ranks)
     loss = nt_xent(z, objective.temperature)
+    if setting(objective, "local_crops", 0):
+        loss = multi_crop_loss(z, _projected(model, model.encoder(to_model_range(
+            local_views(clean, objective, generator, part))), objective.local_crops, ranks), objective.temperature)
     if objective.reconstruction:
         loss = loss + objective.reconstruction * F.mse_loss(model.decoder(latent), views)
     return loss
+
+
+def _projected(model: ConvAutoencoder, latent: torch.Tensor, views: int, ranks: Ranks) -> torch.Tensor:
+    """The projector's output of `views` stacked views of the batch. Every rank computes NT-Xent of
+    the whole global batch (each view's rows in the global order); DDP's gradient average then
+    equals one process's gradient."""
+    z = latent.flatten(1)
+    if model.projector is not None:
+        z = model.projector(z)
+    if ranks.distributed:
+        z = torch.cat([gather_rows(view, ranks) for view in z.chunk(views)])
+    return z
+
+
+def multi_crop_loss(global_z: torch.Tensor, local_z: torch.Tensor, temperature: float) -> torch.Tensor:
+    """The two global views' NT-Xent averaged with each local view's, taken against either global
+    view (SwAV's multi-crop with NT-Xent): every local view must pick its image's global view out
+    of the batch. global_z holds 2n rows (both global views), local_z m * n (m local views)."""
+    first, second = global_z.chunk(2)
+    losses = [nt_xent(global_z, temperature)]
+    for local in local_z.chunk(len(local_z) // len(first)):
+        losses += [nt_xent(torch.cat([local, first]), temperature), nt_xent(torch.cat([local, second]), temperature)]
+    return (losses[0] + sum(losses[1:]) / 2) / (1 + (len(losses) - 1) / 2)
 
 
 def nt_xent(z: torch.Tensor, temperature: float) -> torch.Tensor:

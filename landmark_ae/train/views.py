@@ -1,7 +1,8 @@
 """Corrupted views for the training objectives, made on uint8 image batches on the training device
 (which objective takes which view: the registry in objectives.py).
 
-Every function takes a uint8 (B, 3, H, W) batch and returns a new uint8 batch of the same shape;
+Every function takes a uint8 (B, 3, H, W) batch and returns a new uint8 batch of the same shape
+(augmented: or of another side, `size`);
 the clean batch is never modified (it is the reconstruction target). Random parameters are drawn
 from the caller's CPU `torch.Generator` (the train run's own, saved in last.pt), then moved to the
 batch's device: CPU runs stay deterministic and resume to the same result.
@@ -58,14 +59,14 @@ def noisy(x: torch.Tensor, generator: torch.Generator, std: float, part: Part | 
 def augmented(
     x: torch.Tensor, generator: torch.Generator, crop_scale: float = 0.35, flip: bool = True,
     jitter: float = 0.4, ratio: tuple[float, float] = (3 / 4, 4 / 3), greyscale: float = 0.0,
-    part: Part | None = None,
+    part: Part | None = None, size: int | None = None, max_scale: float = 1.0,
 ) -> torch.Tensor:
-    """A random resized crop (area fraction in [crop_scale, 1], aspect in `ratio`) resampled to the
-    full size, mirrored with probability 1/2, then brightness/contrast/saturation each scaled by a
-    factor in [1 - jitter, 1 + jitter], then turned grey with probability `greyscale`. One affine
-    grid_sample per batch."""
+    """A random resized crop (area fraction in [crop_scale, max_scale], aspect in `ratio`) resampled
+    to `size` x `size` (None: x's own size), mirrored with probability 1/2, then
+    brightness/contrast/saturation each scaled by a factor in [1 - jitter, 1 + jitter], then turned
+    grey with probability `greyscale`. One affine grid_sample per batch."""
     b = x.shape[0]
-    area = _uniform(b, crop_scale, 1.0, generator, part)
+    area = _uniform(b, crop_scale, max_scale, generator, part)
     log_r = _uniform(b, math.log(ratio[0]), math.log(ratio[1]), generator, part)
     aspect = torch.exp(log_r)
     w = torch.sqrt(area * aspect).clamp(max=1.0)  # crop width / height as fractions of the image
@@ -80,7 +81,8 @@ def augmented(
     factors = (factors if part is None else factors[:, part[0] : part[1]]).reshape(3, b, 1, 1, 1)
 
     xf = x.float()
-    grid = F.affine_grid(theta.to(x.device), list(x.shape), align_corners=False)
+    out_shape = list(x.shape) if size is None else [b, x.shape[1], int(size), int(size)]
+    grid = F.affine_grid(theta.to(x.device), out_shape, align_corners=False)
     out = F.grid_sample(xf, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
     if jitter > 0:
         bright, contrast, sat = (f.to(x.device) for f in factors)
