@@ -144,17 +144,27 @@ def metrics_html(metrics: dict[str, Any], best_val_loss: Any) -> str:
     model = str(metrics.get("model"))
     rows, classes = [], []
     for name, scores in (metrics.get("results") or {}).items():
-        values = {**scores, "best_val_loss": best_val_loss if name == model else None}
+        values = {**scores, "best_val_loss": best_val_loss if name == model else None, **spread_cells(scores)}
         rows.append([name, scores.get("dim"), *(values.get(c) for c in columns)])
         classes.append("model" if name == model else "pixels")
     seed = SEED_TABLE1.get(model)
     if seed:
         rows.append([f"seed {model.upper()} (published)", "", *(seed.get(c) for c in columns)])
         classes.append("seed")
-    queries = (metrics.get("settings") or {}).get("queries", "test")
-    note = (f"<p class=muted>Retrieval: {esc(queries)} queries; clustering: k-means with k = landmarks. "
+    settings = metrics.get("settings") or {}
+    queries, n_seeds = settings.get("queries", "test"), int(settings.get("kmeans_seeds") or 1)
+    over = f", NMI/RI/ARI/AMI: mean ± std over {n_seeds} k-means seeds" if n_seeds > 1 else ""
+    note = (f"<p class=muted>Retrieval: {esc(queries)} queries; clustering: k-means with k = landmarks{over}. "
             + ("The seed row is the study's Table 1 (20 epochs on its GLDv2 slice).</p>" if seed else "</p>"))
     return "<h2>Metrics</h2>\n" + table(["embedding", "dim", *columns], rows, row_class=classes) + note
+
+
+def spread_cells(scores: dict[str, Any]) -> dict[str, str]:
+    """evaluate's clustering means as "mean ± std" cells where it ran k-means over several seeds."""
+    if int(scores.get("kmeans_seeds") or 1) <= 1:
+        return {}
+    return {m: f"{fmt(scores[m])} ± {fmt(scores[f'{m}_std'])}" for m in ("nmi", "ri", "ari", "ami")
+            if isinstance(scores.get(m), float) and isinstance(scores.get(f"{m}_std"), float)}
 
 
 def per_class_html(metrics: dict[str, Any], run_dir: Path) -> str:

@@ -256,6 +256,7 @@ def train_once(trained: dict[tuple, dict], plan: Plan, row: Row, seed: int, epoc
 def pixel_pca_row(embed_run: Path, dims: int, queries: str) -> dict:
     """evaluate's raw-pixel baseline (at the embedding's own size), PCA-whitened to `dims` on train+val,
     L2: no learning."""
+    from landmark_ae.config import EvaluateConfig, enum_value
     from landmark_ae.retrieval.baseline import pixel_baseline
     from landmark_ae.retrieval.embed_run import EmbedRun
     from landmark_ae.retrieval.metrics import evaluate_embeddings
@@ -266,8 +267,10 @@ def pixel_pca_row(embed_run: Path, dims: int, queries: str) -> dict:
     db = run.rows("train", "val")
     x = Transform.fit(x[db], l2=True, pca_whiten=min(dims, len(db) - 1, x.shape[1])).apply(x)
     train, query, database = run.protocol(queries)
+    defaults = EvaluateConfig()  # k-means as evaluate's defaults run it: its other rows' clustering means
     return evaluate_embeddings(x[train], run.labels[train], x[query], run.labels[query], x[database],
-                               run.labels[database], seed=0, n_init=10, k=100)
+                               run.labels[database], seed=defaults.seed, n_init=defaults.n_init, k=100,
+                               kmeans=enum_value(defaults.kmeans), kmeans_seeds=defaults.kmeans_seeds)
 
 
 def mean_std(values: list[float]) -> str:
@@ -297,7 +300,8 @@ def write_table(out: Path, results: dict, pixels: dict | None, plan: Plan, epoch
     lines = [
         f"# Quality — {plan.data}, {epochs} epochs, {retrieval}",
         "",
-        f"Prepared dataset: `{data_dir}`. k-means (k = landmarks) on train embeddings. "
+        f"Prepared dataset: `{data_dir}`. k-means (k = landmarks) on train embeddings; each run's NMI/RI/ARI: "
+        "its mean over evaluate's k-means seeds (kmeans_seeds). "
         f"Headline rows: mean ± std over seeds {plan.seeds}; other rows: seed {exp.default_seed}. "
         "train s: training seconds (sum of epochs) on this machine.",
         "",

@@ -10,6 +10,7 @@ from conftest import modules_loaded_by
 from landmark_ae.retrieval.index import Index, build
 from landmark_ae.retrieval.metrics import (
     average_precision_at_k,
+    clustering_over_seeds,
     clustering_scores,
     evaluate_embeddings,
     kmeans_labels,
@@ -322,6 +323,46 @@ def test_evaluate_embeddings_separated_blobs():
     assert s["p@10"] == pytest.approx(0.4, abs=1e-12)
     assert s["recall@100"] == pytest.approx(1.0, abs=1e-12)
     assert s["n_queries"] == 6 and s["n_queries_without_relevant"] == 0
+
+
+# --- clustering over several k-means seeds -----------------------------------
+
+
+def overlapping_blobs() -> tuple[np.ndarray, np.ndarray]:
+    """4 landmarks x 10 points, overlapping: with n_init=1, seeds 3 and 4 find different clusterings."""
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(4), 10)
+    return rng.normal(size=(4, 2))[labels] * 2 + rng.normal(size=(40, 2)), labels
+
+
+def test_two_kmeans_seeds_by_hand_give_numpys_mean_and_population_std():
+    from sklearn.metrics import normalized_mutual_info_score
+
+    x, y = overlapping_blobs()
+    by_hand = [normalized_mutual_info_score(y, kmeans_labels(x, 4, seed=s, n_init=1)) for s in (3, 4)]
+    assert by_hand[0] != by_hand[1]  # the seeds disagree: the std below is not trivially 0
+    s = clustering_over_seeds(x, y, seed=3, kmeans_seeds=2, n_init=1)
+    assert [r["seed"] for r in s["kmeans_per_seed"]] == [3, 4]
+    assert [r["nmi"] for r in s["kmeans_per_seed"]] == pytest.approx(by_hand, abs=1e-12)
+    assert s["nmi"] == pytest.approx(np.mean(by_hand), abs=1e-12)
+    assert s["nmi_std"] == pytest.approx(np.std(by_hand), abs=1e-12)  # ddof=0
+    assert s["nmi_std"] == pytest.approx(abs(by_hand[0] - by_hand[1]) / 2, abs=1e-12)
+    for m in ("ri", "ari", "ami"):
+        values = [r[m] for r in s["kmeans_per_seed"]]
+        assert s[m] == pytest.approx(np.mean(values), abs=1e-12) and s[f"{m}_std"] == pytest.approx(np.std(values))
+    assert s["kmeans_seeds"] == 2 and s["n_clusters"] == 4
+
+
+def test_one_kmeans_seed_is_exactly_the_single_run():
+    x, y = overlapping_blobs()
+    single = clustering_scores(y, kmeans_labels(x, 4, seed=7, n_init=2))
+    s = clustering_over_seeds(x, y, seed=7, kmeans_seeds=1, n_init=2)
+    for m in ("nmi", "ri", "ari", "ami"):
+        assert s[m] == single[m] and s[f"{m}_std"] == 0.0  # exactly: no rounding on the way
+    e = evaluate_embeddings(x, y, x[:4], y[:4], x, y, seed=7, n_init=2, kmeans_seeds=1)
+    assert {m: e[m] for m in single} == single and e["kmeans_seeds"] == 1
+    with pytest.raises(ValueError, match="kmeans_seeds must be >= 1"):
+        clustering_over_seeds(x, y, seed=0, kmeans_seeds=0)
 
 
 def test_metrics_import_does_not_load_sklearn():

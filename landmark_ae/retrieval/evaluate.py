@@ -2,8 +2,9 @@
 
 Clustering (the seed's protocol): k-means on the train embeddings with k = number of train
 landmarks; NMI and RI (the seed's), plus ARI and AMI (RI sits near 1 whenever there are many
-landmarks). Retrieval: every test image queries the train+val database; mAP@100 as GLDv2 defines
-it, P@1, P@10, recall@100. The raw-pixel baseline uses the same split in the same run.
+landmarks), each the mean ± std over kmeans_seeds k-means runs (seeds seed, seed+1, ...).
+Retrieval: every test image queries the train+val database; mAP@100 as GLDv2 defines it, P@1, P@10,
+recall@100. The raw-pixel baseline uses the same split in the same run.
 queries=val: val images query train (choosing settings); queries=all: every image queries all the
 others, clustering on all (a collection the model was not trained on). The model's rows go through
 the embed run's DBA and αQE as `query` applies them; the raw pixels through none.
@@ -26,13 +27,14 @@ from landmark_ae.errors import UserError
 from landmark_ae.retrieval.baseline import pixel_baseline
 from landmark_ae.retrieval.embed_run import EMBED_SETTINGS, EmbedRun, resolve_embed_run
 from landmark_ae.retrieval.index import Index, build
-from landmark_ae.retrieval.metrics import evaluate_embeddings
+from landmark_ae.retrieval.metrics import CLUSTERING_METRICS, evaluate_embeddings
 from landmark_ae.runs import atomic_path, write_json_atomic, write_run_record
 
 log = logging.getLogger(__name__)
 
 # Shown in this order, in the table and on stdout.
-METRICS = ["nmi", "ri", "ari", "ami", "map@{k}", "p@1", "p@10", "recall@{k}"]
+METRICS = [*CLUSTERING_METRICS, "map@{k}", "p@1", "p@10", "recall@{k}"]
+SPREAD = [f"{m}_std" for m in CLUSTERING_METRICS]  # each clustering mean's std over the k-means seeds
 
 
 def score(x: np.ndarray, run: EmbedRun, cfg: DictConfig, stored_index: bool = False,
@@ -65,25 +67,38 @@ def score(x: np.ndarray, run: EmbedRun, cfg: DictConfig, stored_index: bool = Fa
         db = x[database]
     return evaluate_embeddings(db[in_db], labels[train], x[query], labels[query], db, labels[database],
                                seed=cfg.seed, n_init=cfg.n_init, k=cfg.k, kmeans=enum_value(cfg.kmeans),
-                               index=index, return_ap=return_ap, exclude=exclude)
+                               index=index, return_ap=return_ap, exclude=exclude, kmeans_seeds=cfg.kmeans_seeds)
 
 
 RETRIEVAL = {"val": "val vs train", "all": "each image vs all the others", "test": "test vs train+val"}
 
 
-def print_table(results: dict[str, dict[str, float]], k: int, retrieval: str = "test vs train+val") -> None:
+def seeds_note(n_seeds: int) -> str:
+    """What the clustering figures are: "mean ± std (5 k-means seeds)", or one run's."""
+    return f"mean ± std ({n_seeds} k-means seeds)" if n_seeds > 1 else "1 k-means seed"
+
+
+def metric_cell(r: dict[str, Any], metric: str) -> str:
+    """A clustering metric as "mean ± std" where it ran over several k-means seeds; else the value."""
+    if metric in CLUSTERING_METRICS and r.get("kmeans_seeds", 1) > 1:
+        return f"{r[metric]:.4f} ± {r[f'{metric}_std']:.4f}"
+    return f"{r[metric]:.4f}"
+
+
+def print_table(results: dict[str, dict[str, Any]], k: int, retrieval: str = "test vs train+val") -> None:
     from rich.table import Table
 
     from landmark_ae.ui import console
 
     clustering = "all" if retrieval == RETRIEVAL["all"] else "train"
-    table = Table(title=f"evaluation (clustering: {clustering}; retrieval: {retrieval})")
+    n_seeds = max((int(r.get("kmeans_seeds", 1)) for r in results.values()), default=1)
+    table = Table(title=f"evaluation (clustering: {clustering}, {seeds_note(n_seeds)}; retrieval: {retrieval})")
     table.add_column("embedding")
     table.add_column("dim", justify="right")
     for m in METRICS:
         table.add_column(m.format(k=k), justify="right")
     for name, r in results.items():
-        table.add_row(name, str(r["dim"]), *(f"{r[m.format(k=k)]:.4f}" for m in METRICS))
+        table.add_row(name, str(r["dim"]), *(metric_cell(r, m.format(k=k)) for m in METRICS))
     console.print(table)
 
 
@@ -180,7 +195,8 @@ def run_evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "data": run.meta["data"],
         "trained_on": run.meta.get("trained_on", run.meta["data"]),
         "counts": counts,
-        "settings": {"seed": cfg.seed, "n_init": cfg.n_init, "k": cfg.k, "queries": queries,
+        "settings": {"seed": cfg.seed, "n_init": cfg.n_init, "kmeans_seeds": cfg.kmeans_seeds, "k": cfg.k,
+                     "queries": queries,
                      "kmeans": enum_value(cfg.kmeans), "index": run.index_name},
         "postprocess": {key: run.meta.get(key, 0) for key in (*EMBED_SETTINGS, "raw_dim")},
         "results": results,
@@ -194,7 +210,7 @@ def run_evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     for name, r in results.items():
         kind = "model" if name == run.meta["model"] else "pixels"
         out[f"{kind}.name"] = name
-        for m in ["dim", *METRICS, "n_clusters", "n_queries", "n_queries_without_relevant"]:
+        for m in ["dim", *METRICS, *SPREAD, "kmeans_seeds", "n_clusters", "n_queries", "n_queries_without_relevant"]:
             value = r[m.format(k=cfg.k)]
             out[f"{kind}.{m.format(k=cfg.k)}"] = f"{value:.6f}" if isinstance(value, float) and not math.isnan(value) else value
     from landmark_ae.report import write_report_quietly

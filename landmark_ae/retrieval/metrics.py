@@ -12,8 +12,10 @@ from landmark_ae.config import enum_value
 from landmark_ae.retrieval.search import search
 
 __all__ = [
+    "CLUSTERING_METRICS",
     "clustering_scores",
     "kmeans_labels",
+    "clustering_over_seeds",
     "average_precision_at_k",
     "retrieval_scores",
     "evaluate_embeddings",
@@ -28,6 +30,9 @@ def _check_labelings(labels_true, labels_pred) -> tuple[np.ndarray, np.ndarray]:
     if t.shape != p.shape:
         raise ValueError(f"labelings differ in length: {t.size} vs {p.size}")
     return t, p
+
+
+CLUSTERING_METRICS = ("nmi", "ri", "ari", "ami")  # clustering_scores' keys, in the order they are shown
 
 
 def clustering_scores(labels_true, labels_pred) -> dict:
@@ -75,6 +80,30 @@ def kmeans_labels(x, n_clusters: int, seed: int, n_init: int = 10, backend: str 
 
     km = KMeans(n_clusters=n_clusters, n_init=n_init, random_state=seed)
     return km.fit_predict(x).astype(np.int64)
+
+
+def clustering_over_seeds(x, labels_true, seed: int, kmeans_seeds: int = 1, n_init: int = 10,
+                          backend: str = "sklearn") -> dict:
+    """k-means of x (k = distinct labels_true) run kmeans_seeds times, with seeds seed, seed+1, ...,
+    each scored by clustering_scores: one k-means run is one draw of its local optimum.
+
+    Returns "nmi", "ri", "ari", "ami": the mean over the runs; "nmi_std", "ri_std", "ari_std",
+    "ami_std": their population standard deviation (ddof=0, numpy's default: the spread of these
+    runs; 0.0 for one run, whose means are then exactly its scores); "kmeans_seeds", "n_clusters";
+    "kmeans_per_seed": one {"seed", "nmi", "ri", "ari", "ami"} per run, in seed order.
+    """
+    if kmeans_seeds < 1:
+        raise ValueError(f"kmeans_seeds must be >= 1, got {kmeans_seeds}")
+    labels_true = np.asarray(labels_true)
+    n_clusters = int(np.unique(labels_true).size)
+    per_seed = [{"seed": s, **clustering_scores(labels_true, kmeans_labels(x, n_clusters, seed=s, n_init=n_init,
+                                                                           backend=backend))}
+                for s in range(seed, seed + kmeans_seeds)]
+    values = {m: np.array([r[m] for r in per_seed], dtype=np.float64) for m in CLUSTERING_METRICS}
+    out: dict = {m: float(v.mean()) for m, v in values.items()}
+    out.update({f"{m}_std": float(v.std()) for m, v in values.items()})
+    out.update(kmeans_seeds=int(kmeans_seeds), n_clusters=n_clusters, kmeans_per_seed=per_seed)
+    return out
 
 
 def average_precision_at_k(relevance, n_relevant: int, k: int = 100) -> float:
@@ -212,17 +241,20 @@ def evaluate_embeddings(
     index=None,
     return_ap: bool = False,
     exclude=None,
+    kmeans_seeds: int = 1,
 ) -> dict:
-    """k-means (one cluster per distinct train label; kmeans: sklearn or faiss) scores plus retrieval
-    scores (index: a search over db_emb, None for exact).
+    """k-means (one cluster per distinct train label; kmeans: sklearn or faiss; kmeans_seeds runs
+    with seeds seed, seed+1, ...) scores plus retrieval scores (index: a search over db_emb, None
+    for exact).
 
-    Returns clustering_scores' keys, "n_clusters", and retrieval_scores' keys ("ap" too with return_ap).
+    Returns clustering_over_seeds' keys (nmi, ri, ari, ami: the means over the k-means runs; their
+    *_std, kmeans_seeds, n_clusters, kmeans_per_seed) and retrieval_scores' keys ("ap" too with
+    return_ap).
     """
-    train_labels = np.asarray(train_labels)
-    n_clusters = int(np.unique(train_labels).size)
-    pred = kmeans_labels(train_emb, n_clusters, seed=seed, n_init=n_init, backend=kmeans)
-    out = clustering_scores(train_labels, pred)
-    out["n_clusters"] = n_clusters
+    out = clustering_over_seeds(train_emb, train_labels, seed=seed, kmeans_seeds=kmeans_seeds, n_init=n_init,
+                                backend=kmeans)
+    per_seed = out.pop("kmeans_per_seed")  # last in the dict: the headline scores first in metrics.json
     out.update(retrieval_scores(query_emb, query_labels, db_emb, db_labels, k=k, index=index,
                                 return_ap=return_ap, exclude=exclude))
+    out["kmeans_per_seed"] = per_seed
     return out
