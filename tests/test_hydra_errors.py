@@ -137,3 +137,32 @@ def test_faiss_and_alembic_info_lines_stay_quiet_under_hydras_logging_config():
     finally:
         root.handlers[:] = handlers
         root.setLevel(level)
+
+
+@pytest.mark.parametrize(("overrides", "may_set"), [
+    (["k=3", "hydra.run.dir=/tmp/x", "image=a.jpg"], False),
+    (["hydra.mode=MULTIRUN"], True),
+    (["hydra/launcher=joblib"], True),
+    (["+experiment=mine"], True),
+    (["hydra.searchpath=[file:///conf]"], True),
+])
+def test_only_overrides_that_could_set_hydra_mode_take_hydras_extra_compose(overrides, may_set):
+    assert hydra_errors._may_set_mode(overrides) is may_set
+
+
+@pytest.mark.parametrize("command", ["prepare", "train", "embed", "evaluate", "query", "serve", "export", "runs"])
+def test_no_shipped_command_config_sets_hydra_mode(command):
+    """What lets the quick get_mode answer None without composing: each config leaves the mode to -m."""
+    from conftest import compose
+    from hydra._internal.hydra import Hydra
+
+    assert getattr(Hydra.get_mode, hydra_errors.PATCHED, False)
+    assert compose(command, hydra=True).hydra.mode is None
+
+
+def test_hydra_mode_given_as_an_override_still_runs_a_sweep(tmp_path):
+    from conftest import run_cli
+
+    proc = run_cli("runs", "hydra.mode=MULTIRUN", outputs=tmp_path / "outputs")
+    assert proc.returncode == 0, proc.stderr
+    assert any("Launching 1 jobs" in line for line in proc.stderr.splitlines()), proc.stderr

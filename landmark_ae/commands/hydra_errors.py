@@ -209,6 +209,30 @@ def _concise_run_hydra(original: Callable[..., Any]) -> Callable[..., Any]:
     return run_hydra
 
 
+# Override keys through which a run could set `hydra.mode` (Hydra's config-side `-m`): the key
+# itself, Hydra's config groups, a user's config dir, and experiment files.
+_MODE_SETTERS = ("hydra.mode", "hydra", "hydra.searchpath", "experiment")
+
+
+def _may_set_mode(overrides: list[str]) -> bool:
+    """Whether the overrides could set hydra.mode: the shipped configs never do (a test checks)."""
+    keys = {o.split("=", 1)[0].lstrip("+~").split("@", 1)[0] for o in overrides}
+    return any(k == s or k.startswith(s + "/") for k in keys for s in _MODE_SETTERS)
+
+
+def _quick_get_mode(original: Callable[..., Any]) -> Callable[..., Any]:
+    """Hydra composes the whole config once just to read hydra.mode, then again for the run: a
+    third of a one-shot `query`. Where no override can set the mode, the answer is None (the
+    command line's -m decides), as Hydra's compose would find."""
+    def get_mode(self: Any, config_name: Any, overrides: list[str]) -> Any:
+        if _may_set_mode(list(overrides)):
+            return original(self, config_name, overrides)
+        return None
+
+    setattr(get_mode, PATCHED, True)
+    return get_mode
+
+
 def install() -> bool:
     """Make @hydra.main print config errors as one line with exit code 2; True if installed."""
     try:
@@ -229,4 +253,8 @@ def install() -> bool:
     hydra_main = sys.modules["hydra.main"]
     if callable(getattr(hydra_main, "_run_hydra", None)) and not getattr(hydra_main._run_hydra, PATCHED, False):
         hydra_main._run_hydra = _concise_run_hydra(hydra_main._run_hydra)
+    from hydra._internal.hydra import Hydra
+
+    if callable(getattr(Hydra, "get_mode", None)) and not getattr(Hydra.get_mode, PATCHED, False):
+        Hydra.get_mode = _quick_get_mode(Hydra.get_mode)
     return True
