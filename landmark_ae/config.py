@@ -9,7 +9,6 @@ before a command does any work.
 
 from __future__ import annotations
 
-import difflib
 import enum
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -487,15 +486,6 @@ def register_configs() -> None:
     cs.store(group="schema", name="data", node=DataConfig)
     cs.store(group="schema", name="model", node=ModelConfig)
     cs.store(group="schema", name="index", node=IndexConfig)
-
-
-def unknown_key_message(key: str, known: list[str], command: str = "") -> str:
-    """`train has no key 'epoch'; did you mean 'epochs'?` (difflib over the keys at that level)."""
-    leaf = key.rsplit(".", 1)[-1]
-    close = difflib.get_close_matches(leaf, known, n=1, cutoff=0.6)
-    parent = key.rsplit(".", 1)[0] + "." if "." in key else ""
-    hint = f"; did you mean '{parent}{close[0]}'?" if close else f"; its keys here: {', '.join(sorted(known))}"
-    return f"{command or 'this command'} has no key '{key}'{hint}"
 
 
 def __getattr__(name: str) -> Any:

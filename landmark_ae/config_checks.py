@@ -12,8 +12,8 @@ from typing import Any, Callable
 
 from omegaconf import DictConfig, OmegaConf
 
-from landmark_ae.config import EmbedSettings, TrainConfig, enum_value, unknown_key_message
-from landmark_ae.errors import UserError
+from landmark_ae.config import EmbedSettings, TrainConfig, enum_value
+from landmark_ae.errors import UserError, unknown_key_message
 
 
 def check_reranking(settings: Any, prefix: str = "", hint: str = "") -> None:

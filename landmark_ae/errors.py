@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import errno
 
 
@@ -38,3 +39,12 @@ def describe_os_error(exc: BaseException, resume_hint: str = "", where: object =
     else:
         todo = "free some space"
     return f"{what} while writing {path}: {todo}" + (f", then {resume_hint}" if resume_hint else "")
+
+
+def unknown_key_message(key: str, known: list[str], command: str = "") -> str:
+    """`train has no key 'epoch'; did you mean 'epochs'?` (difflib over the keys at that level)."""
+    leaf = key.rsplit(".", 1)[-1]
+    close = difflib.get_close_matches(leaf, known, n=1, cutoff=0.6)
+    parent = key.rsplit(".", 1)[0] + "." if "." in key else ""
+    hint = f"; did you mean '{parent}{close[0]}'?" if close else f"; its keys here: {', '.join(sorted(known))}"
+    return f"{command or 'this command'} has no key '{key}'{hint}"

@@ -21,7 +21,7 @@ import sys
 import typing
 from typing import Any, Callable, Sequence, TypeVar
 
-from landmark_ae.config import unknown_key_message
+from landmark_ae.errors import unknown_key_message
 
 T = TypeVar("T")
 

@@ -28,8 +28,7 @@ from omegaconf import DictConfig
 from omegaconf.errors import ConfigAttributeError
 
 from landmark_ae.commands import sweep_interrupts
-from landmark_ae.config import unknown_key_message
-from landmark_ae.errors import describe_os_error
+from landmark_ae.errors import describe_os_error, unknown_key_message
 from landmark_ae.runs import remove_run_dir
 
 PATCHED = "_landmark_ae_concise"
