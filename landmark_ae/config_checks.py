@@ -30,7 +30,7 @@ def _check_train(cfg: Any, prefix: str = "") -> None:
     objective = cfg.get("objective")
     if objective is not None and enum_value(objective.name) != "contrastive":
         # the other objectives rebuild the clean image at the model's input size: no other views to cut
-        for key in ("source_size", "local_crops"):
+        for key in ("source_size", "local_crops", "neighbours"):
             if objective.get(key):
                 raise UserError(f"{prefix}objective.{key}={objective[key]} needs objective.name=contrastive "
                                 f"(this run's objective is {enum_value(objective.name)}): drop it, or use "

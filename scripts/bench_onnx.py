@@ -101,7 +101,7 @@ def embed_speed(run_dir: Path, args: BenchOnnxArgs, out: dict) -> None:
     for size in (48, 112):
         path = tmp / f"encoder{size}.onnx"
         write_graph(EncoderGraph(model.encoder, 96, size, "flatten", 3.0), images[:4], path, pooled=True)
-        sessions[size] = {b: OnnxEncoder(path, b, args.threads) for b in args.batches}
+        sessions[size] = {b: OnnxEncoder(path, b, args.threads, spin=True) for b in args.batches}  # as embed runs it
     timings: dict[str, list[float]] = {}
 
     def timed(name: str, fn: Callable[..., object], *fn_args: object) -> None:
@@ -110,11 +110,13 @@ def embed_speed(run_dir: Path, args: BenchOnnxArgs, out: dict) -> None:
         timings.setdefault(name, []).append(time.perf_counter() - tick)
 
     resized = {s: resize_uint8(images, s) for s in (48, 112)}
+    big = max(args.batches)
     for _ in range(args.repeat):
         for size in (48, 112):
             for b in args.batches:
                 timed(f"torch_{size}_b{b}", embed_images, model, images, size, b, cpu)
                 timed(f"onnx_{size}_b{b}", sessions[size][b], images)
+            timed(f"torch_whole_nchw_{size}_b{big}", embed_whole_batches, model, images, size, big)
             timed(f"torch_resize_{size}", resize_uint8, images, size)
             for layout in (torch.contiguous_format, torch.channels_last):
                 name = f"torch_encoder_{size}" + ("_channels_last" if layout == torch.channels_last else "")
@@ -124,13 +126,28 @@ def embed_speed(run_dir: Path, args: BenchOnnxArgs, out: dict) -> None:
     for name, t in timings.items():
         out[f"embed_{name}_images_per_s"] = round(n / statistics.median(t))
     med = {name: statistics.median(t) for name, t in timings.items()}
-    big = max(args.batches)
     out[f"embed_112_b{big}_torch_over_onnx"] = round(med[f"torch_112_b{big}"] / med[f"onnx_112_b{big}"], 2)
     best = {rt: min(med[f"{rt}_112_b{b}"] for b in args.batches) for rt in ("torch", "onnx")}
     out["embed_112_best_batch_torch_over_onnx"] = round(best["torch"] / best["onnx"], 2)
     for rt in ("torch", "onnx"):
         out[f"embed_{rt}_112_over_48_b{big}"] = round(med[f"{rt}_112_b{big}"] / med[f"{rt}_48_b{big}"], 2)
     out["pixels_112_over_48"] = round(112**2 / 48**2, 2)
+    # embed's torch path before it ran the encoder in channels_last chunks (retrieval/embed.CPU_CHUNK)
+    for size in (48, 112):
+        out[f"embed_{size}_b{big}_torch_whole_nchw_over_torch"] = round(
+            med[f"torch_whole_nchw_{size}_b{big}"] / med[f"torch_{size}_b{big}"], 2)
+    out[f"embed_112_b{big}_torch_whole_nchw_over_onnx"] = round(med[f"torch_whole_nchw_112_b{big}"] / med[f"onnx_112_b{big}"], 2)
+
+
+def embed_whole_batches(model: object, images: object, size: int, batch: int) -> None:
+    """embed's torch path as it was: each batch resized and encoded whole, in NCHW."""
+    import torch
+
+    from landmark_ae.data.prepared import resize_uint8, to_model_range
+
+    with torch.inference_mode():
+        for i in range(0, len(images), batch):
+            model.embed(to_model_range(resize_uint8(images[i : i + batch], size)))
 
 
 def encode_resized(model: object, resized: object, layout: object, batch: int = 256) -> None:

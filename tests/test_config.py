@@ -58,9 +58,10 @@ def test_retrieval_preset_is_contrastive_at_temperature_0_1_plus_the_embed_setti
     validate(cfg, TrainConfig)
     contrastive = compose("train", "experiment=contrastive")
     validate(contrastive, TrainConfig)
-    # The same training but for the NT-Xent temperature chosen on val (QUALITY.md, quality III).
+    # The same training but for the NT-Xent temperature and the epochs chosen on val (QUALITY.md, quality III).
     assert cfg.objective.temperature == 0.1 and contrastive.objective.temperature == 0.2
-    contrastive.objective.temperature = 0.1
+    assert (cfg.epochs, contrastive.epochs) == (32, 24)
+    contrastive.objective.temperature, contrastive.epochs = 0.1, 32
     assert {k: v for k, v in cfg.items() if k != "eval_embed"} == {k: v for k, v in contrastive.items() if k != "eval_embed"}
     e = cfg.eval_embed
     assert e.l2 and e.dba_k and e.qe_k and e != compose("train").eval_embed  # re-ranking on unit-length rows
@@ -152,6 +153,7 @@ CROSS_KEY_RULES = [
     ("train", ["eval_embed.qe_k=3"], None),  # not evaluated here: `embed train_run=` checks what it inherits
     ("train", ["experiment=retrieval", "evaluate=true"], None),
     ("train", ["objective.local_crops=4"], "objective.local_crops=4 needs objective.name=contrastive"),
+    ("train", ["objective.neighbours=0.5"], "objective.neighbours=0.5 needs objective.name=contrastive"),
     ("train", ["objective.name=augment", "objective.source_size=96"], "objective.source_size=96 needs objective.name"),
     ("train", ["experiment=retrieval", "objective.source_size=96", "objective.local_crops=2"], None),
 ]

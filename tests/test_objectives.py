@@ -21,6 +21,7 @@ from landmark_ae.train.objectives import (
     contrastive_loss,
     cross_redundancy,
     multi_crop_loss,
+    neighbour_nt_xent,
     nt_xent,
     objective_for,
     objective_loss,
@@ -200,6 +201,38 @@ def test_local_crops_add_small_views_and_leave_the_global_sequence_alone():
     assert not torch.equal(gen_a.get_state(), gen_b.get_state())  # the local views drew more
     loss.backward()
     assert all(p.grad is not None for p in model.encoder.parameters())
+
+
+def test_neighbour_nt_xent_matches_hand_computed_values():
+    # Two images, views a = (e1, e2) and b = (e2, e1): each image's nearest other image is the other
+    # one, whose view matches this image's other view: logits (1/t, 0), the neighbour's first.
+    e1, e2 = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])
+    z = torch.stack([e1, e2, e2, e1])
+    assert neighbour_nt_xent(z, 1.0).item() == pytest.approx(math.log(1 + math.exp(-1)), rel=1e-6)
+    assert neighbour_nt_xent(z, 0.5).item() == pytest.approx(math.log(1 + math.exp(-2)), rel=1e-6)
+    # Views that agree with their own image (b = a) disagree with the neighbour's: (0, 1/t).
+    assert neighbour_nt_xent(torch.stack([e1, e2, e1, e2]), 1.0).item() == pytest.approx(math.log(1 + math.e), rel=1e-6)
+    # Three images: the neighbour is the nearest other one (row 1 for row 0, not the orthogonal row 2).
+    near = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]])
+    z = torch.cat([near, near]).requires_grad_()
+    loss = neighbour_nt_xent(z, 1.0)
+    unit = torch.nn.functional.normalize(near, dim=1)
+    logits = unit[[1, 0, 1]] @ unit.T  # neighbours of rows 0, 1, 2: rows 1, 0, 1
+    assert loss.item() == pytest.approx(torch.nn.functional.cross_entropy(logits, torch.arange(3)).item(), rel=1e-6)
+    loss.backward()
+    assert z.grad is not None and z.grad.abs().sum() > 0
+    with pytest.raises(ValueError):
+        neighbour_nt_xent(torch.ones(2, 2), 1.0)
+
+
+def test_neighbours_weight_mixes_the_two_losses():
+    torch.manual_seed(0)
+    model = build_model(model_config("m5"))
+    x = images(6)
+    losses = {w: contrastive_loss(model, x, contrastive(reconstruction=0.0, neighbours=w),
+                                  torch.Generator().manual_seed(3)) for w in (0.0, 0.5, 1.0)}
+    assert losses[0.5].item() == pytest.approx((losses[0.0].item() + losses[1.0].item()) / 2, rel=1e-5)
+    assert losses[1.0].item() != pytest.approx(losses[0.0].item(), rel=1e-3)
 
 
 def test_validation_asks_the_objective_reconstructive_ones_score_the_clean_images():

@@ -70,6 +70,12 @@ from landmark_ae.runs import Run, atomic_path, write_json_atomic, write_manifest
 
 log = logging.getLogger(__name__)
 
+# Images per encoder forward on the CPU, whatever embed's batch_size (which sets the progress steps):
+# a batch of 256 at 112 px spills its activations out of the caches. With channels_last inputs
+# (oneDNN's native layout: no reorder per conv), M5 at 112 px on 2 cores: 142 -> 242 images/s
+# (chunks of 256 NCHW -> 32 channels_last, medians of 3, scripts/bench_onnx.py; BENCHMARKS.md).
+CPU_CHUNK = 32
+
 
 @torch.inference_mode()
 def embed_images(
@@ -79,10 +85,14 @@ def embed_images(
     """uint8 (N, S, S, 3) images -> float32 (N, D) bottlenecks, pooled (default: flattened), in batches."""
     model.eval()
     out: list[np.ndarray] = []
+    on_cpu = device.type == "cpu"
     for start in range(0, len(images), batch_size):
         batch = to_model_range(resize_uint8(images[start : start + batch_size], input_size)).to(device)
-        latent = model.embed(batch) if pooling == "flatten" else pool(model.encoder(batch), pooling, gem_p)
-        out.append(latent.float().cpu().numpy())
+        for part in batch.split(CPU_CHUNK) if on_cpu else (batch,):
+            if on_cpu:
+                part = part.contiguous(memory_format=torch.channels_last)
+            latent = model.embed(part) if pooling == "flatten" else pool(model.encoder(part), pooling, gem_p)
+            out.append(latent.float().cpu().numpy())
         on_batch(len(batch))
     if not out:
         return np.zeros((0, 0), dtype=np.float32)

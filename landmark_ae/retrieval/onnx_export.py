@@ -54,7 +54,8 @@ class ResizeAxis(nn.Module):
         self.register_buffer("weights", torch.from_numpy(weights.T.astype(np.float64)).reshape(len(weights.T), *shape))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        total = torch.index_select(x, self.dim, self.positions[0]) * self.weights[0].float()
+        """x: uint8 (gathered as bytes, a quarter of float32's traffic) or float32; float32 out."""
+        total = torch.index_select(x, self.dim, self.positions[0]).float() * self.weights[0].float()
         for j in range(1, len(self.weights)):  # float64 product and sum, one rounding: an FMA
             tap = torch.index_select(x, self.dim, self.positions[j])
             total = (tap.double() * self.weights[j] + total.double()).float()
@@ -72,10 +73,12 @@ class EncoderGraph(nn.Module):
             self.width, self.height = ResizeAxis(image_size, input_size, 3), ResizeAxis(image_size, input_size, 2)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = images.permute(0, 3, 1, 2).float()
+        x = images.permute(0, 3, 1, 2)
         if self.resize:
-            x = self.height(self.width(x))  # width first, as torch does
+            x = self.height(self.width(x))  # width first, as torch does; the first pass reads the uint8 image
             x = x.round().clamp(0, 255)
+        else:
+            x = x.float()
         x = x / 127.5 - 1.0
         return pool(self.encoder(x), self.pooling, self.gem_p)
 
@@ -203,5 +206,6 @@ def export_for_run(cfg: Any, run_dir: Path, encoder: Any, source: Any) -> tuple[
     use_onnx = runtime == "onnx" or (runtime == "auto" and encoder.device.type == "cpu")
     record["encoded_with"] = "onnx" if use_onnx else "torch"
     if use_onnx:
-        return OnnxEncoder(run_dir / ONNX_FILE, encoder.batch_size, int(cfg.get("threads") or 0), encoder.input_size), record
+        return OnnxEncoder(run_dir / ONNX_FILE, encoder.batch_size, int(cfg.get("threads") or 0), encoder.input_size,
+                           spin=source.collection is None), record
     return encoder, record

@@ -10,7 +10,8 @@ config.ObjectiveName.
     augment      ... from an augmented view (views.augmented)
     masked       ... from a view with patches greyed out (views.masked)
     contrastive  SimCLR's NT-Xent on the projector's output of two augmented views, plus the
-                 decoder's MSE on each view
+                 decoder's MSE on each view; with `neighbours` > 0, part of NT-Xent takes NNCLR's
+                 positive (the batch's nearest other image) instead of the image's own other view
 
 denoise/augment/masked with `invariance` > 0 rebuild two views and add the disagreement of their
 embeddings (and with `redundancy`, their cross-correlation). The reconstructive objectives validate
@@ -192,6 +193,9 @@ def contrastive_loss(model: ConvAutoencoder, clean: torch.Tensor, objective: Any
     latent = model.encoder(views)
     z = _projected(model, latent, 2, ranks)
     loss = nt_xent(z, objective.temperature)
+    if setting(objective, "neighbours", 0.0):
+        weight = float(objective.neighbours)
+        loss = (1 - weight) * loss + weight * neighbour_nt_xent(z, objective.temperature)
     if setting(objective, "local_crops", 0):
         loss = multi_crop_loss(z, _projected(model, model.encoder(to_model_range(
             local_views(clean, objective, generator, part))), objective.local_crops, ranks), objective.temperature)
@@ -235,6 +239,26 @@ def nt_xent(z: torch.Tensor, temperature: float) -> torch.Tensor:
     logits.fill_diagonal_(float("-inf"))  # a row is never its own partner
     partner = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)
     return F.cross_entropy(logits, partner)
+
+
+def neighbour_nt_xent(z: torch.Tensor, temperature: float) -> torch.Tensor:
+    """NNCLR's loss with the batch as its support set: z holds 2n rows (row i and i + n are two
+    views of image i). Each view's positive is the other view's nearest other image in the batch
+    (cosine, no gradient through the choice nor through that neighbour), picked out of the other
+    view's n rows: view a of the neighbour of i must be closest to view b of i, and vice versa.
+    Two views of different images of one place thus pull together, which augmentations cannot do."""
+    if len(z) % 2 or len(z) < 4:
+        raise ValueError(f"neighbour_nt_xent needs an even number of rows, at least 4, got {len(z)}")
+    first, second = F.normalize(z, dim=1).chunk(2)
+    target = torch.arange(len(first), device=z.device)
+    loss = z.new_zeros(())
+    for anchor, other in ((first, second), (second, first)):
+        support = anchor.detach()
+        similarity = support @ support.T
+        similarity.fill_diagonal_(float("-inf"))  # an image is not its own neighbour
+        neighbour = support[similarity.argmax(1)]
+        loss = loss + F.cross_entropy(neighbour @ other.T / temperature, target)
+    return loss / 2
 
 
 def _standardise(a: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
