@@ -8,7 +8,8 @@ First a check that both runtimes give the same answers on the run's test images 
 largest distance difference). One-shot queries are fresh processes, in turns with a bare
 `python -c "import numpy, PIL, onnxruntime"`; embed times the encode step (resize + encoder +
 pooling, what `embed` does per batch) on random 96 px images, each runtime, size and batch size in
-turns (round robin), with a torch breakdown (resize alone, encoder alone, channels_last); serve is
+turns (round robin), with a torch breakdown (resize alone, encoder alone, channels_last) and embed's
+torch path as it was before its channels_last chunks (`torch_whole_nchw`: the baseline); serve is
 bench_serve's load against a server per runtime. Medians; quote the ratios with the load average.
 """
 
