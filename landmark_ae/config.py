@@ -208,9 +208,7 @@ class ObjectiveConfig:
     local_crops: int = _min(0, 0)
     local_size: int = _min(8, 24)
     local_crop_scale: float = _range(0.01, 1.0, 0.05)
-    # contrastive: weight (0-1) of NNCLR's positive, the batch's nearest other image to a view
-    # (labels never read): NT-Xent becomes (1 - w) x NT-Xent + w x that of the neighbour's pairs.
-    neighbours: float = _range(0.0, 1.0, 0.0)
+    neighbours: float = _range(0.0, 1.0, 0.0)  # contrastive: weight w of NNCLR's loss (objectives.neighbour_nt_xent)
 
 
 class Pooling(str, enum.Enum):
