@@ -72,8 +72,8 @@ log = logging.getLogger(__name__)
 
 # Images per encoder forward on the CPU, whatever embed's batch_size (which sets the progress steps):
 # a batch of 256 at 112 px spills its activations out of the caches. With channels_last inputs
-# (oneDNN's native layout: no reorder per conv), M5 at 112 px on 2 cores: 142 -> 242 images/s
-# (chunks of 256 NCHW -> 32 channels_last, medians of 3, scripts/bench_onnx.py; BENCHMARKS.md).
+# (oneDNN's native layout: no reorder per conv), M5 at 112 px in batches of 256 on 2 idle cores:
+# 453 -> 537 images/s (scripts/bench_onnx.py, torch_whole_nchw vs torch; BENCHMARKS.md).
 CPU_CHUNK = 32
 
 
