@@ -369,7 +369,7 @@ class EmbedConfig(EmbedSettings):
     # encoder.onnx written and checked against torch (retrieval/onnx_export.py); LANDMARK_AE_ONNX=false
     # turns it off by default (the test suite does: the export costs seconds per embed)
     onnx: bool = "${oc.env:LANDMARK_AE_ONNX,true}"  # type: ignore[assignment]
-    runtime: Runtime = _safe(Runtime.auto)  # onnx: encode with encoder.onnx once written (needs onnx=true)
+    runtime: Runtime = _safe(Runtime.auto)  # auto: the faster on the check images; onnx needs onnx=true
 
 
 @dataclass

@@ -186,8 +186,9 @@ def sample_images(source: Any, n: int = CHECK_IMAGES) -> np.ndarray:
 
 
 def export_for_run(cfg: Any, run_dir: Path, encoder: Any, source: Any) -> tuple[Any, dict[str, Any] | None]:
-    """embed's ONNX step: encoder.onnx written and checked (cfg.onnx), and what encodes the run: the
-    ONNX encoder with runtime=onnx, or auto on the CPU, once the file is kept; else `encoder` itself."""
+    """embed's ONNX step: encoder.onnx written and checked (cfg.onnx), and what encodes the run once the
+    file is kept: the ONNX encoder with runtime=onnx; with auto on the CPU, whichever of the two encoded
+    the check's images faster (both figures in embed.json's onnx.images_per_s); else `encoder` itself."""
     from landmark_ae.config import enum_value
     from landmark_ae.errors import UserError
 
@@ -203,9 +204,32 @@ def export_for_run(cfg: Any, run_dir: Path, encoder: Any, source: Any) -> tuple[
     record = export_checked(run_dir, encoder, source.image_size, sample)
     if record is None:
         return encoder, None
-    use_onnx = runtime == "onnx" or (runtime == "auto" and encoder.device.type == "cpu")
-    record["encoded_with"] = "onnx" if use_onnx else "torch"
-    if use_onnx:
-        return OnnxEncoder(run_dir / ONNX_FILE, encoder.batch_size, int(cfg.get("threads") or 0), encoder.input_size,
-                           spin=source.collection is None), record
-    return encoder, record
+    if runtime == "torch" or (runtime == "auto" and encoder.device.type != "cpu"):
+        record["encoded_with"] = "torch"
+        return encoder, record
+    onnx_encoder = OnnxEncoder(run_dir / ONNX_FILE, encoder.batch_size, int(cfg.get("threads") or 0),
+                               encoder.input_size, spin=source.collection is None)
+    if runtime == "auto":
+        # The faster of the two on this machine: ONNX Runtime wins at 112 px, torch at 48 px, where the
+        # graph's bit-identical resize costs more than the encoder (BENCHMARKS.md, ONNX Runtime against torch).
+        record["images_per_s"] = timed = race(onnx_encoder, encoder, sample)
+        if timed["torch"] > timed["onnx"]:
+            record["encoded_with"] = "torch"
+            return encoder, record
+    record["encoded_with"] = "onnx"
+    return onnx_encoder, record
+
+
+def race(onnx_encoder: Any, encoder: Any, sample: np.ndarray, rounds: int = 2) -> dict[str, float]:
+    """Images per second of each runtime on `sample`: the best of `rounds` timed runs, taken in turns
+    after one untimed run each (ONNX Runtime's allocations, oneDNN's primitives)."""
+    best = {"onnx": np.inf, "torch": np.inf}
+    runners = {"onnx": onnx_encoder, "torch": encoder}
+    for encode in runners.values():
+        encode(sample)
+    for _ in range(rounds):
+        for name, encode in runners.items():
+            tick = time.perf_counter()
+            encode(sample)
+            best[name] = min(best[name], time.perf_counter() - tick)
+    return {name: round(len(sample) / max(seconds, 1e-9), 1) for name, seconds in best.items()}
