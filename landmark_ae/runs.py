@@ -335,7 +335,11 @@ class Run:
     def resolve(cls, given: str | None, output_dir: Path | str, command: str, what: str, how: str,
                 accept: Callable[[dict], bool] = lambda r: True) -> Run:
         """The run dir the user gave (`what`=<dir>), or the latest complete one; a UserError that says
-        where it looked and what to do (`how`) if there is none."""
+        where it looked and what to do (`how`) if there is none. An empty value (a shell's `embed_run=$RUN`
+        with RUN unset) is an error, not the latest run: a script must not go on with some other run."""
+        if given is not None and not str(given).strip():
+            raise UserError(f"{what} is empty: pass {what}=<{command} run dir>, or leave {what} out for the latest "
+                            f"complete {command} run")
         if given:
             path = Path(given).expanduser()
             if not path.is_dir():

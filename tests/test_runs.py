@@ -151,3 +151,13 @@ def test_a_failed_lookup_says_where_it_looked_and_how_to_point_elsewhere(tmp_pat
         f"no complete embed run found under {tmp_path / 'outputs' / 'embed'}: run `landmark-ae embed` first, or pass "
         "embed_run=<dir> (runs are looked up under LANDMARK_AE_OUTPUTS or paths.output_dir=<outputs dir>)")
     assert not (tmp_path / "outputs").exists()
+
+
+def test_an_empty_run_value_is_an_error_not_the_latest_run(tmp_path):
+    from landmark_ae.runs import Run
+
+    latest = make_run(tmp_path / "outputs" / "train" / "2026-02-01_00-00-00-000000", status="complete")
+    assert Run.resolve(None, tmp_path / "outputs", "train", "train_run", "").path == latest
+    for empty in ("", "  "):
+        with pytest.raises(UserError, match=r"^train_run is empty: pass train_run=<train run dir>, or leave"):
+            Run.resolve(empty, tmp_path / "outputs", "train", "train_run", "train first")
