@@ -53,15 +53,15 @@ def test_experiment_preset_sets_model_objective_and_schedule_and_yields_to_the_c
     assert plain.objective.name == "reconstruct" and plain.lr_schedule == "constant" and not plain.model.projector
 
 
-def test_retrieval_preset_is_contrastive_at_temperature_0_1_plus_the_embed_settings_that_travel_with_the_run():
+def test_retrieval_preset_is_contrastive_at_temperature_0_07_plus_the_embed_settings_that_travel_with_the_run():
     cfg = compose("train", "experiment=retrieval")
     validate(cfg, TrainConfig)
     contrastive = compose("train", "experiment=contrastive")
     validate(contrastive, TrainConfig)
     # The same training but for the NT-Xent temperature and the epochs chosen on val (QUALITY.md, quality III).
-    assert cfg.objective.temperature == 0.1 and contrastive.objective.temperature == 0.2
+    assert cfg.objective.temperature == 0.07 and contrastive.objective.temperature == 0.2
     assert (cfg.epochs, contrastive.epochs) == (32, 24)
-    contrastive.objective.temperature, contrastive.epochs = 0.1, 32
+    contrastive.objective.temperature, contrastive.epochs = 0.07, 32
     assert {k: v for k, v in cfg.items() if k != "eval_embed"} == {k: v for k, v in contrastive.items() if k != "eval_embed"}
     e = cfg.eval_embed
     assert e.l2 and e.dba_k and e.qe_k and e != compose("train").eval_embed  # re-ranking on unit-length rows
