@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -29,6 +30,11 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("LANDMARK_AE_SHARED_DATA", REPO.parent / "shared" / "data"))
 # embed writes encoder.onnx only where a test asks (onnx=true, tests/test_onnx.py): the export costs seconds.
 os.environ.setdefault("LANDMARK_AE_ONNX", "false")
+# A shell's background job (`make test &`, `nohup ... &`) starts with SIGINT ignored, and every process
+# a test starts would inherit that: the tests of Ctrl-C need it delivered. A handler (unlike SIG_IGN)
+# is reset to the default on exec, so the CLI subprocesses get Python's KeyboardInterrupt again.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 # ---- the CLI in a subprocess ----------------------------------------------------------------
