@@ -335,11 +335,8 @@ class Run:
     def resolve(cls, given: str | None, output_dir: Path | str, command: str, what: str, how: str,
                 accept: Callable[[dict], bool] = lambda r: True) -> Run:
         """The run dir the user gave (`what`=<dir>), or the latest complete one; a UserError that says
-        where it looked and what to do (`how`) if there is none. An empty value (a shell's `embed_run=$RUN`
-        with RUN unset) is an error, not the latest run: a script must not go on with some other run."""
-        if given is not None and not str(given).strip():
-            raise UserError(f"{what} is empty: pass {what}=<{command} run dir>, or leave {what} out for the latest "
-                            f"complete {command} run")
+        where it looked and what to do (`how`) if there is none; an empty value is an error (refuse_empty)."""
+        refuse_empty(given, what, f"{command} run dir", f"the latest complete {command} run")
         if given:
             path = Path(given).expanduser()
             if not path.is_dir():
@@ -351,6 +348,13 @@ class Run:
             raise UserError(f"no complete {command} run found under {where}: {how} (runs are looked up under "
                             f"{OUTPUTS_ENV} or paths.output_dir=<outputs dir>)")
         return run
+
+
+def refuse_empty(value: Any, what: str, placeholder: str, default: str) -> None:
+    """An empty `what=` (a shell's `what=$VAR` with VAR unset) is a UserError, never the default: a
+    script whose earlier step failed must not go on with some other run or dataset."""
+    if value is not None and not str(value).strip():
+        raise UserError(f"{what} is empty: pass {what}=<{placeholder}>, or leave {what} out for {default}")
 
 
 def check_resumable(given: str, command: str) -> Path:

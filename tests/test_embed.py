@@ -211,6 +211,13 @@ def test_data_dir_and_images_together_are_refused(tiny_prepared, tmp_path):
     assert "\n" not in str(info.value)
 
 
+def test_an_empty_data_dir_or_images_is_refused_not_the_train_runs_dataset(tmp_path):
+    # a shell's data_dir=$DIR with DIR unset must not embed the training data in its place
+    for key, placeholder in (("data_dir", "prepare run dir"), ("images", "folder or text file of paths")):
+        with pytest.raises(UserError, match=rf"^{key} is empty: pass {key}=<{placeholder}>, or leave {key} out"):
+            run_in_process("embed", f"{key}=", run_dir=tmp_path / key)
+
+
 def test_embed_takes_the_train_runs_eval_embed_and_the_command_line_wins(tiny_trained, tmp_path):
     train = tmp_path / "train_run"
     shutil.copytree(tiny_trained, train)

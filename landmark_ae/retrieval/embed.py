@@ -66,7 +66,7 @@ from landmark_ae.retrieval.index import Index, build
 from landmark_ae.retrieval.onnx_encoder import ONNX_FILE
 from landmark_ae.retrieval.onnx_export import export_for_run
 from landmark_ae.retrieval.postprocess import Transform, pool
-from landmark_ae.runs import Run, atomic_path, write_json_atomic, write_manifest, write_run_record
+from landmark_ae.runs import Run, atomic_path, refuse_empty, write_json_atomic, write_manifest, write_run_record
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +137,8 @@ def resolve_inputs(cfg: DictConfig, run_dir: Path) -> EmbedInputs:
     """The train run (train_run=, or the latest complete one) and its checkpoint's sha256, the file
     hashed once; resumed (resume=), the train run and collection run.json recorded when the run
     started, refused if the checkpoint changed since."""
+    refuse_empty(cfg.data_dir, "data_dir", "prepare run dir", "the train run's dataset")
+    refuse_empty(cfg.images, "images", "folder or text file of paths", "a prepared dataset")
     if cfg.data_dir and cfg.images:
         raise UserError("data_dir= and images= both name what to embed: pass one of them (data_dir=<prepare run> "
                         "for a labelled dataset, images=<folder or text file of paths> for any images)")
