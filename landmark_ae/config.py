@@ -245,7 +245,9 @@ class EmbedSettings:
     # larger than a whole image shows them; a larger embed size matches that (FixRes). Needs an
     # encoder that takes any size (conv + pooling, as M5): a flattened conv latent changes length.
     input_size: Optional[int] = _min(8, None)
-    pooling: Pooling = Pooling.flatten  # of a conv latent (C, H, W); a vector latent is kept
+    # of a conv latent (C, H, W). An encoder that pools itself (M5: global average pooling) takes avg,
+    # max or gem in place of its own pooling, on its last feature map; flatten keeps the model's row.
+    pooling: Pooling = Pooling.flatten
     gem_p: float = _range(0.1, 100.0, 3.0)
     l2: bool = False  # unit-length rows
     # null, or the number of principal axes kept, each scaled to unit variance (L2 before and after when l2)

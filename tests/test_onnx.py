@@ -216,9 +216,11 @@ def test_embed_on_onnx_matches_torch_and_the_snippet_on_photos(tiny_contrastive,
     photos.mkdir()
     for i, size in enumerate([(200, 150), (640, 480), (97, 301)]):
         (photos / f"p{i}.jpg").write_bytes(jpeg(i, size))
+    # GeM in place of M5's own average pooling: in the graph too (the recipe's pooling=gem).
     embed = run_in_process("embed", f"train_run={tiny_contrastive}", f"images={photos}", "input_size=112", "l2=true",
-                           "onnx=true", "progress=false", run_dir=tmp_path / "embed")
+                           "pooling=gem", "gem_p=2", "onnx=true", "progress=false", run_dir=tmp_path / "embed")
     run = EmbedRun(embed["run_dir"])
+    assert run.meta["pooling"] == "gem" and run.meta["onnx"]["max_abs_diff"] < 1e-4
     # runtime=auto encodes with whichever runtime ran the check's images faster, and records both.
     timed = run.meta["onnx"]["images_per_s"]
     assert run.meta["onnx"]["encoded_with"] == ("torch" if timed["torch"] > timed["onnx"] else "onnx")

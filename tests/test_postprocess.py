@@ -33,6 +33,31 @@ def test_pooling_by_hand():
         pool(x, "median")
 
 
+
+def test_a_spatial_pooling_replaces_the_global_pooling_an_encoder_ends_with():
+    from torch import nn
+
+    from landmark_ae.model.builder import encoder_rows, global_pool_start
+
+    conv = nn.Conv2d(1, 2, 1, bias=False)
+    conv.weight.data = torch.tensor([[[[1.0]]], [[[-1.0]]]])  # channel 0: x, channel 1: -x
+    pooled = nn.Sequential(conv, nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())  # as M5 ends
+    x = torch.tensor([[[[1.0, 2.0], [-3.0, 4.0]]]])  # after the ReLU: [1, 2, 0, 4] and [0, 0, 3, 0]
+    assert global_pool_start(pooled) == 2
+    assert global_pool_start(nn.Sequential(conv, nn.AdaptiveAvgPool2d(1))) == 1
+    assert global_pool_start(nn.Sequential(conv, nn.AdaptiveAvgPool2d(2), nn.Flatten())) is None
+    assert global_pool_start(nn.Sequential(conv, nn.ReLU())) is None
+    with torch.no_grad():
+        assert encoder_rows(pooled, x).tolist() == [[7 / 4, 3 / 4]]  # flatten: the encoder's own average
+        assert encoder_rows(pooled, x, "avg").tolist() == [[7 / 4, 3 / 4]]
+        assert encoder_rows(pooled, x, "max").tolist() == [[4.0, 3.0]]
+        gem = encoder_rows(pooled, x, "gem", 2.0)[0]
+        assert gem[0].item() == pytest.approx(((1 + 4 + 0 + 16) / 4) ** 0.5, rel=1e-5)
+        assert gem[1].item() == pytest.approx((9 / 4) ** 0.5, rel=1e-4)  # zeros clamped to 1e-6, not 0
+        plain = nn.Sequential(conv, nn.ReLU())  # a conv latent: pooled as before
+        assert encoder_rows(plain, x, "max").tolist() == [[4.0, 3.0]]
+        assert encoder_rows(plain, x).shape == (1, 8)
+
 def test_l2_alone():
     t = Transform.fit(np.array([[3.0, 4.0], [1.0, 0.0]]), l2=True)
     assert np.allclose(t.apply(np.array([[3.0, 4.0], [0.0, 0.0]])), [[0.6, 0.8], [0.0, 0.0]])

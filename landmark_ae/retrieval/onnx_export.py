@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from landmark_ae.model.builder import encoder_rows
 from landmark_ae.retrieval.onnx_encoder import INPUT, ONNX_FILE, OUTPUT, OnnxEncoder
-from landmark_ae.retrieval.postprocess import pool
 from landmark_ae.retrieval.preprocess import resize_taps
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ class EncoderGraph(nn.Module):
         else:
             x = x.float()
         x = x / 127.5 - 1.0
-        return pool(self.encoder(x), self.pooling, self.gem_p)
+        return encoder_rows(self.encoder, x, self.pooling, self.gem_p)
 
 
 def _dynamic_shapes(graph: EncoderGraph, pooled: bool) -> dict[str, Any]:
