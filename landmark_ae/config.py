@@ -136,8 +136,7 @@ class ModelConfig:
     input_size: int = field(default=MISSING, metadata={"min": 8, "max": 4096})
     encoder: List[Dict[str, Any]] = MISSING
     decoder: List[Dict[str, Any]] = MISSING
-    # Optional head on the embedding, trained by the contrastive objective only (SimCLR's projector);
-    # embeddings are taken before it.
+    # Optional head on the embedding, trained by the contrastive objective only (SimCLR's projector; embeddings come before it)
     projector: List[Dict[str, Any]] = field(default_factory=list)
 
 
@@ -164,9 +163,8 @@ class ObjectiveName(str, enum.Enum):
     denoise = "denoise"  # plus Gaussian noise
     augment = "augment"  # a random resized crop, flip and colour jitter of it
     masked = "masked"  # with random square patches greyed out
-    # two augmented views per image: NT-Xent (SimCLR's loss) on the model's projector output pulls
-    # the views of one image together and pushes the batch's other images away, plus the weighted
-    # MSE of the decoder rebuilding each view from its embedding
+    # two augmented views per image: NT-Xent (SimCLR's loss) on the projector's output pulls the views of
+    # one image together and the batch's other images away, plus the MSE of the decoder rebuilding each view
     contrastive = "contrastive"
 
 
@@ -191,17 +189,16 @@ class ObjectiveConfig:
     jitter: float = _range(0.0, 0.9, 0.4)  # augment: brightness/contrast/saturation factor spread
     mask_ratio: float = _range(0.0, 0.95, 0.5)  # masked: share of patches hidden
     mask_patch: int = _min(1, 8)  # masked: patch side in pixels
-    # > 0: two corrupted views per image; adds this weight times the cross-view disagreement of
-    # their batch-standardised embeddings (1 - per-dimension correlation) to the reconstruction loss.
+    # > 0: two corrupted views per image; adds this weight times the cross-view disagreement of their
+    # batch-standardised embeddings (1 - per-dimension correlation) to the reconstruction loss.
     invariance: float = _min(0.0, 0.0)
     # with invariance > 0: this weight times the mean squared off-diagonal cross-view correlation.
     redundancy: float = _min(0.0, 0.0)
     greyscale: float = _range(0.0, 1.0, 0.0)  # augment/contrastive: share of views turned grey
     temperature: float = _range(0.01, 10.0, 0.2)  # contrastive: NT-Xent softmax temperature
     reconstruction: float = _min(0.0, 1.0)  # contrastive: weight of the decoder's MSE
-    # contrastive: the side views are cut from (null: the model's input size). 96 (the stored
-    # images) cuts each crop from the full-resolution photo, then resamples it to the input size,
-    # so a crop keeps the detail a crop of the downsized image has lost.
+    # contrastive: the side views are cut from (null: the model's input size). 96 (the stored images) cuts
+    # each crop at full resolution, then resamples it: a crop keeps the detail a downsized image has lost.
     source_size: Optional[int] = _min(8, None)
     # contrastive multi-crop (SwAV): this many extra small views per image, each local_size px and
     # covering [local_crop_scale, crop_scale] of the image, each pulled towards both global views.
@@ -245,8 +242,7 @@ class EmbedSettings:
     # larger than a whole image shows them; a larger embed size matches that (FixRes). Needs an
     # encoder that takes any size (conv + pooling, as M5): a flattened conv latent changes length.
     input_size: Optional[int] = _min(8, None)
-    # of a conv latent (C, H, W). An encoder that pools itself (M5: global average pooling) takes avg,
-    # max or gem in place of its own pooling, on its last feature map; flatten keeps the model's row.
+    # of a conv latent (C, H, W); for an encoder that pools itself (M5), avg/max/gem replace its own pooling
     pooling: Pooling = Pooling.flatten
     gem_p: float = _range(0.1, 100.0, 3.0)
     l2: bool = False  # unit-length rows
@@ -255,14 +251,18 @@ class EmbedSettings:
     # pca_whiten: this share of the largest eigenvalue is added to every eigenvalue before scaling,
     # so weak axes are scaled up less (0.01-0.1: a softer whitening that keeps many axes usable)
     whiten_shrinkage: float = _range(0.0, 10.0, 1e-6)
-    # Label-free re-ranking (need l2=true; 0 = off), stored with the run and applied by query/serve/
-    # evaluate too. DBA: each database row -> the sim^dba_alpha-weighted mean of itself and its dba_k
-    # nearest database rows, L2. αQE: each query -> the sim^qe_alpha-weighted mean of itself and its
-    # qe_k first results, L2, searched again. alpha 0: plain means.
+    # Label-free re-ranking (need l2=true; 0 = off), stored with the run, applied by query/serve/evaluate.
+    # DBA: each database row -> the sim^dba_alpha-weighted mean of itself and its dba_k nearest database
+    # rows, L2. αQE: each query -> the same of itself and its qe_k first results, searched again.
     dba_k: int = _min(0, 0)
     dba_alpha: float = _range(0.0, 100.0, 3.0)
     qe_k: int = _min(0, 0)
     qe_alpha: float = _range(0.0, 100.0, 3.0)
+    # Diffusion (retrieval/diffusion.py; needs l2=true; 0 = off): rows ranked by a random walk on the
+    # database's mutual diffusion_k-NN graph, from each query's diffusion_query_k first results
+    diffusion_k: int = _min(0, 0)
+    diffusion_query_k: int = _min(1, 10)
+    diffusion_alpha: float = _range(0.0, 0.999, 0.99)  # the walk's share of each step; 0: the plain search
 
 
 class DistBackend(str, enum.Enum):
@@ -289,8 +289,7 @@ class TrainConfig:
     data: DataConfig = MISSING
     model: ModelConfig = MISSING
     paths: PathsConfig = field(default_factory=PathsConfig)
-    # The prepared dataset (a prepare run dir); null: the most recent complete prepare run of data.name.
-    data_dir: Optional[str] = None
+    data_dir: Optional[str] = None  # the prepared dataset (a prepare run dir); null: the latest complete one of data.name
     resume: Optional[str] = _safe(None)  # an interrupted train run to continue from its last.pt
     # more (constant schedule) or as many on resume; the loop refuses what a schedule cannot do
     epochs: int = _min(1, 20, **SAFE)
@@ -442,8 +441,7 @@ class ServeConfig:
     checkpoint: Optional[str] = None  # the checkpoint to embed queries with; null: the embed run's own
     host: str = "127.0.0.1"  # anything but a loopback address needs a token
     port: int = _range(0, 65535, 8080)  # 0: a free port (the url line on stdout says which)
-    # Every request must carry `Authorization: Bearer <token>`; also read from LANDMARK_AE_TOKEN.
-    token: Optional[str] = None
+    token: Optional[str] = None  # every request must carry `Authorization: Bearer <token>`; or LANDMARK_AE_TOKEN
     k: int = _min(1, 10)  # neighbours when a request does not say ?k=
     max_k: int = _min(1, 1000)
     max_batch: int = _min(1, 32)  # queries embedded in one forward pass

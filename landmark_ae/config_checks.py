@@ -17,8 +17,12 @@ from landmark_ae.errors import UserError, unknown_key_message
 
 
 def check_reranking(settings: Any, prefix: str = "", hint: str = "") -> None:
-    """DBA and αQE weigh neighbours by cosine similarity: dba_k/qe_k > 0 need unit-length rows (l2=true).
-    settings: EmbedSettings' keys (a config or the dataclass); prefix: where they sit (`eval_embed.`)."""
+    """DBA, αQE and diffusion weigh neighbours by cosine similarity: dba_k/qe_k/diffusion_k > 0 need
+    unit-length rows (l2=true). settings: EmbedSettings' keys (a config or the dataclass); prefix: where
+    they sit (`eval_embed.`)."""
+    if settings.diffusion_k and not settings.l2:
+        raise UserError(f"{prefix}diffusion_k={settings.diffusion_k} needs {prefix}l2=true: it weighs neighbours by "
+                        f"cosine similarity, of unit-length rows{hint}")
     if (settings.dba_k or settings.qe_k) and not settings.l2:
         raise UserError(f"{prefix}dba_k={settings.dba_k} {prefix}qe_k={settings.qe_k} need {prefix}l2=true: they weigh "
                         f"neighbours by cosine similarity, of unit-length rows{hint}")

@@ -148,6 +148,8 @@ def test_an_unknown_index_lists_the_options():
 CROSS_KEY_RULES = [
     ("embed", ["dba_k=2"], "dba_k=2 qe_k=0 need l2=true: they weigh neighbours by cosine similarity"),
     ("embed", ["qe_k=3", "l2=true"], None),
+    ("embed", ["diffusion_k=30"], "diffusion_k=30 needs l2=true: it weighs neighbours by cosine similarity"),
+    ("embed", ["diffusion_k=30", "l2=true", "diffusion_alpha=1"], "diffusion_alpha"),  # 1: (I - S) may be singular
     ("train", ["evaluate=true", "eval_embed.qe_k=3"],
      "eval_embed.dba_k=0 eval_embed.qe_k=3 need eval_embed.l2=true: they weigh neighbours by cosine similarity"),
     ("train", ["eval_embed.qe_k=3"], None),  # not evaluated here: `embed train_run=` checks what it inherits

@@ -43,11 +43,11 @@ def effective_settings(cfg: DictConfig, carried: dict[str, Any], given: set[str]
 
 
 def check_reranking(settings: EmbedSettings, from_train_run: dict[str, Any], train_run: Path) -> None:
-    """config's rule (DBA and αQE need l2) on the effective settings; when the train run turned them
+    """config's rule (DBA, αQE and diffusion need l2) on the effective settings; when the train run turned them
     on, the message says so and how to turn them off."""
     from landmark_ae.config_checks import check_reranking as rule
 
-    inherited = [k for k in ("dba_k", "qe_k") if k in from_train_run]
+    inherited = [k for k in ("dba_k", "qe_k", "diffusion_k") if k in from_train_run]
     hint = (f" ({' and '.join(inherited)} from train run {train_run}'s eval_embed: pass "
             f"{' '.join(k + '=0' for k in inherited)} to turn them off)") if inherited else ""
     rule(settings, hint=hint)

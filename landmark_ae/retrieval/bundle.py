@@ -4,10 +4,11 @@
     preprocess.json       how a photo becomes that input: decode, resize filter, value range, channel order
     transform.npz         the fitted post-processing: l2 (bool), and with PCA-whitening mean (D,) and
                           projection (D, d): row -> L2 -> (row - mean) @ projection -> L2 (postprocess.py)
-    postprocess.json      those steps in words, and the run's DBA / αQE settings (dba_k, qe_k, alphas)
+    postprocess.json      those steps in words, and the run's DBA / αQE / diffusion settings
     embeddings.parquet    format=parquet: id, path, split, label, class_name, vector (the stored rows)
     embeddings.npy, index.csv   format=npy: the run's own files
     database.npy          dba_k > 0: the database rows after DBA, as the run searches them
+    diffusion.npz         diffusion_k > 0: the database's neighbour graph as a CSR matrix (data, indices, indptr, shape)
     bundle.json           what made it (embed run, model, checkpoint sha256) and the files
 
 The bundle is written in a temp folder beside `out` and renamed into place whole.
@@ -25,6 +26,7 @@ import numpy as np
 
 from landmark_ae.config import enum_value
 from landmark_ae.errors import UserError
+from landmark_ae.retrieval.diffusion import DIFFUSION_FILE
 from landmark_ae.retrieval.embed_run import DATABASE_FILE, EMBED_SETTINGS, UNLABELLED, EmbedRun, resolve_embed_run
 from landmark_ae.retrieval.onnx_encoder import ONNX_FILE
 from landmark_ae.retrieval.preprocess import preprocess_spec
@@ -53,7 +55,10 @@ def postprocess_spec(meta: dict[str, Any]) -> dict[str, Any]:
             "dba": "the database rows were replaced by the sim^dba_alpha-weighted mean of themselves and their dba_k "
                    "nearest database rows, then L2 (database.npy)" if settings.get("dba_k") else None,
             "qe": "each query is replaced by the sim^qe_alpha-weighted mean of itself and its first qe_k results, "
-                  "L2, and searched again" if settings.get("qe_k") else None}
+                  "L2, and searched again" if settings.get("qe_k") else None,
+            "diffusion": "rows are ranked by f solving (I - diffusion_alpha S) f = y, S the graph in diffusion.npz (the "
+                         "normalised mutual diffusion_k-NN graph of the database, weights sim^3), y the query's first "
+                         "diffusion_query_k results weighted sim^3" if settings.get("diffusion_k") else None}
 
 
 def write_bundle(run: EmbedRun, folder: Path, fmt: str) -> list[str]:
@@ -77,6 +82,9 @@ def write_bundle(run: EmbedRun, folder: Path, fmt: str) -> list[str]:
     if run.dba_k:
         np.save(folder / DATABASE_FILE, np.asarray(run.database_rows()))
         files.append(DATABASE_FILE)
+    if run.diffusion_k:
+        shutil.copyfile(run.run_dir / DIFFUSION_FILE, folder / DIFFUSION_FILE)
+        files.append(DIFFUSION_FILE)
     about = {"embed_run": str(run.run_dir), "model": meta["model"], "checkpoint_sha256": meta["checkpoint_sha256"],
              "data": meta["data"], "rows": len(run.ids), "dim": meta["dim"], "files": [*files, "bundle.json"]}
     (folder / "bundle.json").write_text(json.dumps(about, indent=2) + "\n")

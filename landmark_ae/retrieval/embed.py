@@ -60,6 +60,7 @@ from landmark_ae.retrieval.collection import (
     open_collection,
     training_image_size,
 )
+from landmark_ae.retrieval.diffusion import DIFFUSION_FILE, neighbour_graph, save_graph
 from landmark_ae.retrieval.embed_run import ARTIFACTS, DATABASE_FILE, INDEX_COLUMNS
 from landmark_ae.retrieval.expansion import dba
 from landmark_ae.retrieval.index import Index, build
@@ -287,6 +288,7 @@ class Processed:
     transform: Transform
     index: Index  # built over `database`
     build_s: float
+    graph: Any = None  # diffusion_k > 0: the database's neighbour graph (retrieval/diffusion.py)
 
 
 def fit_inherited_whitening(part: Embedded, settings: EmbedSettings, from_train_run: dict[str, Any]) -> EmbedSettings:
@@ -319,7 +321,14 @@ def post_process(part: Embedded, settings: EmbedSettings, index_cfg: Any) -> Pro
     # The database search (conf/index/): built once over the post-processed database rows.
     tick = time.perf_counter()
     index = build(database, index_cfg, l2=bool(settings.l2))
-    return Processed(embeddings, database, transform, index, round(time.perf_counter() - tick, 3))
+    build_s = round(time.perf_counter() - tick, 3)
+    graph = None
+    if settings.diffusion_k:  # over the database as searched (after DBA), with its own index
+        tick = time.perf_counter()
+        graph = neighbour_graph(database, settings.diffusion_k, index)
+        log.info("diffusion graph over %d database rows (k %d): %d edges in %.1fs", len(database),
+                 settings.diffusion_k, graph.nnz, time.perf_counter() - tick)
+    return Processed(embeddings, database, transform, index, build_s, graph)
 
 
 # ---- write: the arrays, the index, embed.json ---------------------------------------------------------
@@ -364,8 +373,12 @@ class EmbedRecord:
 
 
 def write_rows(run_dir: Path, part: Embedded, processed: Processed, dba_k: int) -> list[str]:
-    """embeddings.npy, database.npy (DBA), transform.npz, index.csv and the index's own files (returned)."""
+    """embeddings.npy, database.npy (DBA), diffusion.npz (diffusion_k), transform.npz, index.csv and the
+    index's own files (returned)."""
     index_files = processed.index.save(run_dir)
+    if processed.graph is not None:
+        with atomic_path(run_dir / DIFFUSION_FILE) as tmp:
+            save_graph(processed.graph, tmp)
     with atomic_path(run_dir / "embeddings.npy") as tmp, open(tmp, "wb") as f:
         np.save(f, processed.embeddings)
     if dba_k:
@@ -409,6 +422,7 @@ def run_embed(cfg: DictConfig, run_dir: Path, inputs: EmbedInputs, settings: Emb
         failed=len(part.failures) if source.collection is not None else None, onnx=onnx)
     write_json_atomic(run_dir / "embed.json", record.to_json())
     write_manifest(run_dir, [*ARTIFACTS, "transform.npz", *([DATABASE_FILE] if settings.dba_k else []), *index_files,
+                             *([DIFFUSION_FILE] if processed.graph is not None else []),
                              *(["failures.csv"] if source.collection is not None else []), *([ONNX_FILE] if onnx else [])])
     write_run_record(run_dir, "embed", "complete", train_run=str(inputs.train_run), model=model_cfg["name"],
                      data=source.data)

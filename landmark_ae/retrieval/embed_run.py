@@ -15,13 +15,14 @@ import numpy as np
 from landmark_ae.config import EmbedSettings
 from landmark_ae.data.classes import class_names
 from landmark_ae.errors import UserError
+from landmark_ae.retrieval.diffusion import DIFFUSION_FILE, DiffusedIndex, load_graph, neighbour_graph
 from landmark_ae.retrieval.expansion import ExpandedIndex, dba
 from landmark_ae.retrieval.index import Index, build, load_index
 from landmark_ae.retrieval.postprocess import Transform
 from landmark_ae.runs import Run, check_artifacts, read_json
 
 INDEX_COLUMNS = ["id", "landmark_id", "split", "path"]
-ARTIFACTS = ("embeddings.npy", "index.csv", "embed.json")  # and transform.npz, database.npy, where used
+ARTIFACTS = ("embeddings.npy", "index.csv", "embed.json")  # and transform.npz, database.npy, diffusion.npz, where used
 DATABASE_FILE = "database.npy"  # dba_k > 0: the database rows after DBA, as searched
 REMAKE = "re-run `landmark-ae embed`"
 UNLABELLED = -1  # the label of a row without one (index.csv: an empty landmark_id)
@@ -38,7 +39,8 @@ class EmbedRun:
         for name in ARTIFACTS:
             if not (self.run_dir / name).is_file():
                 raise UserError(f"{self.run_dir} is not a complete embed run ({name} missing): run `landmark-ae embed`")
-        needed = [*ARTIFACTS, *(name for name in ("transform.npz", DATABASE_FILE) if (self.run_dir / name).is_file())]
+        optional = ("transform.npz", DATABASE_FILE, DIFFUSION_FILE)
+        needed = [*ARTIFACTS, *(name for name in optional if (self.run_dir / name).is_file())]
         check_artifacts(self.run_dir, needed, REMAKE)
         try:
             self.meta = read_json(self.run_dir / "embed.json")
@@ -144,16 +146,40 @@ class EmbedRun:
         return ExpandedIndex(index, database, self.qe_k, float(self.meta.get("qe_alpha", 3.0)))
 
     @property
+    def diffusion_k(self) -> int:
+        return int(self.meta.get("diffusion_k") or 0)  # runs older than diffusion: none
+
+    def diffuse(self, index: Index, database: np.ndarray, stored: bool = True) -> Index:
+        """index ranked by the run's diffusion (diffusion_k > 0), else index itself: over the stored graph
+        when `database` is the run's own database as searched (stored), else a graph built over it."""
+        if not self.diffusion_k:
+            return index
+        if stored:
+            path = self.run_dir / DIFFUSION_FILE
+            try:
+                graph = load_graph(path)
+            except (ValueError, OSError, KeyError) as exc:
+                raise UserError(f"{path} is missing or damaged ({type(exc).__name__}), but embed.json says the run "
+                                f"diffuses (diffusion_k={self.diffusion_k}): {REMAKE}") from None
+            if graph.shape != (len(database), len(database)):
+                raise UserError(f"{path} is a graph of {graph.shape[0]} rows but the run has {len(database)} "
+                                f"database rows: {REMAKE}")
+        else:
+            graph = neighbour_graph(database, self.diffusion_k, Index(database))
+        return DiffusedIndex(index, database, graph, int(self.meta.get("diffusion_query_k") or 10),
+                             float(self.meta.get("diffusion_alpha", 0.99)))
+
+    @property
     def index_name(self) -> str:
         """The database search embed stored: exact (numpy), flat, ivf or hnsw (FAISS, index.faiss)."""
         return str((self.meta.get("index") or {}).get("name", "exact"))
 
     def index(self, database: np.ndarray | None = None, expand: bool = True) -> Index:
         """The stored search over database_rows() (`database`: those rows, when already loaded), with
-        the run's αQE on top unless expand=False: what query and serve search."""
+        the run's αQE and diffusion on top unless expand=False: what query and serve search."""
         database = self.database_rows() if database is None else database
         index = load_index(self.run_dir, self.meta, database)
-        return self.expand(index, database) if expand else index
+        return self.diffuse(self.expand(index, database), database) if expand else index
 
     def protocol(self, queries: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(clustering rows, query rows, database rows). queries=test: test images query train+val

@@ -43,7 +43,8 @@ def score(x: np.ndarray, run: EmbedRun, cfg: DictConfig, stored_index: bool = Fa
     stored_index: x are the run's own rows, scored as `query` searches them: the database after the
     run's DBA (database.npy where the protocol's database is the run's own, queries=test; recomputed
     over the protocol's database otherwise), clustered there too, searched through its index.faiss
-    (or an on-the-fly FAISS flat index for another database) and with its αQE. Otherwise (raw
+    (or an on-the-fly FAISS flat index for another database) with its αQE and diffusion (its stored
+    graph, or one built over the protocol's database). Otherwise (raw
     pixels) the numpy exact search of x as it is. queries=all leaves each query itself out of its
     results. return_ap: also "ap", each query row's AP@k (NaN without relevant images)."""
     queries = enum_value(cfg.queries)
@@ -58,11 +59,11 @@ def score(x: np.ndarray, run: EmbedRun, cfg: DictConfig, stored_index: bool = Fa
     index = None
     if stored_index:
         db = run.augment(database)
+        stored = np.array_equal(database, run.database())
         if run.index_name != "exact":
-            stored = np.array_equal(database, run.database())
             index = run.index(db, expand=False) if stored else build(db, {"name": "flat"}, l2=bool(run.meta["l2"]))
-        if run.qe_k:
-            index = run.expand(index if index is not None else Index(db), db)
+        if run.qe_k or run.diffusion_k:
+            index = run.diffuse(run.expand(index if index is not None else Index(db), db), db, stored)
     else:
         db = x[database]
     return evaluate_embeddings(db[in_db], labels[train], x[query], labels[query], db, labels[database],
