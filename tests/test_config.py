@@ -65,6 +65,7 @@ def test_retrieval_preset_is_contrastive_at_temperature_0_07_plus_the_embed_sett
     assert {k: v for k, v in cfg.items() if k != "eval_embed"} == {k: v for k, v in contrastive.items() if k != "eval_embed"}
     e = cfg.eval_embed
     assert e.l2 and e.dba_k and e.qe_k and e != compose("train").eval_embed  # re-ranking on unit-length rows
+    assert (e.pooling.value, e.gem_p, e.diffusion_k, e.diffusion_query_k, e.diffusion_alpha) == ("gem", 2.0, 50, 10, 0.99)
     assert compose("train", "experiment=retrieval", "eval_embed.qe_k=0").eval_embed.qe_k == 0
 
 
