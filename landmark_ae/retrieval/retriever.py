@@ -124,7 +124,8 @@ class Retriever:
     def neighbours(self, images: np.ndarray, k: int) -> list[list[dict[str, Any]]]:
         """For each image its k nearest database images, nearest first: rank, distance, id, landmark_id, path,
         class_name (None where the dataset names no classes). With the run's αQE (qe_k > 0) these are the
-        neighbours (and distances) of the expanded query."""
+        neighbours (and distances) of the expanded query; with its diffusion (diffusion_k > 0), the rows
+        in the diffusion's order, each with its distance to the query itself (so not sorted)."""
         if len(images) == 0:
             return []
         k = min(k, self.size)
