@@ -1,5 +1,6 @@
 """DBA and αQE (landmark_ae/retrieval/expansion.py) against hand-computed unit vectors, and embed
-storing them, query and evaluate (queries=test and queries=all) applying them."""
+storing them, query and evaluate (queries=test and queries=all) applying them; the same for
+diffusion's graph (its own parts: test_diffusion.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 from conftest import run_in_process
 
 from landmark_ae.errors import UserError
+from landmark_ae.retrieval.diffusion import DiffusedIndex, load_graph, neighbour_graph
 from landmark_ae.retrieval.embed_run import EmbedRun
 from landmark_ae.retrieval.expansion import ExpandedIndex, dba, expand
 from landmark_ae.retrieval.index import Index, build
@@ -111,3 +113,37 @@ def test_embed_stores_dba_and_query_evaluate_apply_it_with_qe(tiny_trained, tmp_
     assert float(res["model.map@100"]) == pytest.approx(r["map@100"], abs=1e-6)
     assert float(res["model.p@1"]) < 1.0  # itself left out
     assert int(res["model.n_clusters"]) == len(set(run.labels.tolist()))
+
+
+def test_embed_stores_the_graph_and_query_evaluate_diffuse(tiny_trained, tmp_path):
+    with pytest.raises(UserError, match="diffusion_k=3 needs l2=true"):
+        run_in_process("embed", f"train_run={tiny_trained}", "diffusion_k=3", "progress=false", run_dir=tmp_path / "no")
+    out = run_in_process("embed", f"train_run={tiny_trained}", "pooling=avg", "l2=true", "dba_k=2", "qe_k=2",
+                         "diffusion_k=3", "diffusion_query_k=2", "diffusion_alpha=0.8", "progress=false",
+                         run_dir=tmp_path / "diffused")
+    run = EmbedRun(out["run_dir"])
+    assert (run.meta["diffusion_k"], run.meta["diffusion_query_k"], run.meta["diffusion_alpha"]) == (3, 2, 0.8)
+    assert "diffusion.npz" in json.loads((run.run_dir / "manifest.json").read_text())["artifacts"]
+    stored = np.asarray(run.database_rows())
+    graph = load_graph(run.run_dir / "diffusion.npz")
+    assert np.allclose(graph.toarray(), neighbour_graph(stored, 3, Index(stored)).toarray(), atol=1e-6)
+    # query and serve: αQE then diffusion over the stored graph
+    index = run.index()
+    assert isinstance(index, DiffusedIndex) and isinstance(index.base, ExpandedIndex)
+    test = run.rows("test")
+    want = DiffusedIndex(ExpandedIndex(Index(stored), stored, 2, 3.0), stored, graph, 2, 0.8)
+    assert np.array_equal(index.search(run.embeddings[test], 4)[1], want.search(run.embeddings[test], 4)[1])
+    res = run_in_process("evaluate", f"embed_run={run.run_dir}", run_dir=tmp_path / "evaluate")
+    r = retrieval_scores(run.embeddings[test], run.labels[test], stored, run.labels[run.database()], index=want)
+    assert float(res["model.map@100"]) == pytest.approx(r["map@100"], abs=1e-6)
+    # queries=all: the graph is built over every row (after DBA over them), the query itself left out
+    res = run_in_process("evaluate", f"embed_run={run.run_dir}", "queries=all", run_dir=tmp_path / "all")
+    x = np.asarray(run.embeddings)
+    every = dba(x, 2, 3.0, Index(x))
+    index = DiffusedIndex(ExpandedIndex(Index(every), every, 2, 3.0), every, neighbour_graph(every, 3, Index(every)), 2, 0.8)
+    r = retrieval_scores(x, run.labels, every, run.labels, index=index, exclude=np.arange(len(x)))
+    assert float(res["model.map@100"]) == pytest.approx(r["map@100"], abs=1e-6)
+    # a run whose graph went missing says so instead of ranking without it
+    (run.run_dir / "diffusion.npz").unlink()
+    with pytest.raises(UserError, match="diffusion.npz is missing or damaged"):
+        EmbedRun(run.run_dir).index()
