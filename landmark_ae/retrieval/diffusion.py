@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from landmark_ae.retrieval.index import Index
+from landmark_ae.retrieval.index import Index, ReRankedIndex
 
 __all__ = ["DIFFUSION_FILE", "DiffusedIndex", "load_graph", "neighbour_graph", "save_graph", "solve"]
 
@@ -93,19 +93,13 @@ def load_graph(path: Path) -> Any:
         return sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=tuple(int(s) for s in z["shape"]))
 
 
-class DiffusedIndex(Index):
+class DiffusedIndex(ReRankedIndex):
     """An Index ranking by diffusion over `graph` (neighbour_graph of `database`) from each query's
     query_k nearest rows under `base`. Rows the diffusion does not reach follow, in base's order."""
 
     def __init__(self, base: Index, database: np.ndarray, graph: Any, query_k: int, alpha: float):
-        self.base, self.database, self.graph = base, database, graph
-        self.query_k, self.alpha = int(query_k), float(alpha)
-        self.name = base.name
-        self.settings = base.settings
-
-    @property
-    def size(self) -> int:
-        return self.base.size
+        super().__init__(base, database)
+        self.graph, self.query_k, self.alpha = graph, int(query_k), float(alpha)
 
     def search(self, queries: np.ndarray, k: int, exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         q = np.asarray(queries, dtype=np.float32)
@@ -146,7 +140,4 @@ class DiffusedIndex(Index):
         rows = np.asarray(self.database[np.maximum(top, 0).ravel()], dtype=np.float32).reshape(*top.shape, -1)
         d = np.sqrt(np.maximum(np.square(rows - q[:, None, :]).sum(axis=2), 0.0)).astype(np.float64)
         return np.where(top >= 0, d, np.inf)
-
-    def save(self, run_dir: Any) -> list[str]:
-        return self.base.save(run_dir)
 

@@ -15,11 +15,9 @@ imports it on its fast path.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
-from landmark_ae.retrieval.index import Index
+from landmark_ae.retrieval.index import Index, ReRankedIndex
 
 __all__ = ["ExpandedIndex", "dba", "expand"]
 
@@ -57,20 +55,14 @@ def dba(x: np.ndarray, k: int, alpha: float, index: Index) -> np.ndarray:
     return expand(x, x, positions, alpha)
 
 
-class ExpandedIndex(Index):
+class ExpandedIndex(ReRankedIndex):
     """αQE over another Index: search(q, n) searches the top k of q, expands q with them (`expand`)
     and returns the base index's n nearest rows of the expanded query (its Euclidean distances).
     exclude applies to both searches (a query that is itself a database row is not expanded with it)."""
 
     def __init__(self, base: Index, database: np.ndarray, k: int, alpha: float):
-        self.base, self.database = base, database
+        super().__init__(base, database)
         self.k, self.alpha = int(k), float(alpha)
-        self.name = base.name
-        self.settings = base.settings
-
-    @property
-    def size(self) -> int:
-        return self.base.size
 
     def search(self, queries: np.ndarray, k: int, exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         q = np.asarray(queries, dtype=np.float32)
@@ -78,6 +70,3 @@ class ExpandedIndex(Index):
             return self.base.search(q, k, exclude=exclude)
         _, top = self.base.search(q, min(self.k, self.size), exclude=exclude)
         return self.base.search(expand(q, self.database, top, self.alpha), k, exclude=exclude)
-
-    def save(self, run_dir: Any) -> list[str]:
-        return self.base.save(run_dir)

@@ -70,6 +70,23 @@ class Index:
         return []
 
 
+
+class ReRankedIndex(Index):
+    """An Index that re-ranks another's results (αQE in expansion.py, diffusion in diffusion.py): its
+    name, settings, size and saved files are the base index's."""
+
+    def __init__(self, base: Index, database: np.ndarray):
+        self.base, self.database = base, database
+        self.name = base.name
+        self.settings = base.settings
+
+    @property
+    def size(self) -> int:
+        return self.base.size
+
+    def save(self, run_dir: Path) -> list[str]:
+        return self.base.save(run_dir)
+
 class FaissIndex(Index):
     """A FAISS index; inner product on unit rows (`ip`), squared L2 otherwise."""
 
