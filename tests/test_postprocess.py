@@ -37,7 +37,7 @@ def test_pooling_by_hand():
 def test_a_spatial_pooling_replaces_the_global_pooling_an_encoder_ends_with():
     from torch import nn
 
-    from landmark_ae.model.builder import encoder_rows, global_pool_start
+    from landmark_ae.retrieval.postprocess import encoder_rows, global_pool_start
 
     conv = nn.Conv2d(1, 2, 1, bias=False)
     conv.weight.data = torch.tensor([[[[1.0]]], [[[-1.0]]]])  # channel 0: x, channel 1: -x

@@ -13,7 +13,6 @@ import torch
 from torch import nn
 
 from landmark_ae.errors import UserError
-from landmark_ae.retrieval.postprocess import pool
 
 
 class ResBlock(nn.Module):
@@ -71,33 +70,6 @@ class ConvAutoencoder(nn.Module):
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """The bottleneck, flattened: one row per image."""
         return self.encoder(x).flatten(1)
-
-
-# What may follow an encoder's last feature map when the encoder pools space away itself (M5).
-_GLOBAL_POOLS = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
-
-
-def global_pool_start(encoder: nn.Module) -> int | None:
-    """Where a Sequential encoder's own global pooling begins (an output-size-1 adaptive pool, then at
-    most a Flatten, at its end), or None: the index that `encoder[:i]` stops before to give its last map."""
-    if not isinstance(encoder, nn.Sequential) or len(encoder) == 0:
-        return None
-    layers = list(encoder)
-    i = len(layers) - 1 if isinstance(layers[-1], nn.Flatten) else len(layers)
-    if i >= 1 and isinstance(layers[i - 1], _GLOBAL_POOLS) and layers[i - 1].output_size in (1, (1, 1)):
-        return i - 1
-    return None
-
-
-def encoder_rows(encoder: nn.Module, x: torch.Tensor, pooling: str = "flatten", gem_p: float = 3.0) -> torch.Tensor:
-    """One row per image of a (B, 3, H, W) batch: the encoder's latent, pooled (postprocess.pool).
-    flatten keeps the latent as the model made it. A spatial pooling (avg, max, gem) of an encoder
-    that ends in global pooling itself (M5) replaces that pooling: it is applied to the last feature
-    map, so `pooling=gem` gives M5 a GeM row in place of its average (same length)."""
-    start = None if pooling == "flatten" else global_pool_start(encoder)
-    if start is None:
-        return pool(encoder(x), pooling, gem_p)
-    return pool(encoder[:start](x), pooling, gem_p)
 
 
 def _plain(cfg: Any) -> Any:

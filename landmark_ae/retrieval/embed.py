@@ -51,7 +51,7 @@ from landmark_ae.config import EmbedSettings, enum_value
 from landmark_ae.data.prepared import SPLITS, Split, dataset_name, load_prepared, resize_uint8, to_model_range
 from landmark_ae.device import pick_device
 from landmark_ae.errors import UserError
-from landmark_ae.model.builder import ConvAutoencoder, encoder_rows
+from landmark_ae.model.builder import ConvAutoencoder
 from landmark_ae.model.checkpoints import checked_sha256, fingerprint, load_checkpoint, model_from_checkpoint
 from landmark_ae.retrieval.collection import (
     COLLECTION_FAILURE_COLUMNS,
@@ -66,7 +66,7 @@ from landmark_ae.retrieval.expansion import dba
 from landmark_ae.retrieval.index import Index, build
 from landmark_ae.retrieval.onnx_encoder import ONNX_FILE
 from landmark_ae.retrieval.onnx_export import export_for_run
-from landmark_ae.retrieval.postprocess import Transform
+from landmark_ae.retrieval.postprocess import Transform, encoder_rows
 from landmark_ae.runs import Run, atomic_path, refuse_empty, write_json_atomic, write_manifest, write_run_record
 
 log = logging.getLogger(__name__)

@@ -165,7 +165,7 @@ class EmbedRun:
                 raise UserError(f"{path} is a graph of {graph.shape[0]} rows but the run has {len(database)} "
                                 f"database rows: {REMAKE}")
         else:
-            graph = neighbour_graph(database, self.diffusion_k, Index(database))
+            graph = neighbour_graph(database, self.diffusion_k, build(database, self.meta.get("index") or {}, l2=True))
         return DiffusedIndex(index, database, graph, int(self.meta.get("diffusion_query_k") or 10),
                              float(self.meta.get("diffusion_alpha", 0.99)))
 

@@ -70,7 +70,6 @@ class Index:
         return []
 
 
-
 class ReRankedIndex(Index):
     """An Index that re-ranks another's results (αQE in expansion.py, diffusion in diffusion.py): its
     name, settings, size and saved files are the base index's."""
@@ -86,6 +85,7 @@ class ReRankedIndex(Index):
 
     def save(self, run_dir: Path) -> list[str]:
         return self.base.save(run_dir)
+
 
 class FaissIndex(Index):
     """A FAISS index; inner product on unit rows (`ip`), squared L2 otherwise."""

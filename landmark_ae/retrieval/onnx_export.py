@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from landmark_ae.model.builder import encoder_rows
 from landmark_ae.retrieval.onnx_encoder import INPUT, ONNX_FILE, OUTPUT, OnnxEncoder
+from landmark_ae.retrieval.postprocess import encoder_rows
 from landmark_ae.retrieval.preprocess import resize_taps
 
 log = logging.getLogger(__name__)

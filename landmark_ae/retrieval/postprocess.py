@@ -1,6 +1,8 @@
 """Embedding post-processing for retrieval: pooling of conv latents, L2, PCA-whitening.
 
     pool(latent, "flatten"|"avg"|"max"|"gem", p)   (B, C, H, W) -> (B, D); a (B, D) latent is kept
+    encoder_rows(encoder, x, pooling, p)           an encoder's pooled rows; for one that pools itself
+                                                   (M5) avg/max/gem replace its own global pooling
     Transform.fit(x, l2, pca_whiten)               fitted on the database rows (train+val) only
     Transform.apply(x)                             the same steps for any rows, e.g. query images
 
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -22,7 +24,7 @@ if TYPE_CHECKING:  # pool() only calls a tensor's own methods: query and serve o
 
 POOLINGS = ("flatten", "avg", "max", "gem")
 
-__all__ = ["POOLINGS", "pool", "Transform"]
+__all__ = ["POOLINGS", "Transform", "encoder_rows", "global_pool_start", "pool"]
 
 
 def pool(latent: torch.Tensor, how: str = "flatten", p: float = 3.0, eps: float = 1e-6) -> torch.Tensor:
@@ -43,6 +45,33 @@ def pool(latent: torch.Tensor, how: str = "flatten", p: float = 3.0, eps: float 
     top = x.amax(dim=(2, 3), keepdim=True)  # scaled by the max first: no overflow for large p
     return (x / top).pow(p).mean(dim=(2, 3)).pow(1.0 / p) * top.flatten(1)
 
+
+
+def global_pool_start(encoder: Any) -> int | None:
+    """Where a Sequential encoder's own global pooling begins (an output-size-1 adaptive pool, then at
+    most a Flatten, at its end), or None: the index that `encoder[:i]` stops before to give its last map."""
+    from torch import nn  # only callers that hold a torch model get here
+
+    if not isinstance(encoder, nn.Sequential) or len(encoder) == 0:
+        return None
+    layers = list(encoder)
+    i = len(layers) - 1 if isinstance(layers[-1], nn.Flatten) else len(layers)
+    last = layers[i - 1] if i >= 1 else None
+    if isinstance(last, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)) and last.output_size in (1, (1, 1)):
+        return i - 1
+    return None
+
+
+def encoder_rows(encoder: Any, x: torch.Tensor, pooling: str = "flatten", gem_p: float = 3.0) -> torch.Tensor:
+    """One row per image of a (B, 3, H, W) batch: the encoder's latent, pooled (pool). flatten keeps
+    the latent as the model made it. A spatial pooling (avg, max, gem) of an encoder that ends in
+    global pooling itself (M5) replaces that pooling: it is applied to the last feature map, so
+    `pooling=gem` gives M5 a GeM row in place of its average (same length). embed and encoder.onnx's
+    graph both call it."""
+    start = None if pooling == "flatten" else global_pool_start(encoder)
+    if start is None:
+        return pool(encoder(x), pooling, gem_p)
+    return pool(encoder[:start](x), pooling, gem_p)
 
 def _l2(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
