@@ -9,13 +9,15 @@ Helpers (import them with `from conftest import ...`):
     model_config                         a model YAML from conf/model as a plain dict
     jpeg / hexid / outcome               small JPEGs, GLDv2-style ids, what a prepare run made of each id
 
-Session fixtures (shared, built once through the real CLI): tiny_source -> tiny_prepared ->
-tiny_trained -> tiny_embedded, the end-to-end pipeline every retrieval test builds on.
+Session fixtures (built once through the real CLI, and once for all of xdist's workers: built_once):
+tiny_source -> tiny_prepared -> tiny_trained -> tiny_embedded, the end-to-end pipeline every retrieval
+test builds on; tiny_contrastive (M5).
 """
 
 from __future__ import annotations
 
 import io
+import json
 import os
 import signal
 import subprocess
@@ -224,23 +226,52 @@ def outputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return out
 
 
+def built_once(factory: pytest.TempPathFactory, name: str, build: Any) -> Any:
+    """build(dir) for the whole session, once across pytest-xdist's workers: the first worker to ask
+    builds in a directory they all share (under a file lock), the others read what it recorded.
+    `build` returns a Path or a CompletedProcess (kept as JSON); a failed build is not recorded,
+    so each worker that needs it fails with its own error."""
+    from filelock import FileLock
+
+    base = factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # xdist: one basetemp per worker
+    root, record = shared / f"shared-{name}", shared / f"shared-{name}.json"
+    with FileLock(str(shared / f"shared-{name}.lock")):
+        if not record.is_file():
+            if root.exists():  # a build that failed: start it again
+                import shutil
+
+                shutil.rmtree(root)
+            root.mkdir()
+            made = build(root)
+            kept = ({"path": str(made)} if isinstance(made, Path) else
+                    {"args": made.args, "returncode": made.returncode, "stdout": made.stdout, "stderr": made.stderr})
+            record.write_text(json.dumps(kept))
+    kept = json.loads(record.read_text())
+    return Path(kept["path"]) if "path" in kept else subprocess.CompletedProcess(**kept)
+
+
 @pytest.fixture(scope="session")
 def tiny_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small GLDv2-layout source (train.csv + images/a/b/c/<id>.jpg): 6 landmarks, 120 images."""
     from landmark_ae.data.sources.synthetic import SyntheticSpec, generate
 
-    root = tmp_path_factory.mktemp("tiny_source")
-    generate(root, SyntheticSpec(n_landmarks=6, n_images=120, min_per_landmark=4, seed=3))
-    return root
+    def build(root: Path) -> Path:
+        generate(root, SyntheticSpec(n_landmarks=6, n_images=120, min_per_landmark=4, seed=3))
+        return root
+
+    return built_once(tmp_path_factory, "tiny_source", build)
 
 
 @pytest.fixture(scope="session")
 def tiny_prepare_cli(tiny_source: Path, tmp_path_factory: pytest.TempPathFactory) -> subprocess.CompletedProcess:
     """`landmark-ae prepare` of tiny_source at 96x96 (the process, for its output)."""
-    out = tmp_path_factory.mktemp("pipeline_outputs")
-    proc = run_cli("prepare", "data=gldv2", f"data.root={tiny_source}", "progress=false", outputs=out)
-    assert proc.returncode == 0, proc.stderr
-    return proc
+    def build(out: Path) -> subprocess.CompletedProcess:
+        proc = run_cli("prepare", "data=gldv2", f"data.root={tiny_source}", "progress=false", outputs=out)
+        assert proc.returncode == 0, proc.stderr
+        return proc
+
+    return built_once(tmp_path_factory, "pipeline_outputs", build)
 
 
 @pytest.fixture(scope="session")
@@ -250,13 +281,16 @@ def tiny_prepared(tiny_prepare_cli: subprocess.CompletedProcess) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_train_cli(tiny_prepared: Path) -> subprocess.CompletedProcess:
+def tiny_train_cli(tiny_prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> subprocess.CompletedProcess:
     """`landmark-ae train` of M1 for 2 epochs with the default data_dir (the latest complete
     prepare run of data=gldv2 in the outputs dir, i.e. tiny_prepared)."""
-    proc = run_cli("train", "data=gldv2", "model=m1", "epochs=2", "batch_size=32", "progress=false",
-                   outputs=tiny_prepared.parent.parent)
-    assert proc.returncode == 0, proc.stderr
-    return proc
+    def build(_: Path) -> subprocess.CompletedProcess:
+        proc = run_cli("train", "data=gldv2", "model=m1", "epochs=2", "batch_size=32", "progress=false",
+                       outputs=tiny_prepared.parent.parent)
+        assert proc.returncode == 0, proc.stderr
+        return proc
+
+    return built_once(tmp_path_factory, "tiny_train", build)
 
 
 @pytest.fixture(scope="session")
@@ -266,17 +300,22 @@ def tiny_trained(tiny_train_cli: subprocess.CompletedProcess) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_embedded(tiny_trained: Path) -> Path:
+def tiny_embedded(tiny_trained: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Embeddings of tiny_prepared by tiny_trained (`landmark-ae embed`); returns the embed run dir."""
-    proc = run_cli("embed", f"train_run={tiny_trained}", "progress=false", outputs=tiny_trained.parent.parent)
-    assert proc.returncode == 0, proc.stderr
-    return Path(results(proc)["run_dir"])
+    def build(_: Path) -> Path:
+        proc = run_cli("embed", f"train_run={tiny_trained}", "progress=false", outputs=tiny_trained.parent.parent)
+        assert proc.returncode == 0, proc.stderr
+        return Path(results(proc)["run_dir"])
+
+    return built_once(tmp_path_factory, "tiny_embed", build)
 
 
 @pytest.fixture(scope="session")
 def tiny_contrastive(tiny_prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """M5 trained 1 epoch with `experiment=contrastive` on tiny_prepared (in-process); the train run dir."""
-    run_dir = tmp_path_factory.mktemp("contrastive") / "train"
-    run_in_process("train", "data=gldv2", f"data_dir={tiny_prepared}", "experiment=contrastive", "epochs=1",
-                   "batch_size=32", "progress=false", run_dir=run_dir)
-    return run_dir
+    def build(root: Path) -> Path:
+        run_in_process("train", "data=gldv2", f"data_dir={tiny_prepared}", "experiment=contrastive", "epochs=1",
+                       "batch_size=32", "progress=false", run_dir=root / "train")
+        return root / "train"
+
+    return built_once(tmp_path_factory, "contrastive", build)

@@ -71,6 +71,35 @@ def test_a_sweep_that_cannot_be_composed_leaves_no_sweep_dir(tmp_path):
     assert not outputs.exists() or not list(outputs.rglob("multirun.yaml"))
 
 
+def test_full_disk_is_one_line_the_prepare_run_is_recorded_failed_and_resume_reuses_its_images(tmp_path,
+                                                                                                  tiny_source):
+    outputs = tmp_path / "outputs"
+    env = failing_writes(tmp_path, """
+        import errno, os
+        _replace = os.replace
+        def replace(src, dst, *a, **k):
+            if str(dst).endswith("test.npy"):  # the last array, after every image is written
+                raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+            return _replace(src, dst, *a, **k)
+        os.replace = replace
+    """)
+    proc = run_cli("prepare", "data=gldv2", f"data.root={tiny_source}", "progress=false", outputs=outputs, env=env)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr and proc.stdout == "", proc.stderr
+    run = next((outputs / "prepare").iterdir())
+    message = (f"no space left on device while writing {run / 'test.npy'}: free some space, "
+               f"then continue with resume={run}")
+    assert proc.stderr.strip().splitlines()[-1] == f"landmark-ae prepare: error: {message}"
+    record = json.loads((run / "run.json").read_text())
+    assert record["status"] == "failed" and record["error"] == message
+    assert not list(run.rglob("*.tmp")) and not (run / "test.npy").exists()
+    images = {path: path.stat().st_mtime_ns for path in run.glob("*/*.jpg")}
+    resumed = run_cli("prepare", f"resume={run}", "progress=false", outputs=outputs)
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads((run / "run.json").read_text())["status"] == "complete" and (run / "test.npy").is_file()
+    assert len(images) == 120 and {path: path.stat().st_mtime_ns for path in run.glob("*/*.jpg")} == images
+
+
+@pytest.mark.slow  # two trainings; the same handling is checked on prepare above
 def test_full_disk_is_one_line_the_run_is_recorded_failed_and_resume_finishes_it(tmp_path, tiny_prepared):
     outputs = tmp_path / "outputs"
     env = failing_writes(tmp_path, """

@@ -24,7 +24,6 @@ from omegaconf import DictConfig
 from landmark_ae.common import SPLITS
 from landmark_ae.config import enum_value
 from landmark_ae.errors import UserError
-from landmark_ae.retrieval.baseline import pixel_baseline
 from landmark_ae.retrieval.embed_run import EMBED_SETTINGS, EmbedRun, resolve_embed_run
 from landmark_ae.retrieval.index import Index, build
 from landmark_ae.retrieval.metrics import CLUSTERING_METRICS, evaluate_embeddings
@@ -183,6 +182,8 @@ def run_evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     results[run.meta["model"]] = {"dim": int(x.shape[1]), **scores}
     log.info("scored %s embeddings in %.1fs", run.meta["model"], time.perf_counter() - tick)
     if cfg.pixel_baseline:
+        from landmark_ae.retrieval.baseline import pixel_baseline  # torch: imported only for the baseline
+
         name, pixels = pixel_baseline(run)
         results[name] = {"dim": int(pixels.shape[1]), **score(pixels, run, cfg)}
 
