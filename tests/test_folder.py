@@ -298,14 +298,12 @@ def test_landmarks10_names_from_a_gldv2_root(tmp_path: Path) -> None:
     assert class_names(tmp_path / "gone") == {} and class_names(None) == {}
 
 
-def test_one_cli_query_from_a_folder_shows_class_names(labelled_runs: dict[str, Path]) -> None:
-    from conftest import run_cli
-
+def test_one_query_from_a_folder_shows_class_names(labelled_runs: dict[str, Path], tmp_path: Path, capsys) -> None:
+    # in-process: the TSV through the real CLI is test_query.py's (test_query_tsv_ranks_the_near_duplicate_first)
     photo = labelled_runs["prepare"].parent / "photos" / "colosseum" / "3.jpg"
-    proc = run_cli("query", f"embed_run={labelled_runs['embed']}", f"image={photo}", "k=3",
-                   outputs=labelled_runs["prepare"].parent / "outputs")
-    assert proc.returncode == 0, proc.stderr
-    rows = [line.split("\t") for line in proc.stdout.splitlines()]
+    capsys.readouterr()
+    run_in_process("query", f"embed_run={labelled_runs['embed']}", f"image={photo}", "k=3", run_dir=tmp_path / "query")
+    rows = [line.split("\t") for line in capsys.readouterr().out.splitlines()]
     assert rows[0][-1] == "class_name" and len(rows) == 4
     names = {"0": "bridge", "1": "colosseum", "2": "tower"}
     assert all(r[-1] == names[r[3]] for r in rows[1:])
