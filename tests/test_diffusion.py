@@ -4,10 +4,15 @@ whose trained fixture it shares)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
+import pytest
+from conftest import REPO
 from test_expansion import unit
 
-from landmark_ae.retrieval.diffusion import DiffusedIndex, neighbour_graph, solve
+from landmark_ae.retrieval.diffusion import DiffusedIndex, load_graph, neighbour_graph, save_graph, solve
 from landmark_ae.retrieval.index import Index
 
 
@@ -57,3 +62,28 @@ def test_diffusion_follows_the_chain_a_plain_search_skips():
     _, ranked = diffused.search(db[:1], 3, exclude=np.array([0]))
     assert ranked[0].tolist() == [1, 2, 3]
 
+
+
+def test_a_stored_graph_multiplies_as_scipy_and_one_column_needs_no_scipy(tmp_path):
+    rng = np.random.default_rng(1)
+    db = rng.normal(size=(60, 4)).astype(np.float32)
+    db /= np.linalg.norm(db, axis=1, keepdims=True)
+    s = neighbour_graph(db, 3, Index(db))
+    assert (np.diff(s.indptr) == 0).any() and (np.diff(s.indptr) > 1).any()  # rows without an edge, rows with several
+    save_graph(s, tmp_path / "graph.npz")
+    graph = load_graph(tmp_path / "graph.npz")
+    for columns in (1, 3):  # one query: numpy; a block: scipy
+        p = rng.random((60, columns), dtype=np.float32)
+        assert np.allclose(graph @ p, s @ p, atol=1e-6)
+    y = np.zeros((60, 1), dtype=np.float32)
+    y[0] = 1.0
+    assert np.allclose(solve(graph, y, 0.9), solve(s, y, 0.9), atol=1e-6)
+    code = (f"import sys, numpy as np; from landmark_ae.retrieval.diffusion import load_graph, solve; "
+            f"g = load_graph({str(tmp_path / 'graph.npz')!r}); y = np.zeros((60, 1), np.float32); y[0] = 1; "
+            f"solve(g, y, 0.9); print('scipy' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+    # arrays that do not make a graph (a damaged or hand-made file) are refused, not multiplied
+    np.savez(tmp_path / "bad.npz", data=s.data, indices=s.indices, indptr=s.indptr[:-1], shape=np.array(s.shape))
+    with pytest.raises(ValueError, match="do not fit"):
+        load_graph(tmp_path / "bad.npz")

@@ -126,7 +126,7 @@ def test_embed_stores_the_graph_and_query_evaluate_diffuse(tiny_trained, tmp_pat
     assert "diffusion.npz" in json.loads((run.run_dir / "manifest.json").read_text())["artifacts"]
     stored = np.asarray(run.database_rows())
     graph = load_graph(run.run_dir / "diffusion.npz")
-    assert np.allclose(graph.toarray(), neighbour_graph(stored, 3, Index(stored)).toarray(), atol=1e-6)
+    assert np.allclose(graph.scipy().toarray(), neighbour_graph(stored, 3, Index(stored)).toarray(), atol=1e-6)
     # query and serve: αQE then diffusion over the stored graph
     index = run.index()
     assert isinstance(index, DiffusedIndex) and isinstance(index.base, ExpandedIndex)
