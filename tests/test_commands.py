@@ -36,6 +36,19 @@ def failing_writes(tmp_path: Path, code: str) -> dict:
     return {"PYTHONPATH": str(hooks)}
 
 
+def full_disk_on(name: str) -> str:
+    """failing_writes code: the atomic replace onto a file named `name` fails as on a full disk."""
+    return f"""
+        import errno, os
+        _replace = os.replace
+        def replace(src, dst, *a, **k):
+            if str(dst).endswith({name!r}):
+                raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+            return _replace(src, dst, *a, **k)
+        os.replace = replace
+    """
+
+
 # (what is refused, the command line ({trained}: tiny_trained; {interrupted}: an interrupted copy of it;
 # {missing}: a path that does not exist; {other}: another outputs dir), the one line's text)
 REFUSALS = [
@@ -71,60 +84,30 @@ def test_a_sweep_that_cannot_be_composed_leaves_no_sweep_dir(tmp_path):
     assert not outputs.exists() or not list(outputs.rglob("multirun.yaml"))
 
 
-def test_full_disk_is_one_line_the_prepare_run_is_recorded_failed_and_resume_reuses_its_images(tmp_path,
-                                                                                                  tiny_source):
+# (command, the file whose write fails: prepare's last array, after every image; train's history.csv)
+FULL_DISK = [("prepare", "test.npy"), pytest.param("train", "history.csv", marks=pytest.mark.slow)]  # train: 2 trainings
+
+
+@pytest.mark.parametrize(("command", "failing"), FULL_DISK, ids=["prepare", "train"])
+def test_full_disk_is_one_line_the_run_is_recorded_failed_and_resume_keeps_its_work(command, failing, tmp_path,
+                                                                                    request):
     outputs = tmp_path / "outputs"
-    env = failing_writes(tmp_path, """
-        import errno, os
-        _replace = os.replace
-        def replace(src, dst, *a, **k):
-            if str(dst).endswith("test.npy"):  # the last array, after every image is written
-                raise OSError(errno.ENOSPC, "No space left on device", str(dst))
-            return _replace(src, dst, *a, **k)
-        os.replace = replace
-    """)
-    proc = run_cli("prepare", "data=gldv2", f"data.root={tiny_source}", "progress=false", outputs=outputs, env=env)
+    args = (["prepare", "data=gldv2", f"data.root={request.getfixturevalue('tiny_source')}"] if command == "prepare" else
+            ["train", "data=gldv2", f"data_dir={request.getfixturevalue('tiny_prepared')}", "model=m1", "epochs=2"])
+    proc = run_cli(*args, "progress=false", outputs=outputs, env=failing_writes(tmp_path, full_disk_on(failing)))
     assert proc.returncode == 1 and "Traceback" not in proc.stderr and proc.stdout == "", proc.stderr
-    run = next((outputs / "prepare").iterdir())
-    message = (f"no space left on device while writing {run / 'test.npy'}: free some space, "
-               f"then continue with resume={run}")
-    assert proc.stderr.strip().splitlines()[-1] == f"landmark-ae prepare: error: {message}"
+    run = next((outputs / command).iterdir())
+    message = f"no space left on device while writing {run / failing}: free some space, then continue with resume={run}"
+    assert proc.stderr.strip().splitlines()[-1] == f"landmark-ae {command}: error: {message}"
     record = json.loads((run / "run.json").read_text())
-    assert record["status"] == "failed" and record["error"] == message
-    assert not list(run.rglob("*.tmp")) and not (run / "test.npy").exists()
-    images = {path: path.stat().st_mtime_ns for path in run.glob("*/*.jpg")}
-    resumed = run_cli("prepare", f"resume={run}", "progress=false", outputs=outputs)
+    assert record["status"] == "failed" and record["error"] == message and message in (run / f"{command}.log").read_text()
+    assert not list(run.rglob("*.tmp")) and not (run / failing).exists()
+    kept = {path: path.stat().st_mtime_ns for path in run.glob("*/*.jpg")}  # prepare's images
+    resumed = run_cli(command, f"resume={run}", "progress=false", outputs=outputs)
     assert resumed.returncode == 0, resumed.stderr
-    assert json.loads((run / "run.json").read_text())["status"] == "complete" and (run / "test.npy").is_file()
-    assert len(images) == 120 and {path: path.stat().st_mtime_ns for path in run.glob("*/*.jpg")} == images
-
-
-@pytest.mark.slow  # two trainings; the same handling is checked on prepare above
-def test_full_disk_is_one_line_the_run_is_recorded_failed_and_resume_finishes_it(tmp_path, tiny_prepared):
-    outputs = tmp_path / "outputs"
-    env = failing_writes(tmp_path, """
-        import errno, os
-        _replace = os.replace
-        def replace(src, dst, *a, **k):
-            if str(dst).endswith("history.csv"):
-                raise OSError(errno.ENOSPC, "No space left on device", str(dst))
-            return _replace(src, dst, *a, **k)
-        os.replace = replace
-    """)
-    args = ["train", "data=gldv2", f"data_dir={tiny_prepared}", "model=m1", "epochs=2", "progress=false"]
-    proc = run_cli(*args, outputs=outputs, env=env)
-    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
-    run = next((outputs / "train").iterdir())
-    message = (f"no space left on device while writing {run / 'history.csv'}: free some space, "
-               f"then continue with resume={run}")
-    assert proc.stderr.strip().splitlines()[-1] == f"landmark-ae train: error: {message}"
-    record = json.loads((run / "run.json").read_text())
-    assert record["status"] == "failed" and record["error"] == message
-    assert message in (run / "train.log").read_text()
-    assert not list(run.rglob("*.tmp"))
-    resumed = run_cli("train", f"resume={run}", outputs=outputs)
-    assert resumed.returncode == 0, resumed.stderr
-    assert json.loads((run / "run.json").read_text())["status"] == "complete"
+    assert json.loads((run / "run.json").read_text())["status"] == "complete" and (run / failing).is_file()
+    if command == "prepare":  # every image was written before the disk filled: none is written again
+        assert len(kept) == 120 and {path: path.stat().st_mtime_ns for path in run.glob("*/*.jpg")} == kept
 
 
 def test_read_only_outputs_is_one_line_naming_the_path(tmp_path, tiny_embedded, tiny_prepared):
