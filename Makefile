@@ -72,9 +72,10 @@ $(CHROMIUM):
 browser: $(CHROMIUM) ## install Debian's chromium for the browser tests (apt-get, where it is missing)
 
 # The test files are shared out over WORKERS processes (pytest-xdist; a file's tests stay together, so
-# its fixtures are built once per worker). WORKERS=0 runs them in this process.
+# its fixtures are built once per worker), in the order tests/conftest.py gives them (files that use
+# the shared pipeline in turns with files that do not). WORKERS=0 runs them in this process.
 WORKERS ?= 2
-XDIST = $(if $(filter 0,$(WORKERS)),,-n $(WORKERS) --dist loadfile)
+XDIST = $(if $(filter 0,$(WORKERS)),,-n $(WORKERS) --dist loadfile --no-loadscope-reorder)
 
 test: install $(CHROMIUM) ## run the tests (slow ones excluded; see test-all), on WORKERS (2) processes
 	$(BIN)/python -m pytest $(XDIST)
