@@ -87,3 +87,6 @@ def test_a_stored_graph_multiplies_as_scipy_and_one_column_needs_no_scipy(tmp_pa
     np.savez(tmp_path / "bad.npz", data=s.data, indices=s.indices, indptr=s.indptr[:-1], shape=np.array(s.shape))
     with pytest.raises(ValueError, match="do not fit"):
         load_graph(tmp_path / "bad.npz")
+    np.savez(tmp_path / "bad.npz", data=s.data, indices=s.indices, indptr=s.indptr[::-1], shape=np.array(s.shape))
+    with pytest.raises(ValueError, match="do not fit"):
+        load_graph(tmp_path / "bad.npz")

@@ -89,11 +89,12 @@ def save_graph(graph: Any, path: Path) -> None:
 
 class StoredGraph:
     """A graph as diffusion.npz holds it (CSR arrays), ready for `graph @ p`. One column (a one-shot
-    query) is multiplied in numpy, so such a query never imports scipy (0.2 s of its 1.3 s on 2 cores);
+    query) is multiplied in numpy, so such a query never imports scipy (0.2-0.3 s of its 1.2-1.9 s on 2 cores);
     blocks of columns (evaluate, serve's batches) go through scipy's sparse product, built once."""
 
     def __init__(self, data: np.ndarray, indices: np.ndarray, indptr: np.ndarray, shape: tuple[int, int]):
-        if len(indptr) != shape[0] + 1 or indptr[-1] != len(data) or len(indices) != len(data):
+        if (len(indptr) != shape[0] + 1 or indptr[0] != 0 or indptr[-1] != len(data) or len(indices) != len(data)
+                or (np.diff(indptr) < 0).any()):
             raise ValueError("CSR arrays that do not fit together")
         if len(indices) and not 0 <= int(indices.min()) <= int(indices.max()) < shape[1]:
             raise ValueError("CSR column ids out of range")
