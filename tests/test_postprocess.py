@@ -33,7 +33,6 @@ def test_pooling_by_hand():
         pool(x, "median")
 
 
-
 def test_a_spatial_pooling_replaces_the_global_pooling_an_encoder_ends_with():
     from torch import nn
 

@@ -46,7 +46,6 @@ def pool(latent: torch.Tensor, how: str = "flatten", p: float = 3.0, eps: float 
     return (x / top).pow(p).mean(dim=(2, 3)).pow(1.0 / p) * top.flatten(1)
 
 
-
 def global_pool_start(encoder: Any) -> int | None:
     """Where a Sequential encoder's own global pooling begins (an output-size-1 adaptive pool, then at
     most a Flatten, at its end), or None: the index that `encoder[:i]` stops before to give its last map."""
@@ -72,6 +71,7 @@ def encoder_rows(encoder: Any, x: torch.Tensor, pooling: str = "flatten", gem_p:
     if start is None:
         return pool(encoder(x), pooling, gem_p)
     return pool(encoder[:start](x), pooling, gem_p)
+
 
 def _l2(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
